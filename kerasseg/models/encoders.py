@@ -1,0 +1,287 @@
+"""Pretrained keras.applications networks as U-Net encoders.
+
+Each encoder is listed with the layers tapped for skip connections at strides 2, 4, 8 and
+16, and the bottleneck at stride 32. A tap is a layer name (its output), "input:<name>" (the
+input of that layer, for features whose producing layer has an auto-generated name), or
+None: no feature at that stride (ConvNeXt's stem jumps straight to stride 4), or, for the
+bottleneck, the network's output. The encoder is built without the network's own
+preprocessing layers; `preprocessing` names the `ImagePreprocessing` mode its ImageNet
+weights expect.
+
+Input channels other than 3 with pretrained weights: the weights are loaded into a 3-channel
+network and copied layer by layer into the C-channel one; the first convolution's kernel is
+summed over RGB for 1 channel, or repeated cyclically and scaled by 3 / C otherwise, as
+segmentation_models.pytorch does (`encoders/_utils.py: patch_first_conv`).
+"""
+
+import dataclasses
+import difflib
+import inspect
+
+import keras
+import numpy as np
+
+from kerasseg.models.base import check_spatial_size
+
+STRIDES = (2, 4, 8, 16, 32)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderSpec:
+    """One encoder: its keras.applications constructor, taps and preprocessing mode."""
+
+    name: str
+    constructor: str
+    taps: tuple
+    preprocessing: str
+    reference: str
+    cut_before: str | None = None  # drop the layers before this one (built-in preprocessing)
+
+
+def _resnet_taps(stage3, stage4, v2=False):
+    if v2:
+        return (
+            "conv1_conv",
+            "conv2_block3_preact_relu",
+            f"conv3_block{stage3}_preact_relu",
+            f"conv4_block{stage4}_preact_relu",
+            "post_relu",
+        )
+    return (
+        "conv1_relu",
+        "conv2_block3_out",
+        f"conv3_block{stage3}_out",
+        f"conv4_block{stage4}_out",
+        "conv5_block3_out",
+    )
+
+
+_EFFICIENTNET_TAPS = (
+    "block2a_expand_activation",
+    "block3a_expand_activation",
+    "block4a_expand_activation",
+    "block6a_expand_activation",
+    "top_activation",
+)
+_EFFICIENTNET_V2_TAPS = (
+    "input:block2a_expand_conv",
+    "input:block3a_expand_conv",
+    "block4a_expand_activation",
+    "block6a_expand_activation",
+    "top_activation",
+)
+_DENSENET_TAPS = ("conv1_relu", "pool2_relu", "pool3_relu", "pool4_relu", "relu")
+
+_RESNET = "He et al. 2016, Deep Residual Learning for Image Recognition"
+_RESNET_V2 = "He et al. 2016, Identity Mappings in Deep Residual Networks"
+_VGG = "Simonyan & Zisserman 2015, Very Deep Convolutional Networks"
+_EFFICIENTNET = "Tan & Le 2019, EfficientNet"
+_EFFICIENTNET_V2 = "Tan & Le 2021, EfficientNetV2"
+_DENSENET = "Huang et al. 2017, Densely Connected Convolutional Networks"
+_CONVNEXT = "Liu et al. 2022, A ConvNet for the 2020s"
+_MOBILENET_V3 = "Howard et al. 2019, Searching for MobileNetV3"
+
+
+def _specs():
+    specs = [
+        EncoderSpec(
+            "vgg16",
+            "VGG16",
+            ("block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3", "block5_pool"),
+            "caffe",
+            _VGG,
+        ),
+        EncoderSpec(
+            "vgg19",
+            "VGG19",
+            ("block2_conv2", "block3_conv4", "block4_conv4", "block5_conv4", "block5_pool"),
+            "caffe",
+            _VGG,
+        ),
+        EncoderSpec("resnet50", "ResNet50", _resnet_taps(4, 6), "caffe", _RESNET),
+        EncoderSpec("resnet101", "ResNet101", _resnet_taps(4, 23), "caffe", _RESNET),
+        EncoderSpec("resnet152", "ResNet152", _resnet_taps(8, 36), "caffe", _RESNET),
+        EncoderSpec("resnet50_v2", "ResNet50V2", _resnet_taps(4, 6, v2=True), "tf", _RESNET_V2),
+        EncoderSpec("resnet101_v2", "ResNet101V2", _resnet_taps(4, 23, v2=True), "tf", _RESNET_V2),
+        EncoderSpec("resnet152_v2", "ResNet152V2", _resnet_taps(8, 36, v2=True), "tf", _RESNET_V2),
+        EncoderSpec(
+            "mobilenet_v2",
+            "MobileNetV2",
+            (
+                "block_1_expand_relu",
+                "block_3_expand_relu",
+                "block_6_expand_relu",
+                "block_13_expand_relu",
+                "out_relu",
+            ),
+            "tf",
+            "Sandler et al. 2018, MobileNetV2",
+        ),
+        EncoderSpec(
+            "mobilenet_v3_small",
+            "MobileNetV3Small",
+            (
+                "input:expanded_conv_depthwise_pad",
+                "input:expanded_conv_1_depthwise_pad",
+                "input:expanded_conv_3_depthwise_pad",
+                "input:expanded_conv_8_depthwise_pad",
+                None,
+            ),
+            "tf",
+            _MOBILENET_V3,
+        ),
+        EncoderSpec(
+            "mobilenet_v3_large",
+            "MobileNetV3Large",
+            (
+                "input:expanded_conv_1_depthwise_pad",
+                "input:expanded_conv_3_depthwise_pad",
+                "input:expanded_conv_6_depthwise_pad",
+                "input:expanded_conv_12_depthwise_pad",
+                None,
+            ),
+            "tf",
+            _MOBILENET_V3,
+        ),
+    ]
+    for i in range(8):
+        specs.append(
+            EncoderSpec(
+                f"efficientnet_b{i}",
+                f"EfficientNetB{i}",
+                _EFFICIENTNET_TAPS,
+                "efficientnet",
+                _EFFICIENTNET,
+                cut_before="stem_conv_pad",
+            )
+        )
+    for suffix in ("b0", "b1", "b2", "b3", "s", "m", "l"):
+        specs.append(
+            EncoderSpec(
+                f"efficientnet_v2_{suffix}",
+                f"EfficientNetV2{suffix.upper()}",
+                _EFFICIENTNET_V2_TAPS,
+                # keras.applications normalises B0-B3 like torch, S/M/L to x / 128 - 1.
+                "torch" if suffix.startswith("b") else "efficientnet_v2",
+                _EFFICIENTNET_V2,
+            )
+        )
+    for depth in (121, 169, 201):
+        specs.append(
+            EncoderSpec(f"densenet{depth}", f"DenseNet{depth}", _DENSENET_TAPS, "torch", _DENSENET)
+        )
+    for size in ("tiny", "small", "base"):
+        prefix = f"convnext_{size}"
+        taps = (None,) + tuple(f"input:{prefix}_downsampling_block_{i}" for i in range(3)) + (None,)
+        specs.append(EncoderSpec(prefix, f"ConvNeXt{size.capitalize()}", taps, "torch", _CONVNEXT))
+    return {spec.name: spec for spec in specs}
+
+
+ENCODERS = _specs()
+
+
+def get_encoder_spec(name):
+    """The `EncoderSpec` called `name`, or a ValueError listing the closest names."""
+    if name not in ENCODERS:
+        close = difflib.get_close_matches(str(name), list(ENCODERS), n=3, cutoff=0.4)
+        hint = f" Closest: {close}." if close else ""
+        raise ValueError(
+            f"`encoder`: unknown encoder {name!r}.{hint} Accepted: {sorted(ENCODERS)}."
+        )
+    return ENCODERS[name]
+
+
+def _application(spec, input_shape, weights):
+    constructor = getattr(keras.applications, spec.constructor)
+    kwargs = {"include_top": False, "weights": weights, "input_shape": tuple(input_shape)}
+    if "include_preprocessing" in inspect.signature(constructor).parameters:
+        kwargs["include_preprocessing"] = False
+    try:
+        network = constructor(**kwargs)
+    except Exception as error:  # keras raises plain Exception on download failures
+        if weights != "imagenet" or not _is_download_error(error):
+            raise
+        raise OSError(
+            f"`encoder_weights='imagenet'`: could not download the ImageNet weights of encoder "
+            f"{spec.name!r} ({error}). Keras fetches them once into $KERAS_HOME/models "
+            f"(default ~/.keras/models); on an offline machine, copy the keras.applications "
+            f"'{spec.constructor}' no-top weights file there by hand, or pass its path as "
+            f"`encoder_weights=`."
+        ) from error
+    return network
+
+
+def _is_download_error(error):
+    # keras.utils.get_file raises a bare Exception("URL fetch failure on ...").
+    return "URL fetch failure" in str(error) or isinstance(error, OSError)
+
+
+def _tap_tensor(network, tap):
+    if tap is None:
+        return None
+    if tap.startswith("input:"):
+        return network.get_layer(tap.removeprefix("input:")).input
+    return network.get_layer(tap).output
+
+
+def adapt_first_conv_kernel(kernel, channels):
+    """Adapt an RGB conv kernel (kh, kw, 3, out) to `channels` input channels."""
+    if channels == 1:
+        return kernel.sum(axis=2, keepdims=True)
+    rgb = kernel.shape[2]
+    adapted = np.stack([kernel[:, :, i % rgb] for i in range(channels)], axis=2)
+    return adapted * (rgb / channels)
+
+
+def _transfer_weights(source, target):
+    """Copy weights from a 3-channel network into the same network built for C channels."""
+    adapted = False
+    for src_layer, dst_layer in zip(source.layers, target.layers, strict=True):
+        src_weights = src_layer.get_weights()
+        dst_weights = dst_layer.get_weights()
+        new = []
+        for s, d in zip(src_weights, dst_weights, strict=True):
+            if s.shape != d.shape:
+                if adapted or s.ndim != 4 or s.shape[:2] + s.shape[3:] != d.shape[:2] + d.shape[3:]:
+                    raise ValueError(
+                        f"cannot adapt encoder weights of layer {src_layer.name!r}: shape "
+                        f"{s.shape} does not fit {d.shape}."
+                    )
+                s = adapt_first_conv_kernel(s, d.shape[2])
+                adapted = True
+            new.append(s)
+        dst_layer.set_weights(new)
+
+
+def build_encoder(name, input_shape=(None, None, 3), weights=None):
+    """A multi-output keras.Model giving the features at strides 2, 4, 8, 16 and 32.
+
+    Args:
+        name: an encoder name from `ENCODERS`.
+        input_shape: (height, width, channels); height and width may be None.
+        weights: None (random), "imagenet", or a path to weights of the 3-channel
+            keras.applications network without its top.
+
+    Returns:
+        `(encoder, present)`: a `keras.Model` named "encoder" whose outputs are the features
+        that exist, and five booleans saying which strides (2, 4, 8, 16, 32) have one.
+    """
+    spec = get_encoder_spec(name)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(f"`input_shape` must be (height, width, channels); got {input_shape}.")
+    check_spatial_size(input_shape[:2], 32)
+    channels = input_shape[-1]
+    if weights is not None and channels != 3:
+        source = _application(spec, input_shape[:2] + (3,), weights)
+        network = _application(spec, input_shape, None)
+        _transfer_weights(source, network)
+    else:
+        network = _application(spec, input_shape, weights)
+    features = [_tap_tensor(network, tap) for tap in spec.taps[:4]]
+    bottleneck = _tap_tensor(network, spec.taps[4]) if spec.taps[4] else network.output
+    features.append(bottleneck)
+    outputs = [f for f in features if f is not None]
+    inputs = network.get_layer(spec.cut_before).input if spec.cut_before else network.inputs
+    encoder = keras.Model(inputs, outputs, name="encoder")
+    return encoder, [f is not None for f in features]

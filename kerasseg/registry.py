@@ -1,0 +1,276 @@
+"""The model registry: every architecture and preset behind one loader, `load(name)`.
+
+An entry is an architecture (a builder function and its metadata) or a preset (an
+architecture, fixed arguments and named weights). Built-in architectures are registered at
+the bottom of this module; shipped presets come from `saved_models/manifest.json`.
+"""
+
+import dataclasses
+import difflib
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+
+from kerasseg import weights as weights_lib
+
+TASKS = ("semantic", "instance", "classical")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """Everything the registry knows about one loadable name."""
+
+    name: str
+    builder: Callable
+    task: str
+    description: str
+    reference: str
+    input_channels: int
+    default_input_shape: tuple
+    num_classes: int | None
+    preprocessing: str | Callable  # an ImagePreprocessing mode, or f(arguments) -> mode
+    weights: dict = dataclasses.field(default_factory=dict)  # name -> WeightsInfo
+    architecture: str | None = None  # for presets: the architecture they instantiate
+    defaults: dict = dataclasses.field(default_factory=dict)  # arguments a preset fixes
+    default_weights: str | None = None  # named weights a preset loads unless told otherwise
+
+    @property
+    def is_preset(self):
+        return self.architecture is not None
+
+    def preprocessing_for(self, arguments=None):
+        """The `ImagePreprocessing` mode for a model built with `arguments`."""
+        if callable(self.preprocessing):
+            return self.preprocessing({**self.defaults, **(arguments or {})})
+        return self.preprocessing
+
+    def summary(self):
+        """A plain dict for listings (`list_models`, `kerasseg info`)."""
+        first = next(iter(self.weights.values()), None)
+        return {
+            "name": self.name,
+            "kind": "preset" if self.is_preset else "architecture",
+            "architecture": self.architecture or self.name,
+            "task": self.task,
+            "description": self.description,
+            "reference": self.reference,
+            "input_channels": self.input_channels,
+            "default_input_shape": self.default_input_shape,
+            "num_classes": self.num_classes,
+            "preprocessing": self.preprocessing_for() if not callable(self.preprocessing)
+            else "depends on the encoder (see `kerasseg info`)",
+            "arguments": dict(self.defaults),
+            "weights": {name: info.as_dict() for name, info in self.weights.items()},
+            "dataset": first.dataset if first else "",
+            "metrics": dict(first.metrics) if first else {},
+        }
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    name,
+    builder,
+    *,
+    task,
+    description,
+    reference="",
+    input_channels=3,
+    default_input_shape=(None, None, 3),
+    num_classes=None,
+    preprocessing="none",
+    weights=(),
+    architecture=None,
+    defaults=None,
+    default_weights=None,
+    overwrite=False,
+):
+    """Register an architecture or a preset under `name`; returns its `ModelEntry`.
+
+    `builder(**arguments)` must return a `keras.Model`. `weights` is a sequence of
+    `WeightsInfo`. A preset gives the `architecture` it instantiates, the `defaults` it fixes
+    and the `default_weights` it loads.
+    """
+    if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
+        raise ValueError(f"`name` must be a snake_case identifier; got {name!r}.")
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"`name`: {name!r} is already registered; pass overwrite=True.")
+    if task not in TASKS:
+        raise ValueError(f"`task` must be one of {TASKS}; got {task!r}.")
+    if not callable(builder):
+        raise TypeError(f"`builder` must be callable; got {builder!r}.")
+    weights = {info.name: info for info in weights}
+    if default_weights is not None and default_weights not in weights:
+        raise ValueError(
+            f"`default_weights` {default_weights!r} is not among the entry's weights "
+            f"{sorted(weights)}."
+        )
+    entry = ModelEntry(
+        name=name,
+        builder=builder,
+        task=task,
+        description=description,
+        reference=reference,
+        input_channels=input_channels,
+        default_input_shape=tuple(default_input_shape),
+        num_classes=num_classes,
+        preprocessing=preprocessing,
+        weights=weights,
+        architecture=architecture,
+        defaults=dict(defaults or {}),
+        default_weights=default_weights,
+    )
+    _REGISTRY[name] = entry
+    return entry
+
+
+def get_entry(name):
+    """The `ModelEntry` called `name`; unknown names raise a ValueError with the closest."""
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=5, cutoff=0.3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(
+            f"`name`: unknown model {name!r}.{hint} `kerasseg.list_models()` lists all "
+            f"{len(_REGISTRY)} names."
+        )
+    return _REGISTRY[name]
+
+
+def list_models(task=None):
+    """Summaries of every registered architecture and preset, optionally of one task."""
+    if task is not None and task not in TASKS:
+        raise ValueError(f"`task` must be None or one of {TASKS}; got {task!r}.")
+    return [
+        entry.summary()
+        for entry in sorted(_REGISTRY.values(), key=lambda e: (e.task, e.is_preset, e.name))
+        if task is None or entry.task == task
+    ]
+
+
+def _accepted_arguments(builder):
+    return [
+        p.name
+        for p in inspect.signature(builder).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+
+
+def load(name, weights="default", **kwargs):
+    """Build the model registered as `name`, with weights.
+
+    Args:
+        name: an architecture ("unet", "otsu") or a preset ("unet_isbi2012");
+            `list_models()` lists them.
+        weights: None (random initialisation), the name of one of the entry's named
+            weights, or a path to a `.weights.h5` / `.keras` file. By default, presets
+            load their shipped weights and architectures start from random weights.
+        **kwargs: arguments of the architecture's builder (e.g. `num_classes`,
+            `input_shape`, `encoder`, `encoder_weights`, `activation`).
+
+    Returns:
+        A `keras.Model`.
+    """
+    entry = get_entry(name)
+    accepted = _accepted_arguments(entry.builder)
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise TypeError(
+            f"`{name}` does not take the argument(s) {unknown}; accepted: {accepted} "
+            f"and `weights`."
+        )
+    model = entry.builder(**{**entry.defaults, **kwargs})
+    if weights == "default":
+        weights = entry.default_weights
+    if weights is None:
+        return model
+    if isinstance(weights, str) and weights in entry.weights:
+        path = weights_lib.fetch(entry.weights[weights])
+    elif isinstance(weights, str | Path) and str(weights).endswith(weights_lib.WEIGHT_SUFFIXES):
+        path = weights
+    else:
+        named = sorted(entry.weights)
+        raise ValueError(
+            f"`weights`: {weights!r} is neither a named weights entry of {name!r} "
+            f"({named or 'it has none'}) nor a path ending in "
+            f"{' or '.join(weights_lib.WEIGHT_SUFFIXES)}; None gives random weights."
+        )
+    weights_lib.load_weights_file(model, path)
+    return model
+
+
+def preprocessing_layer(name, **kwargs):
+    """The `ImagePreprocessing` layer that the inputs of `load(name, **kwargs)` need."""
+    from kerasseg.layers.preprocessing import ImagePreprocessing
+
+    return ImagePreprocessing(get_entry(name).preprocessing_for(kwargs))
+
+
+def register_manifest_presets(directory=None):
+    """Register the presets listed in `saved_models/manifest.json`."""
+    for item in weights_lib.read_manifest(directory):
+        info = weights_lib.WeightsInfo(**item["weights"])
+        base = get_entry(item["architecture"])
+        arguments = dict(item.get("arguments", {}))
+        for key in ("input_shape",):
+            if key in arguments:
+                arguments[key] = tuple(arguments[key])
+        register_model(
+            item["name"],
+            base.builder,
+            task=base.task,
+            description=item["description"],
+            reference=base.reference,
+            input_channels=arguments.get("input_shape", base.default_input_shape)[-1],
+            default_input_shape=arguments.get("input_shape", base.default_input_shape),
+            num_classes=arguments.get("num_classes", base.num_classes),
+            preprocessing=item.get("preprocessing", base.preprocessing),
+            weights=[info],
+            architecture=base.name,
+            defaults=arguments,
+            default_weights=info.name,
+            overwrite=True,
+        )
+
+
+def _unet_preprocessing(arguments):
+    from kerasseg.models.encoders import get_encoder_spec
+
+    if arguments.get("include_preprocessing"):
+        return "none"
+    encoder = arguments.get("encoder")
+    return "unit" if encoder is None else get_encoder_spec(encoder).preprocessing
+
+
+def _register_builtins():
+    from kerasseg.layers.threshold import otsu
+    from kerasseg.models.unet import unet
+
+    register_model(
+        "unet",
+        unet,
+        task="semantic",
+        description="U-Net: the original (encoder=None) or on a pretrained keras.applications encoder",
+        reference="Ronneberger et al. 2015, arXiv:1505.04597",
+        input_channels=3,
+        default_input_shape=(None, None, 3),
+        num_classes=1,
+        preprocessing=_unet_preprocessing,
+        overwrite=True,
+    )
+    register_model(
+        "otsu",
+        otsu,
+        task="classical",
+        description="Otsu's global threshold per image (scikit-image semantics), no weights",
+        reference="Otsu 1979, IEEE Trans. SMC 9(1)",
+        input_channels=1,
+        default_input_shape=(None, None, 1),
+        num_classes=2,
+        preprocessing="none",
+        overwrite=True,
+    )
+
+
+_register_builtins()
+register_manifest_presets()

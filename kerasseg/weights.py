@@ -1,0 +1,205 @@
+"""Where weights come from, and how they are checked and loaded.
+
+Named weights resolve in one place, `fetch`: a file shipped in `saved_models/` (inside the
+installed package), else a cached download in `$KERASSEG_HOME` (default
+`$KERAS_HOME/kerasseg`, i.e. `~/.keras/kerasseg`), else a download with
+`keras.utils.get_file`. Every file is checked against its sha256 before use; a mismatching
+file is never loaded. Weight files are `.weights.h5` (HDF5 arrays, no code) or `.keras`
+archives loaded with `safe_mode=True`; a `.keras` file holding a Lambda layer is refused.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import keras
+
+WEIGHT_SUFFIXES = (".weights.h5", ".keras")
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsInfo:
+    """A named weights file: what it is, where it comes from, how it was measured."""
+
+    name: str
+    file_name: str
+    sha256: str
+    size: int
+    dataset: str = ""
+    split: str = ""
+    metrics: dict = dataclasses.field(default_factory=dict)
+    url: str | None = None
+    card: str | None = None
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+def home_dir():
+    """The download cache: $KERASSEG_HOME, else $KERAS_HOME/kerasseg, else ~/.keras/kerasseg."""
+    if os.environ.get("KERASSEG_HOME"):
+        return Path(os.environ["KERASSEG_HOME"]).expanduser()
+    keras_home = os.environ.get("KERAS_HOME") or os.path.join("~", ".keras")
+    return Path(keras_home).expanduser() / "kerasseg"
+
+
+def packaged_dir():
+    """The `saved_models` folder: inside the installed package, or at the checkout's top."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "saved_models", package.parent / "saved_models"):
+        if candidate.is_dir():
+            return candidate
+    return package / "saved_models"
+
+
+def read_manifest(directory=None):
+    """The shipped presets listed in `saved_models/manifest.json` (a list of dicts)."""
+    path = Path(directory or packaged_dir()) / "manifest.json"
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)["presets"]
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _matches(path, info):
+    return path.is_file() and path.stat().st_size == info.size and sha256_of(path) == info.sha256
+
+
+def fetch(info):
+    """Local path of the named weights `info`, downloading them once if needed.
+
+    Raises:
+        OSError: the file is not shipped, not cached and cannot be downloaded; the message
+            says where to put it by hand.
+        ValueError: a downloaded file does not match the expected sha256 (it is deleted).
+    """
+    shipped = packaged_dir() / info.file_name
+    if shipped.is_file():
+        if not _matches(shipped, info):
+            raise ValueError(
+                f"weights {info.name!r}: the shipped file {shipped} does not match its sha256 "
+                f"{info.sha256}; the installation is damaged. Reinstall kerasseg."
+            )
+        return shipped
+    cache = home_dir() / "weights"
+    cached = cache / info.file_name
+    if cached.is_file() and _matches(cached, info):
+        return cached
+    manual = f"Download it by hand and place it at {cached} (sha256 {info.sha256})."
+    if not info.url:
+        raise OSError(f"weights {info.name!r}: {info.file_name} is not shipped. {manual}")
+    try:
+        path = keras.utils.get_file(
+            fname=info.file_name,
+            origin=info.url,
+            file_hash=info.sha256,
+            hash_algorithm="sha256",
+            cache_dir=str(cache.parent),
+            cache_subdir=cache.name,
+        )
+    except ValueError as error:  # get_file's own hash check
+        cached.unlink(missing_ok=True)
+        raise ValueError(
+            f"weights {info.name!r}: the file downloaded from {info.url} is corrupted or "
+            f"truncated (sha256 mismatch); it was deleted. {manual}"
+        ) from error
+    except Exception as error:  # get_file raises a bare Exception on network failures
+        cached.unlink(missing_ok=True)
+        raise OSError(
+            f"weights {info.name!r}: could not download {info.url} ({error}). {manual}"
+        ) from error
+    path = Path(path)
+    if not _matches(path, info):
+        path.unlink(missing_ok=True)
+        raise ValueError(
+            f"weights {info.name!r}: the file downloaded from {info.url} does not match its "
+            f"size {info.size} and sha256 {info.sha256}; it was deleted. {manual}"
+        )
+    return path
+
+
+def _find_class_names(config, found):
+    if isinstance(config, dict):
+        if "class_name" in config:
+            found.add(config["class_name"])
+        for value in config.values():
+            _find_class_names(value, found)
+    elif isinstance(config, list):
+        for value in config:
+            _find_class_names(value, found)
+    return found
+
+
+def check_keras_archive(path):
+    """Refuse a `.keras` file that is not a Keras archive or that holds a Lambda layer."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"`weights`: {path} is not a readable .keras archive ({error})."
+        ) from error
+    if "Lambda" in _find_class_names(config, set()):
+        raise ValueError(
+            f"`weights`: {path} contains a Lambda layer, whose code would run on loading; "
+            "kerasseg refuses it. Save only the weights (`model.save_weights('x.weights.h5')`)."
+        )
+
+
+def load_weights_file(model, path):
+    """Load weights from a `.weights.h5` or `.keras` file into `model`, checking they fit."""
+    path = Path(path)
+    if not path.name.endswith(WEIGHT_SUFFIXES):
+        raise ValueError(
+            f"`weights`: unsupported file {path.name!r}; accepted: a path ending in "
+            f"{' or '.join(WEIGHT_SUFFIXES)}, a named weights entry, or None."
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"`weights`: no such file: {path}")
+    if path.name.endswith(".keras"):
+        check_keras_archive(path)
+        try:
+            source = keras.saving.load_model(path, compile=False, safe_mode=True)
+        except Exception as error:
+            raise ValueError(f"`weights`: cannot load {path}: {error}") from error
+        _copy_weights(source, model, path)
+        return
+    try:
+        model.load_weights(path)
+    except Exception as error:
+        raise ValueError(
+            f"`weights`: {path} does not fit model {model.name!r} (built with the arguments "
+            f"given to kerasseg.load): {error}"
+        ) from error
+
+
+def _copy_weights(source, model, path):
+    src = source.get_weights()
+    dst = model.get_weights()
+    shapes_src = [w.shape for w in src]
+    shapes_dst = [w.shape for w in dst]
+    if shapes_src != shapes_dst:
+        raise ValueError(
+            f"`weights`: {path} holds {len(src)} arrays that do not fit model {model.name!r} "
+            f"({len(dst)} arrays); first difference: "
+            f"{_first_difference(shapes_src, shapes_dst)}."
+        )
+    model.set_weights(src)
+
+
+def _first_difference(a, b):
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return f"array {i}: file {x} vs model {y}"
+    return f"count {len(a)} vs {len(b)}"

@@ -1,0 +1,32 @@
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("KERASSEG_DATA", REPO.parent / "shared" / "data"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # A run that collected nothing must never look green.
+    if session.testscollected == 0:
+        session.exitstatus = 1
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(0)
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """../shared/data; skipped when missing, failed in CI (KERASSEG_REQUIRE_DATA=1)."""
+    if not DATA.is_dir():
+        message = f"real data sets not found at {DATA} (set KERASSEG_DATA)"
+        if os.environ.get("KERASSEG_REQUIRE_DATA") == "1":
+            pytest.fail(message + " and KERASSEG_REQUIRE_DATA=1")
+        pytest.skip(message)
+    return DATA
