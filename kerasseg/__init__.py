@@ -1,8 +1,8 @@
 """kerasseg: a Keras 3 model zoo for image segmentation.
 
-    import kerasseg
-    kerasseg.list_models()
-    model = kerasseg.load("unet", encoder="resnet50", num_classes=3)
+import kerasseg
+kerasseg.list_models()
+model = kerasseg.load("unet", encoder="resnet50", num_classes=3)
 """
 
 __version__ = "0.1.0"

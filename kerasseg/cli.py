@@ -26,7 +26,9 @@ def _table(rows):
     ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1]
+        "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True))
+        + "  "
+        + line[-1]
         for line in lines
     )
 
@@ -50,7 +52,9 @@ def main(argv=None):
     elif args.command == "demo":
         results = run_demo(args.out)
         for r in results:
-            print(f"{r['sample']:<10} {r['model']:<24} IoU {r['foreground_iou']:.3f}  {r['overlay']}")
+            print(
+                f"{r['sample']:<10} {r['model']:<24} IoU {r['foreground_iou']:.3f}  {r['overlay']}"
+            )
         print(f"{len(results)} overlays and results.json written to {args.out}")
     return 0
 

@@ -57,7 +57,8 @@ class ModelEntry:
             "input_channels": self.input_channels,
             "default_input_shape": self.default_input_shape,
             "num_classes": self.num_classes,
-            "preprocessing": self.preprocessing_for() if not callable(self.preprocessing)
+            "preprocessing": self.preprocessing_for()
+            if not callable(self.preprocessing)
             else "depends on the encoder (see `kerasseg info`)",
             "arguments": dict(self.defaults),
             "weights": {name: info.as_dict() for name, info in self.weights.items()},
@@ -176,8 +177,7 @@ def load(name, weights="default", **kwargs):
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise TypeError(
-            f"`{name}` does not take the argument(s) {unknown}; accepted: {accepted} "
-            f"and `weights`."
+            f"`{name}` does not take the argument(s) {unknown}; accepted: {accepted} and `weights`."
         )
     model = entry.builder(**{**entry.defaults, **kwargs})
     if weights == "default":
@@ -250,7 +250,7 @@ def _register_builtins():
         "unet",
         unet,
         task="semantic",
-        description="U-Net: the original (encoder=None) or on a pretrained keras.applications encoder",
+        description="U-Net, the original or on a pretrained keras.applications encoder",
         reference="Ronneberger et al. 2015, arXiv:1505.04597",
         input_channels=3,
         default_input_shape=(None, None, 3),

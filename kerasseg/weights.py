@@ -12,9 +12,11 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 import zipfile
 from pathlib import Path
 
+import h5py
 import keras
 
 WEIGHT_SUFFIXES = (".weights.h5", ".keras")
@@ -99,6 +101,12 @@ def fetch(info):
     manual = f"Download it by hand and place it at {cached} (sha256 {info.sha256})."
     if not info.url:
         raise OSError(f"weights {info.name!r}: {info.file_name} is not shipped. {manual}")
+    # get_file silently falls back to /tmp/.keras when the folder is not writable.
+    cache.mkdir(parents=True, exist_ok=True)
+    if not os.access(cache, os.W_OK):
+        raise OSError(
+            f"weights {info.name!r}: the cache {cache} is not writable; set KERASSEG_HOME."
+        )
     try:
         path = keras.utils.get_file(
             fname=info.file_name,
@@ -175,13 +183,40 @@ def load_weights_file(model, path):
             raise ValueError(f"`weights`: cannot load {path}: {error}") from error
         _copy_weights(source, model, path)
         return
+    mismatch = (
+        f"`weights`: {path} does not fit model {model.name!r} (built with the arguments given"
+    )
     try:
-        model.load_weights(path)
-    except Exception as error:
+        file_shapes = _h5_array_shapes(path)
+    except OSError as error:
         raise ValueError(
-            f"`weights`: {path} does not fit model {model.name!r} (built with the arguments "
-            f"given to kerasseg.load): {error}"
+            f"`weights`: {path} is not a readable HDF5 weights file ({error})."
         ) from error
+    model_shapes = sorted(tuple(w.shape) for w in model.weights)
+    if file_shapes != model_shapes:
+        raise ValueError(
+            f"{mismatch}): the file holds {len(file_shapes)} arrays, the model "
+            f"{len(model_shapes)}; first difference: "
+            f"{_first_difference(file_shapes, model_shapes)}."
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(path)
+        except Exception as error:
+            raise ValueError(f"{mismatch}): {error}") from error
+    skipped = [str(w.message) for w in caught if "Skipping" in str(w.message)]
+    if skipped:
+        raise ValueError(f"{mismatch}): Keras skipped part of it: {skipped[0]}")
+
+
+def _h5_array_shapes(path):
+    shapes = []
+    with h5py.File(path, "r") as f:
+        f.visititems(
+            lambda _, obj: shapes.append(obj.shape) if isinstance(obj, h5py.Dataset) else None
+        )
+    return sorted(tuple(s) for s in shapes)
 
 
 def _copy_weights(source, model, path):

@@ -40,8 +40,9 @@ def test_parameter_count_other_configurations(base, depth, in_ch, out_ch):
 
 def test_valid_padding_reproduces_paper_sizes():
     assert valid_unet_output_size(572, 4) == 388
-    model = kerasseg.load("unet", input_shape=(572, 572, 1), num_classes=2, padding="valid",
-                          base_filters=4)
+    model = kerasseg.load(
+        "unet", input_shape=(572, 572, 1), num_classes=2, padding="valid", base_filters=4
+    )
     assert model.output_shape == (None, 388, 388, 2)
     dynamic = kerasseg.load("unet", input_shape=(None, None, 1), padding="valid", base_filters=4)
     assert dynamic(np.zeros((1, 572, 572, 1), "float32")).shape == (1, 388, 388, 1)
@@ -82,8 +83,15 @@ def test_activation(activation):
 
 
 def test_save_and_load_keras_file_gives_identical_outputs(tmp_path):
-    model = kerasseg.load("unet", base_filters=4, depth=3, batch_norm=True, padding="valid",
-                          input_shape=(None, None, 1), include_preprocessing=True)
+    model = kerasseg.load(
+        "unet",
+        base_filters=4,
+        depth=3,
+        batch_norm=True,
+        padding="valid",
+        input_shape=(None, None, 1),
+        include_preprocessing=True,
+    )
     x = np.random.rand(2, 124, 124, 1).astype("float32") * 255
     expected = model.predict(x, verbose=0)
     path = tmp_path / "m.keras"
@@ -98,8 +106,10 @@ def test_save_and_load_keras_file_gives_identical_outputs(tmp_path):
 
 def test_trains_with_fit():
     model = kerasseg.load("unet", base_filters=4, depth=2, input_shape=(32, 32, 1))
-    model.compile(optimizer=keras.optimizers.Adam(1e-2),
-                  loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+    )
     x = np.random.rand(8, 32, 32, 1).astype("float32")
     y = (x > 0.5).astype("float32")
     history = model.fit(x, y, epochs=30, verbose=0)

@@ -20,7 +20,9 @@ FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 def _histogram(bin_index, nbins):
     """Per-image counts of (batch, pixels) int32 bin indices -> (batch, nbins) float64."""
     batch = ops.shape(bin_index)[0]
-    ids = ops.reshape(bin_index + ops.expand_dims(ops.arange(batch, dtype="int32") * nbins, 1), (-1,))
+    ids = ops.reshape(
+        bin_index + ops.expand_dims(ops.arange(batch, dtype="int32") * nbins, 1), (-1,)
+    )
     counts = ops.segment_sum(ops.ones_like(ids, dtype="float64"), ids, num_segments=batch * nbins)
     return ops.reshape(counts, (batch, nbins))
 
@@ -99,8 +101,7 @@ class OtsuThreshold(keras.layers.Layer):
             raise ValueError(f"`images` must not be empty; got shape {shape}.")
         if dtype not in INTEGER_BINS and dtype not in FLOAT_DTYPES:
             raise TypeError(
-                f"`images` dtype must be one of {tuple(INTEGER_BINS) + FLOAT_DTYPES}; got "
-                f"{dtype}."
+                f"`images` dtype must be one of {tuple(INTEGER_BINS) + FLOAT_DTYPES}; got {dtype}."
             )
         if not isinstance(images, keras.KerasTensor) and dtype in FLOAT_DTYPES:
             try:
@@ -139,7 +140,9 @@ class OtsuThreshold(keras.layers.Layer):
         mask = keras.KerasTensor(images.shape, dtype="int32")
         if not self.return_threshold:
             return mask
-        dtype = "float64" if keras.backend.standardize_dtype(images.dtype) == "float64" else "float32"
+        dtype = (
+            "float64" if keras.backend.standardize_dtype(images.dtype) == "float64" else "float32"
+        )
         return mask, keras.KerasTensor((images.shape[0],), dtype=dtype)
 
     def get_config(self):

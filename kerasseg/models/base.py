@@ -8,7 +8,16 @@ first and raises an error that names the argument, what was given and what is ac
 import keras
 import numpy as np
 
-_ACCEPTED_DTYPES = ("float16", "bfloat16", "float32", "float64", "uint8", "uint16", "int32", "int64")
+_ACCEPTED_DTYPES = (
+    "float16",
+    "bfloat16",
+    "float32",
+    "float64",
+    "uint8",
+    "uint16",
+    "int32",
+    "int64",
+)
 
 
 def check_spatial_size(size, divisor, argument="input_shape", offset=0, minimum=None):
@@ -104,8 +113,11 @@ class SegmentationModel(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        rule = {key: config.pop(key) for key in ("size_divisor", "size_offset", "min_size")
-                if key in config}
+        rule = {
+            key: config.pop(key)
+            for key in ("size_divisor", "size_offset", "min_size")
+            if key in config
+        }
         model = super().from_config(config, custom_objects=custom_objects)
         model.size_divisor = int(rule.get("size_divisor", 1))
         model.size_offset = int(rule.get("size_offset", 0))

@@ -233,10 +233,14 @@ def adapt_first_conv_kernel(kernel, channels):
     return adapted * (rgb / channels)
 
 
-def _transfer_weights(source, target):
-    """Copy weights from a 3-channel network into the same network built for C channels."""
+def _transfer_weights(source, target, start=None):
+    """Copy weights from a 3-channel network into the same network built for C channels.
+
+    Layers before the one called `start` (built-in preprocessing that is cut off) are skipped.
+    """
+    first = [layer.name for layer in source.layers].index(start) if start else 0
     adapted = False
-    for src_layer, dst_layer in zip(source.layers, target.layers, strict=True):
+    for src_layer, dst_layer in zip(source.layers[first:], target.layers[first:], strict=True):
         src_weights = src_layer.get_weights()
         dst_weights = dst_layer.get_weights()
         new = []
@@ -275,13 +279,13 @@ def build_encoder(name, input_shape=(None, None, 3), weights=None):
     if weights is not None and channels != 3:
         source = _application(spec, input_shape[:2] + (3,), weights)
         network = _application(spec, input_shape, None)
-        _transfer_weights(source, network)
+        _transfer_weights(source, network, start=spec.cut_before)
     else:
         network = _application(spec, input_shape, weights)
     features = [_tap_tensor(network, tap) for tap in spec.taps[:4]]
     bottleneck = _tap_tensor(network, spec.taps[4]) if spec.taps[4] else network.output
     features.append(bottleneck)
     outputs = [f for f in features if f is not None]
-    inputs = network.get_layer(spec.cut_before).input if spec.cut_before else network.inputs
+    inputs = network.get_layer(spec.cut_before).input if spec.cut_before else network.inputs[0]
     encoder = keras.Model(inputs, outputs, name="encoder")
     return encoder, [f is not None for f in features]

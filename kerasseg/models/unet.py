@@ -192,7 +192,11 @@ def _original_unet(
     check_spatial_size(input_shape[:2], size_divisor, "input_shape", size_offset, min_size)
 
     images = keras.Input(input_shape, name="images")
-    x = ImagePreprocessing("unit", name="preprocessing")(images) if include_preprocessing else images
+    x = (
+        ImagePreprocessing("unit", name="preprocessing")(images)
+        if include_preprocessing
+        else images
+    )
     skips = []
     for level in range(depth):
         x = conv_block(x, base_filters * 2**level, f"down{level + 1}", batch_norm, padding)
