@@ -1,3 +1,5 @@
+import urllib.request
+
 import keras
 import numpy as np
 import pytest
@@ -185,6 +187,7 @@ def test_imagenet_download_failure_is_clear(monkeypatch, tmp_path):
     import keras.src.backend.config as keras_config
 
     monkeypatch.setattr(keras_config, "keras_home", lambda: str(tmp_path))
+    monkeypatch.setattr(urllib.request, "_opener", None)  # urllib caches proxies in it
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")  # nothing listens: offline
     monkeypatch.delenv("NO_PROXY", raising=False)

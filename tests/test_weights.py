@@ -1,6 +1,7 @@
 import hashlib
 import http.server
 import threading
+import urllib.request
 from pathlib import Path
 
 import keras
@@ -69,6 +70,7 @@ def served(tmp_path, weights_file, monkeypatch):
     monkeypatch.setenv("KERASSEG_HOME", str(home))
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(urllib.request, "_opener", None)  # urllib caches proxies in it
     data = path.read_bytes()
     info = WeightsInfo(
         name="tiny",

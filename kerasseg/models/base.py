@@ -93,6 +93,13 @@ class SegmentationModel(keras.Model):
                 f"`images` must have a numeric image dtype, one of {_ACCEPTED_DTYPES}; got "
                 f"{dtype}. Convert explicitly (e.g. `x.astype('float32')`)."
             )
+        wanted = keras.backend.standardize_dtype(self.inputs[0].dtype)
+        if "int" in wanted and dtype != wanted:
+            raise TypeError(
+                f"`images` must be {wanted} for this model, whose thresholds follow that dtype's "
+                f"values; got {dtype}. Convert explicitly, or load the model with a matching "
+                f"input dtype."
+            )
         if self.size_divisor > 1 or self.min_size > 1:
             check_spatial_size(
                 shape[1:3], self.size_divisor, "images", self.size_offset, self.min_size
