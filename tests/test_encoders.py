@@ -271,3 +271,15 @@ def test_registry_names_the_preprocessing():
         kerasseg.preprocessing_layer("unet", encoder="vgg16", include_preprocessing=True).mode
         == "none"
     )
+
+
+def test_mixed_precision_keeps_preprocessing_and_output_in_float32():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = kerasseg.load("unet", encoder="mobilenet_v2", include_preprocessing=True)
+        assert model.get_layer("preprocessing").compute_dtype == "float32"
+        assert model.get_layer("head").compute_dtype == "bfloat16"
+        y = model(np.random.uniform(0, 255, (1, 64, 64, 3)).astype("float32"))
+        assert keras.backend.standardize_dtype(y.dtype) == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -165,3 +165,14 @@ def test_cli_list_and_info(capsys):
     assert info["reference"].startswith("Ronneberger") and info["task"] == "semantic"
     assert cli.main(["info", "unte"]) == 2
     assert "Did you mean 'unet'" in capsys.readouterr().err
+
+
+def test_readme_quick_start_runs():
+    text = (REPO / "README.md").read_text()
+    quick_start = text[text.index("## Quick start") :]
+    code = re.search(r"```python\n(.*?)```", quick_start, re.S).group(1)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    assert namespace["probabilities"].shape == (1, 256, 256, 2)
+    assert namespace["logits"].shape == (1, 256, 256, 1)
+    assert namespace["result"]["mask"].shape == (2, 128, 128, 1)

@@ -47,6 +47,8 @@ class ImagePreprocessing(keras.layers.Layer):
     """
 
     def __init__(self, mode="none", **kwargs):
+        # Always float32: under mixed precision, bfloat16 would round 0..255 values by up to 1.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of {sorted(MODES)}; got {mode!r}.")

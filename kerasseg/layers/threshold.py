@@ -18,12 +18,12 @@ FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 def _histogram(bin_index, nbins):
-    """Per-image counts of (batch, pixels) int32 bin indices -> (batch, nbins) float64."""
+    """Per-image counts of (batch, pixels) int32 bin indices -> (batch, nbins) int32."""
     batch = ops.shape(bin_index)[0]
     ids = ops.reshape(
         bin_index + ops.expand_dims(ops.arange(batch, dtype="int32") * nbins, 1), (-1,)
     )
-    counts = ops.segment_sum(ops.ones_like(ids, dtype="float64"), ids, num_segments=batch * nbins)
+    counts = ops.segment_sum(ops.ones_like(ids), ids, num_segments=batch * nbins)
     return ops.reshape(counts, (batch, nbins))
 
 
@@ -117,24 +117,34 @@ class OtsuThreshold(keras.layers.Layer):
         batch = ops.shape(images)[0]
         values = ops.reshape(images, (batch, -1))
         if dtype in INTEGER_BINS:
-            nbins = INTEGER_BINS[dtype]
-            counts = _histogram(ops.cast(values, "int32"), nbins)
-            centres = ops.broadcast_to(ops.arange(nbins, dtype="float64"), ops.shape(counts))
-            threshold = otsu_from_histogram(counts, centres)
-            values = ops.cast(values, "float64")
+            threshold = self._integer_threshold(values, INTEGER_BINS[dtype])
+            # Integer thresholds compare exactly in the image's own dtype (no full-size cast).
+            mask = ops.greater(images, ops.reshape(ops.cast(threshold, dtype), (-1, 1, 1, 1)))
+            threshold = ops.cast(threshold, "float32")
         else:
-            index, centres = _float_bins(values, self.nbins)
-            threshold = otsu_from_histogram(_histogram(index, self.nbins), centres)
-            values = ops.cast(values, "float64")
-        low = ops.min(values, axis=1)
-        constant = ops.equal(low, ops.max(values, axis=1))
-        threshold = ops.where(constant, low, threshold)
-        threshold = ops.where(ops.any(ops.isnan(values), axis=1), np.nan, threshold)
-        mask = ops.cast(values > ops.expand_dims(threshold, 1), "int32")
-        mask = ops.reshape(mask, ops.shape(images))
-        out_dtype = "float64" if dtype == "float64" else "float32"
-        threshold = ops.cast(threshold, out_dtype)
+            threshold = self._float_threshold(values)
+            mask = ops.greater(images, ops.reshape(ops.cast(threshold, dtype), (-1, 1, 1, 1)))
+            threshold = ops.cast(threshold, "float64" if dtype == "float64" else "float32")
+        mask = ops.cast(mask, "int32")
         return (mask, threshold) if self.return_threshold else mask
+
+    @staticmethod
+    def _integer_threshold(values, nbins):
+        counts = _histogram(ops.cast(values, "int32"), nbins)
+        centres = ops.broadcast_to(ops.arange(nbins, dtype="float64"), ops.shape(counts))
+        threshold = otsu_from_histogram(counts, centres)
+        occupied = counts > 0
+        constant = ops.equal(ops.sum(ops.cast(occupied, "int32"), axis=1), 1)
+        only_value = ops.cast(ops.argmax(ops.cast(occupied, "int32"), axis=1), "float64")
+        return ops.where(constant, only_value, threshold)
+
+    def _float_threshold(self, values):
+        index, centres = _float_bins(values, self.nbins)
+        threshold = otsu_from_histogram(_histogram(index, self.nbins), centres)
+        low = ops.cast(ops.min(values, axis=1), "float64")
+        constant = ops.equal(low, ops.cast(ops.max(values, axis=1), "float64"))
+        threshold = ops.where(constant, low, threshold)
+        return ops.where(ops.any(ops.isnan(values), axis=1), np.nan, threshold)
 
     def compute_output_spec(self, images, training=None):
         mask = keras.KerasTensor(images.shape, dtype="int32")
