@@ -1,0 +1,89 @@
+"""Input checks and colour handling shared by the classical segmentation layers.
+
+Every classical layer takes a (batch, height, width, channels) batch of any integer or
+float dtype with 1 or 3 channels. Colour images are turned into one grey channel with
+scikit-image's `rgb2gray` weights (ITU-R BT.709 luma: 0.2125 R + 0.7154 G + 0.0721 B, on
+images scaled to [0, 1] for integer dtypes, as `skimage.util.img_as_float` does) unless a
+layer says it works per channel.
+"""
+
+import keras
+from keras import ops
+
+INTEGER_DTYPES = ("uint8", "uint16", "int8", "int16", "int32", "int64")
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+LUMA_WEIGHTS = (0.2125, 0.7154, 0.0721)
+# skimage.util.img_as_float divides unsigned integers by their dtype's maximum.
+DTYPE_MAX = {"uint8": 255.0, "uint16": 65535.0, "int8": 127.0, "int16": 32767.0,
+             "int32": 2147483647.0, "int64": 9223372036854775807.0}
+
+
+def dtype_name(x):
+    return keras.backend.standardize_dtype(x.dtype)
+
+
+def check_images(images, layer, channels=(1, 3), dtypes=INTEGER_DTYPES + FLOAT_DTYPES):
+    """Validate a (batch, H, W, C) image batch; returns its dtype name.
+
+    Raises ValueError for a wrong rank, channel count or an empty image, TypeError for a
+    dtype outside `dtypes`, naming `layer`, what was given and what is accepted.
+    """
+    shape = tuple(images.shape)
+    if len(shape) != 4:
+        raise ValueError(
+            f"{layer}: `images` must have rank 4, (batch, height, width, channels); got shape "
+            f"{shape}. Add a batch axis with `x[None]` for one image."
+        )
+    if shape[-1] is not None and shape[-1] not in channels:
+        raise ValueError(
+            f"{layer}: `images` must have {' or '.join(map(str, channels))} channel(s); got "
+            f"shape {shape}."
+        )
+    if 0 in shape[1:3]:
+        raise ValueError(f"{layer}: `images` must not be empty; got shape {shape}.")
+    dtype = dtype_name(images)
+    if dtype not in dtypes:
+        raise TypeError(f"{layer}: `images` dtype must be one of {dtypes}; got {dtype}.")
+    return dtype
+
+
+def is_symbolic(x):
+    """True for tensors without values (Keras symbolic or traced in a graph)."""
+    if isinstance(x, keras.KerasTensor):
+        return True
+    try:
+        ops.convert_to_numpy(ops.reshape(x, (-1,))[:0])
+    except Exception:
+        return True
+    return False
+
+
+def check_finite(images, layer):
+    """In eager mode, raise a ValueError if a float batch holds NaN or infinity.
+
+    Traced calls cannot raise on values; each layer documents what NaN does there.
+    """
+    if dtype_name(images) in FLOAT_DTYPES and not is_symbolic(images):
+        if not bool(ops.all(ops.isfinite(images))):
+            raise ValueError(f"{layer}: `images` contain NaN or infinite values.")
+
+
+def to_float(images, dtype="float32"):
+    """Images as floats on scikit-image's scale: integers divided by their dtype maximum."""
+    name = dtype_name(images)
+    x = ops.cast(images, dtype)
+    if name in DTYPE_MAX:
+        x = x / DTYPE_MAX[name]
+    return x
+
+
+def to_grey(images, dtype="float32"):
+    """One grey channel: 1-channel images unchanged (cast), 3-channel ones as `rgb2gray`.
+
+    1-channel integer images keep their values (so thresholds stay in the image's units);
+    3-channel images become floats in [0, 1] for integer dtypes, like `skimage.color.rgb2gray`.
+    """
+    if images.shape[-1] == 1:
+        return images
+    weights = ops.convert_to_tensor(LUMA_WEIGHTS, dtype=dtype)
+    return ops.sum(to_float(images, dtype) * weights, axis=-1, keepdims=True)
