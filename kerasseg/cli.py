@@ -52,10 +52,13 @@ def main(argv=None):
     elif args.command == "demo":
         results = run_demo(args.out)
         for r in results:
-            print(
-                f"{r['sample']:<10} {r['model']:<24} IoU {r['foreground_iou']:.3f}  {r['overlay']}"
+            outcome = (
+                f"no result: {r['error']}"
+                if "error" in r
+                else f"foreground IoU {r['foreground_iou']:.3f}  {r['overlay']}"
             )
-        print(f"{len(results)} overlays and results.json written to {args.out}")
+            print(f"{r['sample']:<10} {r['model']:<16} {outcome}")
+        print(f"overlays and results.json written to {args.out}")
     return 0
 
 

@@ -243,7 +243,8 @@ def _unet_preprocessing(arguments):
 
 
 def _register_builtins():
-    from kerasseg.layers.threshold import otsu
+    from kerasseg.layers.threshold import BUILDERS as THRESHOLDS
+    from kerasseg.layers.threshold import _threshold_builder
     from kerasseg.models.unet import unet
 
     register_model(
@@ -258,18 +259,19 @@ def _register_builtins():
         preprocessing=_unet_preprocessing,
         overwrite=True,
     )
-    register_model(
-        "otsu",
-        otsu,
-        task="classical",
-        description="Otsu's global threshold per image (scikit-image semantics), no weights",
-        reference="Otsu 1979, IEEE Trans. SMC 9(1)",
-        input_channels=1,
-        default_input_shape=(None, None, 1),
-        num_classes=2,
-        preprocessing="none",
-        overwrite=True,
-    )
+    for name, (layer_class, method) in THRESHOLDS.items():
+        register_model(
+            name,
+            _threshold_builder(layer_class, name, method),
+            task="classical",
+            description=f"{method} per image (scikit-image semantics), no weights",
+            reference=layer_class.reference,
+            input_channels=1,
+            default_input_shape=(None, None, 1),
+            num_classes=layer_class.default_classes,
+            preprocessing="none",
+            overwrite=True,
+        )
 
 
 _register_builtins()

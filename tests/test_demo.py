@@ -17,7 +17,8 @@ def test_demo_writes_overlays_and_scores(tmp_path):
     for r in results:
         image = np.asarray(Image.open(r["overlay"]))
         assert image.ndim == 3 and image.shape[-1] == 3
-        assert r["foreground_iou"] > 0.8  # Otsu separates these samples well
+        if r["model"] == "otsu":
+            assert r["foreground_iou"] > 0.85  # Otsu separates these samples well
     assert json.loads((tmp_path / "results.json").read_text()) == results
 
 

@@ -26,7 +26,8 @@ def test_list_models_carries_the_metadata():
             "kind",
         ):
             assert key in row, (row["name"], key)
-    assert [r["name"] for r in kerasseg.list_models(task="classical")] == ["otsu"]
+    classical = {r["name"] for r in kerasseg.list_models(task="classical")}
+    assert {"otsu", "multiotsu", "li", "yen", "isodata", "triangle", "minimum"} <= classical
     assert all(r["task"] == "semantic" for r in kerasseg.list_models(task="semantic"))
     with pytest.raises(ValueError, match="`task` must be None or one of"):
         kerasseg.list_models(task="panoptic")
@@ -159,7 +160,7 @@ def test_cli_list_and_info(capsys):
     out = capsys.readouterr().out
     assert "unet" in out and "otsu" in out
     assert cli.main(["list", "--task", "classical", "--json"]) == 0
-    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["otsu"]
+    assert "otsu" in [r["name"] for r in json.loads(capsys.readouterr().out)]
     assert cli.main(["info", "unet"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["reference"].startswith("Ronneberger") and info["task"] == "semantic"

@@ -1,86 +1,62 @@
-"""Global Otsu thresholding as a batched Keras layer, with scikit-image's semantics.
+"""Global thresholds as batched Keras layers, with scikit-image's semantics.
 
-Reference:
-    N. Otsu, "A Threshold Selection Method from Gray-Level Histograms", IEEE Trans. SMC 9(1),
-    1979. Semantics of `skimage.filters.threshold_otsu` (scikit-image 0.26): the threshold is
-    a histogram bin centre, the first maximum of the between-class variance wins, the
-    foreground is `image > threshold`, and a constant image has its value as threshold
-    (empty foreground). Integer images get one bin per value (exact on uint8 and uint16);
-    float images get `nbins` bins over each image's [min, max] with numpy's bin-edge rule.
+One layer per method of `skimage.filters` (scikit-image 0.26): Otsu, multi-Otsu, Li, Yen,
+ISODATA, triangle, mean and minimum. Each computes one threshold per image (multi-Otsu:
+`classes - 1` thresholds) from the histogram scikit-image would build (see `histogram.py`),
+with its tie rules, and returns the mask `image > threshold` (multi-Otsu: the label map
+`np.digitize(image, thresholds)`), plus the thresholds on request.
+
+Common behaviour:
+    * Input (batch, H, W, C), C = 1 or 3, dtype uint8, int8, uint16, int16 or float.
+      Integer images use one bin per value (thresholds equal scikit-image's exactly); float
+      images use `nbins` bins over each image's range. Colour images are converted with
+      `skimage.color.rgb2gray` (to floats in [0, 1]) first.
+    * A constant image has its value as threshold and an empty mask (scikit-image agrees
+      for Otsu, Li, triangle, mean; it raises or returns garbage for the others).
+    * Where scikit-image raises on an image (NaN, multi-Otsu with fewer values than
+      classes, minimum without two maxima), eager calls raise a ValueError; traced calls
+      cannot raise, and give a NaN threshold and an empty mask for that image.
+    * Thresholds are float64; masks and labels int32 (batch, H, W, 1).
+    * Runs eagerly, in `tf.function`, under `jit_compile=True` and in `tf.data`.
 """
 
 import keras
 import numpy as np
 from keras import ops
 
-INTEGER_BINS = {"uint8": 256, "uint16": 65536}
-FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+from kerasseg.layers.common import (
+    FLOAT_DTYPES,
+    check_finite,
+    check_images,
+    dtype_name,
+    is_symbolic,
+    to_grey,
+)
+from kerasseg.layers.histogram import INTEGER_RANGES, bin_positions, image_histogram
+
+SUPPORTED_DTYPES = tuple(INTEGER_RANGES) + FLOAT_DTYPES
+NEG_INF = float("-inf")
 
 
-def _histogram(bin_index, nbins):
-    """Per-image counts of (batch, pixels) int32 bin indices -> (batch, nbins) int32."""
-    batch = ops.shape(bin_index)[0]
-    ids = ops.reshape(
-        bin_index + ops.expand_dims(ops.arange(batch, dtype="int32") * nbins, 1), (-1,)
-    )
-    counts = ops.segment_sum(ops.ones_like(ids), ids, num_segments=batch * nbins)
-    return ops.reshape(counts, (batch, nbins))
+def _first_argmax(values, valid):
+    """Index of the first maximum of `values` among `valid` entries, per row (int32)."""
+    masked = ops.where(valid, values, NEG_INF)
+    return ops.cast(ops.argmax(masked, axis=1), "int32")
 
 
-def _float_bins(values, nbins):
-    """numpy.histogram's bin index and bin centres over each image's [min, max]."""
-    dtype = keras.backend.standardize_dtype(values.dtype)
-    low = ops.min(values, axis=1, keepdims=True)
-    high = ops.max(values, axis=1, keepdims=True)
-    # numpy widens a zero range by 0.5 on each side.
-    flat = ops.equal(low, high)
-    low = ops.where(flat, low - 0.5, low)
-    high = ops.where(flat, high + 0.5, high)
-    steps = ops.arange(nbins + 1, dtype="float64") / nbins
-    low64, high64 = ops.cast(low, "float64"), ops.cast(high, "float64")
-    edges = ops.cast(low64 + steps * (high64 - low64), dtype)
-    edges = ops.concatenate([edges[:, :-1], high], axis=1)
-    scaled = (values - low) / ops.cast(high64 - low64, dtype) * nbins
-    index = ops.clip(ops.cast(ops.floor(scaled), "int32"), 0, nbins - 1)
-    # numpy corrects the computed index against the actual edges.
-    lower_edge = ops.take_along_axis(edges, index, axis=1)
-    index = ops.where(values < lower_edge, index - 1, index)
-    upper_edge = ops.take_along_axis(edges, index + 1, axis=1)
-    index = ops.where((values >= upper_edge) & (index != nbins - 1), index + 1, index)
-    centres = (edges[:, :-1] + edges[:, 1:]) / 2
-    return index, centres
+def _gather(values, index):
+    return ops.take_along_axis(values, ops.expand_dims(index, 1), axis=1)[:, 0]
 
 
-def otsu_from_histogram(counts, centres):
-    """Otsu threshold of (batch, nbins) histograms: the first maximum of the criterion."""
-    counts = ops.cast(counts, "float64")
-    centres = ops.cast(centres, "float64")
-    weight1 = ops.cumsum(counts, axis=1)
-    weight2 = ops.flip(ops.cumsum(ops.flip(counts, 1), axis=1), 1)
-    moment = counts * centres
-    mean1 = ops.divide_no_nan(ops.cumsum(moment, axis=1), weight1)
-    mean2 = ops.divide_no_nan(ops.flip(ops.cumsum(ops.flip(moment, 1), axis=1), 1), weight2)
-    variance = weight1[:, :-1] * weight2[:, 1:] * (mean1[:, :-1] - mean2[:, 1:]) ** 2
-    index = ops.expand_dims(ops.argmax(variance, axis=1), 1)
-    return ops.take_along_axis(centres, ops.cast(index, "int32"), axis=1)[:, 0]
+def _reverse_cumsum(x):
+    return ops.flip(ops.cumsum(ops.flip(x, 1), axis=1), 1)
 
 
-@keras.saving.register_keras_serializable(package="kerasseg")
-class OtsuThreshold(keras.layers.Layer):
-    """Otsu's global threshold per image of a (batch, H, W, 1) batch.
+class _GlobalThreshold(keras.layers.Layer):
+    """Shared machinery: checks, grey conversion, histogram, mask, outputs."""
 
-    Args:
-        nbins: histogram bins for float images (integer images use one bin per value).
-        return_threshold: also return the (batch,) thresholds.
-
-    Returns:
-        A (batch, H, W, 1) int32 mask, 1 where `image > threshold`; with
-        `return_threshold=True`, `(mask, threshold)`. NaN pixels make the image's threshold
-        NaN and its mask empty (scikit-image raises instead; eager calls raise here too).
-
-    Example:
-        >>> mask = OtsuThreshold()(images)  # images: uint8 (batch, H, W, 1)
-    """
+    reference = ""
+    default_classes = 2  # the mask's two classes; multi-Otsu overrides
 
     def __init__(self, nbins=256, return_threshold=False, **kwargs):
         super().__init__(**kwargs)
@@ -88,72 +64,71 @@ class OtsuThreshold(keras.layers.Layer):
             raise ValueError(f"`nbins` must be an integer >= 2; got {nbins!r}.")
         self.nbins = nbins
         self.return_threshold = bool(return_threshold)
+        self.supports_jit = True
 
-    def _check(self, images):
-        shape = tuple(images.shape)
-        dtype = keras.backend.standardize_dtype(images.dtype)
-        if len(shape) != 4 or shape[-1] != 1:
-            raise ValueError(
-                f"`images` must have shape (batch, height, width, 1), one grey channel; got "
-                f"{shape}. Convert colour images to grey first."
-            )
-        if 0 in shape[1:3]:
-            raise ValueError(f"`images` must not be empty; got shape {shape}.")
-        if dtype not in INTEGER_BINS and dtype not in FLOAT_DTYPES:
-            raise TypeError(
-                f"`images` dtype must be one of {tuple(INTEGER_BINS) + FLOAT_DTYPES}; got {dtype}."
-            )
-        if not isinstance(images, keras.KerasTensor) and dtype in FLOAT_DTYPES:
-            try:
-                finite = bool(ops.all(ops.isfinite(images)))
-            except Exception:  # symbolic (traced) tensor: checked per image in the graph
-                return dtype
-            if not finite:
-                raise ValueError("`images` contain NaN or infinite values; Otsu needs finite ones.")
-        return dtype
+    # Subclasses compute (batch,) float64 thresholds and say per image whether it is valid.
+    def thresholds(self, values, dtype):
+        histogram = image_histogram(values, dtype, self.nbins)
+        return self.from_histogram(histogram)
+
+    def from_histogram(self, histogram):
+        raise NotImplementedError
+
+    def _eager_failure(self, images):
+        return ValueError(
+            f"{type(self).__name__}: scikit-image's method has no threshold for an image of "
+            "this batch (see the layer's docstring)."
+        )
 
     def call(self, images, training=None):
-        dtype = self._check(images)
-        batch = ops.shape(images)[0]
-        values = ops.reshape(images, (batch, -1))
-        if dtype in INTEGER_BINS:
-            threshold = self._integer_threshold(values, INTEGER_BINS[dtype])
-            # Integer thresholds compare exactly in the image's own dtype (no full-size cast).
-            mask = ops.greater(images, ops.reshape(ops.cast(threshold, dtype), (-1, 1, 1, 1)))
-            threshold = ops.cast(threshold, "float32")
-        else:
-            threshold = self._float_threshold(values)
-            mask = ops.greater(images, ops.reshape(ops.cast(threshold, dtype), (-1, 1, 1, 1)))
-            threshold = ops.cast(threshold, "float64" if dtype == "float64" else "float32")
-        mask = ops.cast(mask, "int32")
+        name = type(self).__name__
+        check_images(images, name, dtypes=SUPPORTED_DTYPES)
+        check_finite(images, name)
+        if images.shape[0] == 0:  # an empty batch has empty outputs
+            mask = ops.zeros(tuple(images.shape[:3]) + (1,), dtype="int32")
+            threshold = ops.zeros(self._threshold_shape(0), dtype="float64")
+            return (mask, threshold) if self.return_threshold else mask
+        grey = to_grey(images, "float64")
+        dtype = dtype_name(grey)
+        batch = ops.shape(grey)[0]
+        values = ops.reshape(grey, (batch, -1))
+        threshold, ok = self.thresholds(values, dtype)
+        low = ops.cast(ops.min(values, axis=1), "float64")
+        constant = ops.equal(low, ops.cast(ops.max(values, axis=1), "float64"))
+        threshold, ok = self.constant_rule(threshold, ok, constant, low)
+        if not is_symbolic(ok) and not bool(ops.all(ok)):
+            raise self._eager_failure(images)
+        threshold = ops.where(
+            ops.reshape(ok, (batch,) + (1,) * (len(threshold.shape) - 1)), threshold, np.nan
+        )
+        mask = ops.cast(self.apply(grey, threshold, dtype), "int32")
         return (mask, threshold) if self.return_threshold else mask
 
     @staticmethod
-    def _integer_threshold(values, nbins):
-        counts = _histogram(ops.cast(values, "int32"), nbins)
-        centres = ops.broadcast_to(ops.arange(nbins, dtype="float64"), ops.shape(counts))
-        threshold = otsu_from_histogram(counts, centres)
-        occupied = counts > 0
-        constant = ops.equal(ops.sum(ops.cast(occupied, "int32"), axis=1), 1)
-        only_value = ops.cast(ops.argmax(ops.cast(occupied, "int32"), axis=1), "float64")
-        return ops.where(constant, only_value, threshold)
+    def constant_rule(threshold, ok, constant, low):
+        return ops.where(constant, low, threshold), ok | constant
 
-    def _float_threshold(self, values):
-        index, centres = _float_bins(values, self.nbins)
-        threshold = otsu_from_histogram(_histogram(index, self.nbins), centres)
-        low = ops.cast(ops.min(values, axis=1), "float64")
-        constant = ops.equal(low, ops.cast(ops.max(values, axis=1), "float64"))
-        threshold = ops.where(constant, low, threshold)
-        return ops.where(ops.any(ops.isnan(values), axis=1), np.nan, threshold)
+    @staticmethod
+    def apply(grey, threshold, dtype):
+        t = ops.reshape(threshold, (-1, 1, 1, 1))
+        if dtype in INTEGER_RANGES:
+            # For integers, x > t  <=>  x > floor(t): compare exactly in the image's dtype.
+            start, size = INTEGER_RANGES[dtype]
+            t = ops.clip(
+                ops.floor(ops.where(ops.isnan(t), start + size, t)), start, start + size - 1
+            )
+            bound = ops.where(ops.isnan(ops.reshape(threshold, (-1, 1, 1, 1))), True, False)
+            return ops.logical_and(ops.greater(grey, ops.cast(t, dtype)), ops.logical_not(bound))
+        return ops.greater(grey, ops.cast(t, dtype))
 
     def compute_output_spec(self, images, training=None):
-        mask = keras.KerasTensor(images.shape, dtype="int32")
+        mask = keras.KerasTensor(images.shape[:3] + (1,), dtype="int32")
         if not self.return_threshold:
             return mask
-        dtype = (
-            "float64" if keras.backend.standardize_dtype(images.dtype) == "float64" else "float32"
-        )
-        return mask, keras.KerasTensor((images.shape[0],), dtype=dtype)
+        return mask, keras.KerasTensor(self._threshold_shape(images.shape[0]), dtype="float64")
+
+    def _threshold_shape(self, batch):
+        return (batch,)
 
     def get_config(self):
         config = super().get_config()
@@ -161,26 +136,525 @@ class OtsuThreshold(keras.layers.Layer):
         return config
 
 
-def otsu(input_dtype="uint8", nbins=256, return_threshold=True):
-    """Otsu thresholding as a model: (batch, H, W, 1) grey images -> mask and threshold.
+def otsu_from_histogram(counts, centres):
+    """Otsu threshold of (batch, n) histograms: the first maximum of the criterion."""
+    counts = ops.cast(counts, "float64")
+    centres = ops.cast(centres, "float64")
+    weight1 = ops.cumsum(counts, axis=1)
+    weight2 = _reverse_cumsum(counts)
+    moment = counts * centres
+    mean1 = ops.divide_no_nan(ops.cumsum(moment, axis=1), weight1)
+    mean2 = ops.divide_no_nan(_reverse_cumsum(moment), weight2)
+    variance = weight1[:, :-1] * weight2[:, 1:] * (mean1[:, :-1] - mean2[:, 1:]) ** 2
+    return _gather(centres, ops.cast(ops.argmax(variance, axis=1), "int32"))
 
-    Args:
-        input_dtype: dtype of the images the model takes, "uint8" (default), "uint16" or a
-            float dtype. Integer images are thresholded exactly like scikit-image does.
-        nbins: histogram bins for float images.
-        return_threshold: outputs {"mask", "threshold"} if True, else the mask alone.
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class OtsuThreshold(_GlobalThreshold):
+    """Otsu's threshold (`skimage.filters.threshold_otsu`).
+
+    Reference: N. Otsu, "A Threshold Selection Method from Gray-Level Histograms",
+    IEEE Trans. SMC 9(1), 1979. The first maximum of the between-class variance wins.
+
+    Example:
+        >>> mask = OtsuThreshold()(images)  # images: (batch, H, W, 1) uint8
     """
-    if input_dtype not in tuple(INTEGER_BINS) + FLOAT_DTYPES:
-        raise ValueError(
-            f"`input_dtype` must be one of {tuple(INTEGER_BINS) + FLOAT_DTYPES}; got "
-            f"{input_dtype!r}."
+
+    reference = "Otsu 1979, IEEE Trans. SMC 9(1)"
+
+    def from_histogram(self, histogram):
+        threshold = otsu_from_histogram(histogram.counts, histogram.centres)
+        return threshold, ops.ones_like(threshold, dtype="bool")
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class YenThreshold(_GlobalThreshold):
+    """Yen's threshold (`skimage.filters.threshold_yen`), maximum correlation criterion.
+
+    Reference: Yen, Chang & Chang, "A New Criterion for Automatic Multilevel
+    Thresholding", IEEE Trans. Image Processing 4(3), 1995.
+    """
+
+    reference = "Yen, Chang & Chang 1995, IEEE Trans. Image Processing 4(3)"
+
+    def from_histogram(self, histogram):
+        counts = histogram.counts
+        pmf = counts / ops.sum(counts, axis=1, keepdims=True)
+        p1 = ops.cumsum(pmf, axis=1)
+        p1_sq = ops.cumsum(pmf**2, axis=1)
+        p2_sq = _reverse_cumsum(pmf**2)
+        crit = ops.log(
+            1.0 / (p1_sq[:, :-1] * p2_sq[:, 1:]) * (p1[:, :-1] * (1.0 - p1[:, :-1])) ** 2
         )
+        positions, real = bin_positions(histogram)
+        valid = positions[:, :-1] < ops.expand_dims(histogram.length - 1, 1)
+        # numpy's argmax returns the first NaN; crit is NaN only where it is 0/0 (outside).
+        index = _first_argmax(ops.where(ops.isnan(crit), NEG_INF, crit), valid)
+        threshold = _gather(histogram.centres, index)
+        return threshold, ops.ones_like(threshold, dtype="bool")
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class IsodataThreshold(_GlobalThreshold):
+    """ISODATA / Ridler-Calvard threshold (`skimage.filters.threshold_isodata`).
+
+    The lowest bin centre t with `0 <= (mean below + mean above) / 2 - t < bin width`.
+    Reference: Ridler & Calvard, "Picture thresholding using an iterative selection
+    method", IEEE Trans. SMC 8(8), 1978.
+    """
+
+    reference = "Ridler & Calvard 1978, IEEE Trans. SMC 8(8)"
+
+    def from_histogram(self, histogram):
+        counts, centres = histogram.counts, histogram.centres
+        work = "float32" if dtype_name(centres) == "float32" else "float64"
+        below = ops.cumsum(counts, axis=1)
+        above = below[:, -1:] - below
+        intensity = ops.cumsum(ops.cast(counts, work) * ops.cast(centres, work), axis=1)
+        lower = intensity[:, :-1] / ops.cast(below[:, :-1], work)
+        higher = (intensity[:, -1:] - intensity[:, :-1]) / ops.cast(above[:, :-1], work)
+        centres_w = ops.cast(centres, work)
+        distances = (lower + higher) / 2.0 - centres_w[:, :-1]
+        width = centres_w[:, 1:2] - centres_w[:, 0:1]
+        positions, _ = bin_positions(histogram)
+        valid = positions[:, :-1] < ops.expand_dims(histogram.length - 1, 1)
+        hit = valid & (distances >= 0) & (distances < width)
+        index = ops.cast(ops.argmax(ops.cast(hit, "int32"), axis=1), "int32")
+        return _gather(centres, index), ops.any(hit, axis=1)
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class TriangleThreshold(_GlobalThreshold):
+    """Triangle threshold (`skimage.filters.threshold_triangle`, the Zack/ImageJ variant).
+
+    Reference: Zack, Rogers & Latt, "Automatic measurement of sister chromatid exchange
+    frequency", J. Histochem. Cytochem. 25(7), 1977. (OpenCV's THRESH_TRIANGLE differs by
+    one bin: it widens the range and decrements the result.)
+    """
+
+    reference = "Zack, Rogers & Latt 1977, J. Histochem. Cytochem. 25(7)"
+
+    def from_histogram(self, histogram):
+        counts = ops.cast(histogram.counts, "float64")
+        positions, _ = bin_positions(histogram)
+        positions = ops.cast(positions, "int32")
+        nonzero = counts > 0
+        n = ops.shape(counts)[1]
+        low = ops.cast(ops.argmax(ops.cast(nonzero, "int32"), axis=1), "int32")
+        high = (
+            n - 1 - ops.cast(ops.argmax(ops.cast(ops.flip(nonzero, 1), "int32"), axis=1), "int32")
+        )
+        peak = ops.cast(ops.argmax(counts, axis=1), "int32")
+        peak_height = ops.max(counts, axis=1)
+        flip = (peak - low) < (high - peak)
+        # Distance along the triangle's base, from the far end towards the peak.
+        x = ops.where(
+            ops.expand_dims(flip, 1),
+            ops.expand_dims(high, 1) - positions,
+            positions - ops.expand_dims(low, 1),
+        )
+        width = ops.where(flip, high - peak, peak - low)
+        norm = ops.sqrt(peak_height**2 + ops.cast(width, "float64") ** 2)
+        length = (
+            ops.expand_dims(peak_height / norm, 1) * ops.cast(x, "float64")
+            - ops.expand_dims(ops.cast(width, "float64") / norm, 1) * counts
+        )
+        valid = (x >= 0) & (x < ops.expand_dims(width, 1))
+        # scikit-image scans from the far end: the first maximum in order of increasing x.
+        order = ops.where(valid, x, n)
+        best = ops.max(ops.where(valid, length, NEG_INF), axis=1, keepdims=True)
+        candidates = valid & ops.equal(length, best)
+        first_x = ops.min(ops.where(candidates, order, n), axis=1)
+        level = ops.where(flip, high - first_x, low + first_x)
+        threshold = _gather(histogram.centres, ops.clip(level, 0, n - 1))
+        return threshold, width > 0
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class MeanThreshold(_GlobalThreshold):
+    """The mean intensity as threshold (`skimage.filters.threshold_mean`).
+
+    Reference: Glasbey, "An analysis of histogram-based thresholding algorithms",
+    CVGIP: Graphical Models and Image Processing 55(6), 1993.
+    """
+
+    reference = "Glasbey 1993, CVGIP: Graphical Models and Image Processing 55(6)"
+
+    def thresholds(self, values, dtype):
+        threshold = ops.mean(ops.cast(values, "float64"), axis=1)
+        return threshold, ops.ones_like(threshold, dtype="bool")
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class LiThreshold(_GlobalThreshold):
+    """Li's minimum cross-entropy threshold (`skimage.filters.threshold_li`).
+
+    Iterates `t = (m_b - m_f) / (log m_b - log m_f)` from the mean until it moves by at most
+    `tolerance` (default: 0.5 for integer images, half the smallest gap between distinct
+    values for float images), at most `max_iter` times. Integer images iterate on the
+    histogram, float images on the pixels, as scikit-image does.
+
+    References: Li & Lee, "Minimum cross entropy thresholding", Pattern Recognition 26(4),
+    1993; Li & Tam, "An iterative algorithm for minimum cross entropy thresholding",
+    Pattern Recognition Letters 18(8), 1998.
+    """
+
+    reference = "Li & Lee 1993, Pattern Recognition 26(4); Li & Tam 1998"
+
+    def __init__(self, tolerance=None, max_iter=10000, **kwargs):
+        super().__init__(**kwargs)
+        if tolerance is not None and not tolerance > 0:
+            raise ValueError(f"`tolerance` must be None or > 0; got {tolerance!r}.")
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+            raise ValueError(f"`max_iter` must be an integer >= 1; got {max_iter!r}.")
+        self.tolerance = tolerance
+        self.max_iter = max_iter
+
+    def thresholds(self, values, dtype):
+        low = ops.min(ops.cast(values, "float64"), axis=1, keepdims=True)
+        if dtype in INTEGER_RANGES:
+            histogram = image_histogram(values, dtype)
+            levels = ops.cast(ops.arange(ops.shape(histogram.counts)[1]), "float64")
+            levels = ops.broadcast_to(ops.expand_dims(levels, 0), ops.shape(histogram.counts))
+            weights = ops.cast(histogram.counts, "float64")
+            tolerance = 0.5 if self.tolerance is None else self.tolerance
+        else:
+            levels = ops.cast(values, "float64") - low
+            weights = ops.ones_like(levels)
+            tolerance = self.tolerance if self.tolerance is not None else _half_min_gap(levels)
+        tolerance = ops.cast(ops.broadcast_to(tolerance, ops.shape(low)[:1]), "float64")
+        start = ops.sum(levels * weights, axis=1) / ops.sum(weights, axis=1)
+        threshold = _li_iterate(levels, weights, start, tolerance, self.max_iter)
+        return threshold + low[:, 0], ops.ones_like(threshold, dtype="bool")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(tolerance=self.tolerance, max_iter=self.max_iter)
+        return config
+
+
+def _half_min_gap(values):
+    ordered = ops.sort(values, axis=1)
+    gaps = ordered[:, 1:] - ordered[:, :-1]
+    gaps = ops.concatenate([gaps, ops.full_like(ordered[:, :1], np.inf)], axis=1)  # 1 pixel
+    return ops.min(ops.where(gaps > 0, gaps, np.inf), axis=1) / 2
+
+
+def _li_iterate(levels, weights, start, tolerance, max_iter):
+    """Li's fixed-point iteration per image, stopped per image as scikit-image stops."""
+
+    def step(t):
+        foreground = levels > ops.expand_dims(t, 1)
+        wf = ops.where(foreground, weights, 0.0)
+        wb = weights - wf
+        mean_fore = ops.sum(wf * levels, axis=1) / ops.sum(wf, axis=1)
+        mean_back = ops.sum(wb * levels, axis=1) / ops.sum(wb, axis=1)
+        new = (mean_back - mean_fore) / (ops.log(mean_back) - ops.log(mean_fore))
+        return new, ops.equal(mean_back, 0.0)
+
+    def condition(i, current, following, done):
+        return (i < max_iter) & ops.any(~done)
+
+    def body(i, current, following, done):
+        new, stop = step(following)
+        active = ~done
+        moved = ops.abs(following - current) > tolerance
+        # scikit-image: while |t_next - t_curr| > tol: t_curr = t_next; ...; break if m_b == 0
+        updating = active & moved
+        current = ops.where(updating, following, current)
+        following = ops.where(updating & ~stop, new, following)
+        done = done | ~moved | (updating & stop)
+        return i + 1, current, following, done
+
+    current = -2.0 * tolerance
+    done = ops.zeros_like(start, dtype="bool")
+    _, _, result, _ = ops.while_loop(condition, body, (0, current, start, done))
+    return result
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class MinimumThreshold(_GlobalThreshold):
+    """Minimum between the two histogram modes (`skimage.filters.threshold_minimum`).
+
+    The histogram is smoothed with a 3-bin running mean (reflect border) until it has at
+    most two local maxima (at most `max_iter` times); the threshold is the lowest bin
+    between them. Images whose histogram never has exactly two maxima have no threshold.
+
+    Reference: Prewitt & Mendelsohn, "The analysis of cell images", Annals of the New York
+    Academy of Sciences 128, 1966.
+    """
+
+    reference = "Prewitt & Mendelsohn 1966, Ann. N. Y. Acad. Sci. 128"
+
+    def __init__(self, max_iter=10000, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+            raise ValueError(f"`max_iter` must be an integer >= 1; got {max_iter!r}.")
+        self.max_iter = max_iter
+
+    def from_histogram(self, histogram):
+        positions, real = bin_positions(histogram)
+        last = ops.expand_dims(histogram.length - 1, 1)
+        steps = real & (positions < last)  # bins i with a successor i + 1 in the histogram
+
+        def smooth(h):
+            h64 = ops.cast(h, "float64")
+            left = ops.concatenate([h64[:, :1], h64[:, :-1]], axis=1)
+            right = ops.concatenate([h64[:, 1:], h64[:, -1:]], axis=1)
+            right = ops.where(positions == last, h64, right)
+            return ops.where(real, ops.cast((left + h64 + right) / 3.0, "float32"), 0.0)
+
+        def maxima(h):
+            # scikit-image walks the histogram with a direction flag: a maximum is where a
+            # fall follows a rise, plateaus keep the flag, and the walk starts rising.
+            up = ops.concatenate([h[:, 1:], h[:, -1:]], axis=1)
+            change = ops.where(steps, ops.sign(up - h), 0.0)
+            moves = ops.cast(change != 0, "int32")
+            before = ops.cumsum(moves, axis=1) - moves  # changes strictly before each bin
+            order = ops.argsort(
+                ops.where(change != 0, positions, positions + ops.shape(h)[1]), axis=1
+            )
+            signs = ops.take_along_axis(change, order, axis=1)  # the changes, in order
+            previous = ops.take_along_axis(signs, ops.maximum(before - 1, 0), axis=1)
+            direction = ops.where(before == 0, 1.0, previous)
+            return steps & (direction > 0) & (change < 0)
+
+        def condition(i, h, done):
+            return (i < self.max_iter) & ops.any(~done)
+
+        def body(i, h, done):
+            smoothed = smooth(h)
+            h = ops.where(ops.expand_dims(done, 1), h, smoothed)
+            count = ops.sum(ops.cast(maxima(h), "int32"), axis=1)
+            return i + 1, h, done | (count < 3)
+
+        start = ops.cast(histogram.counts, "float32")
+        done = ops.zeros_like(histogram.length, dtype="bool")
+        _, h, done = ops.while_loop(condition, body, (0, start, done))
+        peaks = maxima(h)
+        ok = done & ops.equal(ops.sum(ops.cast(peaks, "int32"), axis=1), 2)
+        n = ops.shape(h)[1]
+        first = ops.min(ops.where(peaks, positions, n), axis=1)
+        second = ops.min(
+            ops.where(peaks & (positions > ops.expand_dims(first, 1)), positions, n), axis=1
+        )
+        between = (positions >= ops.expand_dims(first, 1)) & (
+            positions <= ops.expand_dims(second, 1)
+        )
+        lowest = ops.min(ops.where(between, h, np.inf), axis=1, keepdims=True)
+        index = ops.min(ops.where(between & ops.equal(h, lowest), positions, n), axis=1)
+        threshold = _gather(histogram.centres, ops.clip(index, 0, n - 1))
+        return threshold, ok
+
+    def get_config(self):
+        config = super().get_config()
+        config["max_iter"] = self.max_iter
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class MultiOtsuThreshold(_GlobalThreshold):
+    """Multi-level Otsu (`skimage.filters.threshold_multiotsu`), 2 to 5 classes.
+
+    Maximises the between-class variance over all ordered threshold tuples, as scikit-image
+    does (Liao, Chen & Chung 2001, in float32 with its moment convention). The label map is
+    `np.digitize(image, thresholds)`: a pixel equal to a threshold goes to the upper class.
+    `classes` <= 3 evaluate every tuple in scikit-image's order (ties resolve identically);
+    4 and 5 classes use an exact dynamic programme over the same objective (ties between
+    equal-variance tuples resolve to the lexicographically first, like scikit-image, up to
+    float32 rounding of near-ties). Integer images must be 8-bit (16-bit: convert to float).
+
+    Reference: Liao, Chen & Chung, "A fast algorithm for multilevel thresholding",
+    J. Information Science and Engineering 17(5), 2001.
+    """
+
+    reference = "Liao, Chen & Chung 2001, J. Inf. Sci. Eng. 17(5)"
+    default_classes = 3
+
+    def __init__(self, classes=3, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(classes, bool) or not isinstance(classes, int) or not 2 <= classes <= 5:
+            raise ValueError(f"`classes` must be an integer from 2 to 5; got {classes!r}.")
+        if self.nbins > 1024:
+            raise ValueError(f"`nbins` must be <= 1024 for multi-Otsu; got {self.nbins}.")
+        self.classes = classes
+
+    def _threshold_shape(self, batch):
+        return (batch, self.classes - 1)
+
+    def thresholds(self, values, dtype):
+        if dtype in ("uint16", "int16"):
+            raise TypeError(
+                "MultiOtsuThreshold: 16-bit images would need 65536 x 65536 tables; convert "
+                "them to float (the layer then uses `nbins` bins)."
+            )
+        return super().thresholds(values, dtype)
+
+    def from_histogram(self, histogram):
+        counts = ops.cast(histogram.counts, "float64")
+        prob = ops.cast(counts / ops.sum(counts, axis=1, keepdims=True), "float32")
+        positions, real = bin_positions(histogram)
+        index = ops.cast(positions, "float32")
+        p = ops.cumsum(prob, axis=1)
+        s = ops.cumsum(ops.where(positions == 0, prob, index * prob), axis=1)  # s[0] = prob[0]
+        table = _variance_table(p, s)  # table[b, i, j] = variance of class [i, j]
+        length = histogram.length
+        nvalues = ops.sum(ops.cast(prob > 0, "int32"), axis=1)
+        thresholds = _best_thresholds(table, length, self.classes)
+        # As scikit-image: with exactly `classes` values, thresholds are all but the last.
+        occupied = ops.where(prob > 0, positions, ops.shape(prob)[1])
+        exact = ops.sort(occupied, axis=1)[:, : self.classes - 1]
+        thresholds = ops.where(ops.expand_dims(nvalues == self.classes, 1), exact, thresholds)
+        centres = ops.take_along_axis(histogram.centres, thresholds, axis=1)
+        return centres, nvalues >= self.classes
+
+    @staticmethod
+    def constant_rule(threshold, ok, constant, low):
+        return threshold, ok & ~constant
+
+    @staticmethod
+    def apply(grey, threshold, dtype):
+        batch = ops.shape(threshold)[0]
+        labels = ops.zeros_like(grey, dtype="int32")
+        for k in range(threshold.shape[1]):
+            t = ops.reshape(threshold[:, k], (batch, 1, 1, 1))
+            labels = labels + ops.cast(ops.greater_equal(grey, ops.cast(t, dtype)), "int32")
+        nan = ops.reshape(ops.any(ops.isnan(threshold), axis=1), (batch, 1, 1, 1))
+        return ops.where(nan, 0, labels)
+
+    def _eager_failure(self, images):
+        return ValueError(
+            f"MultiOtsuThreshold: an image of this batch has fewer than {self.classes} distinct "
+            "values after binning, so it cannot be split into that many classes."
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config["classes"] = self.classes
+        return config
+
+
+def _variance_table(p, s):
+    """(batch, n, n) table of S^2 / P per class [i, j], as scikit-image's LUT (float32).
+
+    Row 0 uses the cumulative moments themselves and its [0, 0] entry stays 0; other rows use
+    differences of cumulative moments; empty classes give 0.
+    """
+    p_prev = ops.concatenate([ops.zeros_like(p[:, :1]), p[:, :-1]], axis=1)
+    s_prev = ops.concatenate([ops.zeros_like(s[:, :1]), s[:, :-1]], axis=1)
+    zeroth = ops.expand_dims(p, 1) - ops.expand_dims(p_prev, 2)
+    first = ops.expand_dims(s, 1) - ops.expand_dims(s_prev, 2)
+    n = ops.shape(p)[1]
+    rows = ops.expand_dims(ops.arange(n), 1)
+    cols = ops.expand_dims(ops.arange(n), 0)
+    # Row 0 is the cumulative moment itself (no subtraction), as in scikit-image.
+    zeroth = ops.where(rows == 0, ops.expand_dims(p, 1), zeroth)
+    first = ops.where(rows == 0, ops.expand_dims(s, 1), first)
+    value = ops.where(zeroth > 0, first * first / ops.where(zeroth > 0, zeroth, 1.0), 0.0)
+    value = ops.where((rows == 0) & (cols == 0), 0.0, value)
+    return ops.where(cols >= rows, value, 0.0)
+
+
+def _best_thresholds(table, length, classes):
+    """Lexicographically first threshold tuple maximising the sum of class variances."""
+    n = ops.shape(table)[1]
+    positions = ops.expand_dims(ops.arange(n, dtype="int32"), 0)
+    last = ops.expand_dims(length - 1, 1)
+    # tail[b, s] = variance of the last class [s + 1, length - 1].
+    last_column = ops.take_along_axis(
+        table, ops.reshape(length - 1, (-1, 1, 1)) * ops.ones((1, n, 1), dtype="int32"), axis=2
+    )[:, :, 0]
+    tail = ops.concatenate([last_column[:, 1:], ops.zeros_like(last_column[:, :1])], axis=1)
+    usable = positions < last  # a threshold index leaves at least one bin above it
+    if classes == 2:
+        return ops.expand_dims(_first_argmax(table[:, 0, :] + tail, usable), 1)
+    # middle[b, s, t] = variance of the class [s + 1, t].
+    middle = ops.concatenate([table[:, 1:, :], ops.zeros_like(table[:, :1, :])], axis=1)
+    rows = ops.expand_dims(positions, 2)
+    cols = ops.expand_dims(positions, 1)
+    if classes == 3:
+        sigma = (ops.expand_dims(table[:, 0, :], 2) + ops.expand_dims(tail, 1)) + middle
+        valid = (cols > rows) & ops.expand_dims(usable, 1) & ops.expand_dims(usable, 2)
+        flat = _first_argmax(ops.reshape(sigma, (-1, n * n)), ops.reshape(valid, (-1, n * n)))
+        return ops.stack([flat // n, flat % n], axis=1)
+    # Suffix dynamic programme: best[c][s] = best sum of c classes covering [s + 1, end].
+    pair_valid = (cols > rows) & ops.expand_dims(usable, 1)
+    best = [None, ops.where(usable, tail, NEG_INF)]
+    for _ in range(2, classes):
+        options = ops.where(pair_valid, middle + ops.expand_dims(best[-1], 1), NEG_INF)
+        best.append(ops.max(options, axis=2))
+    chosen = [_first_argmax(table[:, 0, :] + best[classes - 1], usable)]
+    for k in range(1, classes - 1):
+        previous = ops.expand_dims(chosen[-1], 1)
+        row = ops.take_along_axis(
+            middle, ops.reshape(chosen[-1], (-1, 1, 1)) * ops.ones((1, 1, n), dtype="int32"), axis=1
+        )[:, 0, :]
+        chosen.append(_first_argmax(row + best[classes - 1 - k], usable & (positions > previous)))
+    return ops.stack(chosen, axis=1)
+
+
+def _threshold_model(layer, input_dtype, channels):
     from kerasseg.models.base import SegmentationModel
 
-    images = keras.Input((None, None, 1), dtype=input_dtype, name="images")
-    result = OtsuThreshold(nbins=nbins, return_threshold=return_threshold, name="otsu")(images)
-    if return_threshold:
-        outputs = {"mask": result[0], "threshold": result[1]}
-    else:
-        outputs = result
-    return SegmentationModel(images, outputs, name="otsu")
+    if input_dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"`input_dtype` must be one of {SUPPORTED_DTYPES}; got {input_dtype!r}.")
+    if channels not in (1, 3):
+        raise ValueError(f"`channels` must be 1 or 3; got {channels!r}.")
+    images = keras.Input((None, None, channels), dtype=input_dtype, name="images")
+    result = layer(images)
+    key = "labels" if isinstance(layer, MultiOtsuThreshold) else "mask"
+    outputs = {key: result[0], "threshold": result[1]} if layer.return_threshold else result
+    return SegmentationModel(images, outputs, name=layer.name)
+
+
+def _threshold_builder(layer_class, name, method):
+    """A registry builder: keyword options of the layer plus the model's input."""
+
+    def build(input_dtype="uint8", channels=1, return_threshold=True, **options):
+        layer = layer_class(return_threshold=return_threshold, name=name, **options)
+        return _threshold_model(layer, input_dtype, channels)
+
+    build.__name__ = name
+    build.__doc__ = f"""{method} as a model: (batch, H, W, channels) images -> mask, threshold.
+
+    Args:
+        input_dtype: dtype of the images the model takes ("uint8" default). Integer images are
+            thresholded exactly like scikit-image does; float images use `nbins` bins.
+        channels: 1 (grey) or 3 (converted like `skimage.color.rgb2gray`).
+        return_threshold: outputs {{"{"labels" if layer_class is MultiOtsuThreshold else "mask"}",
+            "threshold"}} if True, else the mask alone.
+        **options: the options of `{layer_class.__name__}` (e.g. `nbins`).
+    """
+    build.__signature__ = _builder_signature(layer_class)
+    return build
+
+
+def _builder_signature(layer_class):
+    """The builder's own keywords plus every option of the layer's constructors."""
+    import inspect
+
+    own = [
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d)
+        for n, d in (("input_dtype", "uint8"), ("channels", 1), ("return_threshold", True))
+    ]
+    options = {}
+    for cls in layer_class.__mro__:
+        if not issubclass(cls, _GlobalThreshold) or "__init__" not in vars(cls):
+            continue
+        for p in inspect.signature(cls.__init__).parameters.values():
+            if p.kind == p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "return_threshold"):
+                options.setdefault(p.name, p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+    return inspect.Signature(own + list(options.values()))
+
+
+BUILDERS = {
+    "otsu": (OtsuThreshold, "Otsu's threshold"),
+    "multiotsu": (MultiOtsuThreshold, "Multi-level Otsu (2 to 5 classes)"),
+    "li": (LiThreshold, "Li's minimum cross-entropy threshold"),
+    "yen": (YenThreshold, "Yen's threshold"),
+    "isodata": (IsodataThreshold, "The ISODATA threshold"),
+    "triangle": (TriangleThreshold, "The triangle threshold"),
+    "mean_threshold": (MeanThreshold, "The mean-intensity threshold"),
+    "minimum": (MinimumThreshold, "The minimum-between-modes threshold"),
+}
+otsu = _threshold_builder(OtsuThreshold, "otsu", "Otsu's threshold")  # used by the demo
