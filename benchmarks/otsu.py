@@ -1,8 +1,9 @@
-"""Otsu thresholding speed: kerasseg's layer vs scikit-image and OpenCV on the same images.
+"""Global threshold speed: kerasseg's layers vs scikit-image (and OpenCV for Otsu).
 
 Usage: python benchmarks/otsu.py [--data ../shared/data] [--repeats 7]
 Images: the 55 ISBI 2012 membrane slices (512x512 uint8), as one batch. Reports the median
-of `repeats` runs after one warm-up, in ms per image, and the ratio to OpenCV.
+of `repeats` runs after one warm-up, in ms per image, and the ratio to OpenCV (Otsu) and to
+scikit-image (every method).
 """
 
 import argparse
@@ -14,9 +15,21 @@ import cv2
 import numpy as np
 import skimage.io
 import tensorflow as tf
+from skimage import filters
 from skimage.filters import threshold_otsu
 
 from kerasseg.layers import OtsuThreshold
+from kerasseg.layers import threshold as th
+
+OTHERS = {
+    "multi-Otsu, 3 classes": (th.MultiOtsuThreshold, filters.threshold_multiotsu),
+    "Li": (th.LiThreshold, filters.threshold_li),
+    "Yen": (th.YenThreshold, filters.threshold_yen),
+    "ISODATA": (th.IsodataThreshold, filters.threshold_isodata),
+    "triangle": (th.TriangleThreshold, filters.threshold_triangle),
+    "mean": (th.MeanThreshold, filters.threshold_mean),
+    "minimum": (th.MinimumThreshold, filters.threshold_minimum),
+}
 
 
 def median_ms(fn, repeats):
@@ -65,6 +78,21 @@ def main():
     print("| implementation | ms / image | vs OpenCV |\n|---|---|---|")
     for name, ms in results.items():
         print(f"| {name} | {ms:.3f} | {ms / reference:.1f}x |")
+    print("\n| method | scikit-image loop, ms / image | kerasseg XLA, ms / image | ratio |")
+    print("|---|---|---|---|")
+    for method, (layer_class, reference_fn) in OTHERS.items():
+        fast = tf.function(layer_class(), jit_compile=True)
+
+        def loop(fn=reference_fn):
+            for image in images:
+                try:
+                    fn(image)
+                except RuntimeError:  # minimum: no two modes in some slices
+                    pass
+
+        ours = median_ms(lambda f=fast: f(tensor).numpy(), args.repeats) / n
+        theirs = median_ms(loop, args.repeats) / n
+        print(f"| {method} | {theirs:.3f} | {ours:.3f} | {ours / theirs:.2f}x |")
 
 
 if __name__ == "__main__":
