@@ -52,11 +52,12 @@ def main(argv=None):
     elif args.command == "demo":
         results = run_demo(args.out)
         for r in results:
-            outcome = (
-                f"no result: {r['error']}"
-                if "error" in r
-                else f"foreground IoU {r['foreground_iou']:.3f}  {r['overlay']}"
-            )
+            if "error" in r:
+                outcome = f"no result: {r['error']}"
+            elif r["foreground_iou"] is None:
+                outcome = f"(multi-class)  {r['overlay']}"
+            else:
+                outcome = f"foreground IoU {r['foreground_iou']:.3f}  {r['overlay']}"
             print(f"{r['sample']:<10} {r['model']:<16} {outcome}")
         print(f"overlays and results.json written to {args.out}")
     return 0

@@ -55,7 +55,12 @@ def _demo_models():
 def _predict(name, model, image):
     entry = registry.get_entry(name)
     channels = entry.input_channels
-    x = _grey(image)[..., None] if channels == 1 else image
+    if channels == 1:
+        x = _grey(image)[..., None]
+    elif image.ndim == 2:
+        x = np.repeat(image[..., None], channels, axis=-1)
+    else:
+        x = image
     if x.shape[-1] != channels:
         return None
     if entry.task == "classical":
@@ -90,7 +95,10 @@ def run_demo(out_dir="kerasseg-demo"):
                 {
                     "model": name,
                     "sample": sample,
-                    "foreground_iou": round(foreground_iou(predicted, truth), 4),
+                    # Only two-class results are comparable with the samples' masks.
+                    "foreground_iou": round(foreground_iou(predicted, truth), 4)
+                    if registry.get_entry(name).num_classes == 2
+                    else None,
                     "overlay": str(path),
                 }
             )

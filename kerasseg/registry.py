@@ -259,6 +259,33 @@ def _register_builtins():
         preprocessing=_unet_preprocessing,
         overwrite=True,
     )
+    from kerasseg.layers.kmeans import kmeans
+    from kerasseg.layers.meanshift import mean_shift
+
+    register_model(
+        "kmeans",
+        kmeans,
+        task="classical",
+        description="k-means colour clustering per image (k-means++, scikit-learn rules)",
+        reference="Lloyd 1982, IEEE Trans. Inf. Theory 28(2); Arthur & Vassilvitskii 2007",
+        input_channels=3,
+        default_input_shape=(None, None, 3),
+        num_classes=4,
+        preprocessing="none",
+        overwrite=True,
+    )
+    register_model(
+        "mean_shift",
+        mean_shift,
+        task="classical",
+        description="Mean-shift clustering per image (scikit-learn MeanShift, bin seeding)",
+        reference="Comaniciu & Meer 2002, IEEE TPAMI 24(5)",
+        input_channels=3,
+        default_input_shape=(None, None, 3),
+        num_classes=None,
+        preprocessing="none",
+        overwrite=True,
+    )
     for name, (layer_class, method) in THRESHOLDS.items():
         register_model(
             name,

@@ -1,5 +1,7 @@
 """Keras layers: classical segmentation methods and input preprocessing."""
 
+from kerasseg.layers.kmeans import KMeansSegmentation
+from kerasseg.layers.meanshift import MeanShiftSegmentation
 from kerasseg.layers.preprocessing import ImagePreprocessing
 from kerasseg.layers.threshold import (
     IsodataThreshold,
@@ -14,6 +16,8 @@ from kerasseg.layers.threshold import (
 
 __all__ = [
     "ImagePreprocessing",
+    "KMeansSegmentation",
+    "MeanShiftSegmentation",
     "IsodataThreshold",
     "LiThreshold",
     "MeanThreshold",
