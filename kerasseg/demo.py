@@ -66,7 +66,10 @@ def _predict(name, model, image):
     if entry.task == "classical":
         out = model.predict(x[None], verbose=0)
         if isinstance(out, dict):
-            out = out["mask"] if "mask" in out else out["labels"]
+            keys = [key for key in ("mask", "labels", "edges") if key in out]
+            if not keys:  # a filter (e.g. gradient magnitude), not a segmentation
+                return None
+            out = out[keys[0]]
         return out[0, ..., 0]
     x = registry.preprocessing_layer(name)(x[None].astype("float32"))
     scores = np.asarray(model.predict(x, verbose=0))[0]

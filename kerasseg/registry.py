@@ -286,6 +286,57 @@ def _register_builtins():
         preprocessing="none",
         overwrite=True,
     )
+    from kerasseg.layers import edges
+
+    for name, builder, description, reference, classes in (
+        (
+            "sobel",
+            edges.sobel,
+            "Sobel gradient magnitude (scikit-image semantics)",
+            "Sobel & Feldman 1968",
+            None,
+        ),
+        (
+            "scharr",
+            edges.scharr,
+            "Scharr gradient magnitude (scikit-image semantics)",
+            "Scharr 2000, PhD thesis, Univ. Heidelberg",
+            None,
+        ),
+        (
+            "prewitt",
+            edges.prewitt,
+            "Prewitt gradient magnitude (scikit-image semantics)",
+            "Prewitt 1970, Picture Processing and Psychopictorics",
+            None,
+        ),
+        (
+            "laplacian_of_gaussian",
+            edges.laplacian_of_gaussian,
+            "Laplacian of Gaussian (scipy gaussian_laplace semantics)",
+            "Marr & Hildreth 1980, Proc. R. Soc. Lond. B 207",
+            None,
+        ),
+        (
+            "canny",
+            edges.canny,
+            "Canny edges, scikit-image or OpenCV (compat=) semantics",
+            "Canny 1986, IEEE TPAMI 8(6)",
+            2,
+        ),
+    ):
+        register_model(
+            name,
+            builder,
+            task="classical",
+            description=description,
+            reference=reference,
+            input_channels=1,
+            default_input_shape=(None, None, 1),
+            num_classes=classes,
+            preprocessing="none",
+            overwrite=True,
+        )
     for name, (layer_class, method) in THRESHOLDS.items():
         register_model(
             name,

@@ -1,5 +1,6 @@
 """Keras layers: classical segmentation methods and input preprocessing."""
 
+from kerasseg.layers.edges import Canny, GradientMagnitude, LaplacianOfGaussian
 from kerasseg.layers.kmeans import KMeansSegmentation
 from kerasseg.layers.meanshift import MeanShiftSegmentation
 from kerasseg.layers.preprocessing import ImagePreprocessing
@@ -15,6 +16,9 @@ from kerasseg.layers.threshold import (
 )
 
 __all__ = [
+    "Canny",
+    "GradientMagnitude",
+    "LaplacianOfGaussian",
     "ImagePreprocessing",
     "KMeansSegmentation",
     "MeanShiftSegmentation",

@@ -80,6 +80,8 @@ def to_float(images, dtype="float32"):
     x = ops.cast(images, dtype)
     if name in DTYPE_MAX:
         x = x / DTYPE_MAX[name]
+        if not name.startswith("u"):
+            x = ops.maximum(x, -1.0)  # as img_as_float: the most negative value maps to -1
     return x
 
 

@@ -65,6 +65,7 @@ class _GlobalThreshold(keras.layers.Layer):
         self.nbins = nbins
         self.return_threshold = bool(return_threshold)
         self.supports_jit = True
+        self.autocast = False  # float64 images stay float64
 
     # Subclasses compute (batch,) float64 thresholds and say per image whether it is valid.
     def thresholds(self, values, dtype):
