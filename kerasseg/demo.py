@@ -40,9 +40,17 @@ def _grey(image):
     return np.round(image @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
 
 
+# These take seeds or a binary mask rather than an image alone.
+NOT_IMAGE_TO_MASK = ("region_growing", "connected_components")
+
+
 def _demo_models():
-    """(name, model) for classical models and presets with shipped weights."""
-    names = [m["name"] for m in registry.list_models(task="classical")]
+    """Names of the classical models and of the presets with shipped weights."""
+    names = [
+        m["name"]
+        for m in registry.list_models(task="classical")
+        if m["name"] not in NOT_IMAGE_TO_MASK
+    ]
     for summary in registry.list_models():
         if summary["kind"] != "preset" or summary["task"] != "semantic":
             continue

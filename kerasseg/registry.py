@@ -337,6 +337,57 @@ def _register_builtins():
             preprocessing="none",
             overwrite=True,
         )
+    from kerasseg.layers import local_threshold, region
+
+    for name, builder, description, reference, classes in (
+        (
+            "adaptive_threshold",
+            local_threshold.adaptive_threshold,
+            "OpenCV adaptiveThreshold (mean or Gaussian), pixel-exact on uint8",
+            "OpenCV cv::adaptiveThreshold",
+            2,
+        ),
+        (
+            "niblack",
+            local_threshold.niblack,
+            "Niblack local threshold (scikit-image semantics)",
+            "Niblack 1986, An Introduction to Digital Image Processing",
+            2,
+        ),
+        (
+            "sauvola",
+            local_threshold.sauvola,
+            "Sauvola local threshold (scikit-image semantics)",
+            "Sauvola & Pietikainen 2000, Pattern Recognition 33(2)",
+            2,
+        ),
+        (
+            "region_growing",
+            region.region_growing,
+            "Seeded region growing from (row, col) seeds (scikit-image flood semantics)",
+            "Adams & Bischof 1994, IEEE TPAMI 16(6)",
+            None,
+        ),
+        (
+            "connected_components",
+            region.connected_components,
+            "Connected-component labelling (scikit-image label numbering)",
+            "Rosenfeld & Pfaltz 1966, J. ACM 13(4); Wu et al. 2009",
+            None,
+        ),
+    ):
+        register_model(
+            name,
+            builder,
+            task="classical",
+            description=description,
+            reference=reference,
+            input_channels=1,
+            default_input_shape=(None, None, 1),
+            num_classes=classes,
+            preprocessing="none",
+            overwrite=True,
+        )
     for name, (layer_class, method) in THRESHOLDS.items():
         register_model(
             name,

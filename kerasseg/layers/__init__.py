@@ -2,8 +2,10 @@
 
 from kerasseg.layers.edges import Canny, GradientMagnitude, LaplacianOfGaussian
 from kerasseg.layers.kmeans import KMeansSegmentation
+from kerasseg.layers.local_threshold import AdaptiveThreshold, NiblackThreshold, SauvolaThreshold
 from kerasseg.layers.meanshift import MeanShiftSegmentation
 from kerasseg.layers.preprocessing import ImagePreprocessing
+from kerasseg.layers.region import ConnectedComponents, RegionGrowing
 from kerasseg.layers.threshold import (
     IsodataThreshold,
     LiThreshold,
@@ -16,6 +18,11 @@ from kerasseg.layers.threshold import (
 )
 
 __all__ = [
+    "AdaptiveThreshold",
+    "ConnectedComponents",
+    "NiblackThreshold",
+    "RegionGrowing",
+    "SauvolaThreshold",
     "Canny",
     "GradientMagnitude",
     "LaplacianOfGaussian",

@@ -416,7 +416,7 @@ def _outputs(result, return_threshold):
 
 
 def adaptive_threshold(
-    block_size=11, c=2.0, method="gaussian", inverse=False, return_threshold=False
+    block_size=11, c=2.0, method="gaussian", inverse=False, return_threshold=True
 ):
     """OpenCV-compatible adaptive threshold as a model: uint8 (batch, H, W, 1) -> mask.
 

@@ -372,10 +372,11 @@ class RegionGrowing(keras.layers.Layer):
             self.max_iter,
         )
         regions = ops.reshape(regions, (batch, num_seeds, height, width))
-        # the smallest seed index wins; min over an empty seed axis gives the int32 maximum
+        # the smallest seed index wins (sums, not min/argmax: those refuse zero seeds)
+        hits = ops.cast(regions, "int32")
+        first = hits * ops.cast(ops.equal(ops.cumsum(hits, axis=1), 1), "int32")
         number = ops.reshape(ops.arange(1, num_seeds + 1, dtype="int32"), (1, -1, 1, 1))
-        first = ops.min(ops.where(regions, number, num_seeds + 1), axis=1)
-        labels = ops.expand_dims(ops.where(first <= num_seeds, first, 0), -1)
+        labels = ops.expand_dims(ops.sum(first * number, axis=1), -1)
         if not self.return_converged:
             return labels
         converged = ops.all(ops.reshape(converged, (batch, num_seeds)), axis=1)
