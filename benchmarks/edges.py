@@ -14,8 +14,6 @@ difference or differing pixels), so the table compares like with like:
 """
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import cv2
@@ -24,18 +22,9 @@ import skimage.io
 import tensorflow as tf
 from skimage.feature import canny as skimage_canny
 from skimage.filters import sobel as skimage_sobel
+from timing import median_ms
 
 from kerasseg.layers.edges import Canny, GradientMagnitude
-
-
-def median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def cv2_sobel(image):

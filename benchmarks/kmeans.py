@@ -13,8 +13,6 @@ scikit-learn `KMeans(4, n_init=1, random_state=0)` (lloyd, tol=1e-4) and kerasse
 """
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import cv2
@@ -22,18 +20,9 @@ import numpy as np
 import skimage.io
 import tensorflow as tf
 from sklearn.cluster import KMeans
+from timing import median_ms
 
 from kerasseg.layers.kmeans import KMeansSegmentation
-
-
-def median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def main():

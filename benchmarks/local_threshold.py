@@ -10,8 +10,6 @@ after one warm-up (and XLA compilation), in ms per image.
 """
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import cv2
@@ -19,22 +17,13 @@ import numpy as np
 import skimage.io
 import tensorflow as tf
 from skimage.filters import threshold_niblack, threshold_sauvola
+from timing import median_ms
 
 from kerasseg.layers.local_threshold import (
     AdaptiveThreshold,
     NiblackThreshold,
     SauvolaThreshold,
 )
-
-
-def median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def main():

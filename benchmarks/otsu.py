@@ -7,8 +7,6 @@ scikit-image (every method).
 """
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import cv2
@@ -17,6 +15,7 @@ import skimage.io
 import tensorflow as tf
 from skimage import filters
 from skimage.filters import threshold_otsu
+from timing import median_ms
 
 from kerasseg.layers import OtsuThreshold
 from kerasseg.layers import threshold as th
@@ -30,16 +29,6 @@ OTHERS = {
     "mean": (th.MeanThreshold, filters.threshold_mean),
     "minimum": (th.MinimumThreshold, filters.threshold_minimum),
 }
-
-
-def median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def main():

@@ -13,8 +13,6 @@ Medians of `repeats` runs after one warm-up (and XLA compilation), in ms per ima
 """
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import cv2
@@ -23,18 +21,9 @@ import skimage.io
 import tensorflow as tf
 from skimage.measure import label
 from skimage.morphology import flood
+from timing import median_ms
 
 from kerasseg.layers.region import ConnectedComponents, RegionGrowing
-
-
-def median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def table(title, results, per, reference):

@@ -242,9 +242,123 @@ def _unet_preprocessing(arguments):
     return "unit" if encoder is None else get_encoder_spec(encoder).preprocessing
 
 
+def _classical_models():
+    """(name, builder, input channels, classes, description, reference) of each method."""
+    from kerasseg.layers import edges, kmeans, local_threshold, meanshift, region, threshold
+
+    scikit = "(scikit-image semantics)"
+    table = [
+        (
+            name,
+            threshold.threshold_builder(name),
+            1,
+            cls.default_classes,
+            f"{method} per image {scikit}",
+            cls.reference,
+        )
+        for name, (cls, method) in threshold.BUILDERS.items()
+    ]
+    return table + [
+        (
+            "adaptive_threshold",
+            local_threshold.adaptive_threshold,
+            1,
+            2,
+            "OpenCV adaptiveThreshold (mean or Gaussian), pixel-exact on uint8",
+            "OpenCV cv::adaptiveThreshold",
+        ),
+        (
+            "niblack",
+            local_threshold.niblack,
+            1,
+            2,
+            f"Niblack local threshold {scikit}",
+            "Niblack 1986, An Introduction to Digital Image Processing",
+        ),
+        (
+            "sauvola",
+            local_threshold.sauvola,
+            1,
+            2,
+            f"Sauvola local threshold {scikit}",
+            "Sauvola & Pietikainen 2000, Pattern Recognition 33(2)",
+        ),
+        (
+            "kmeans",
+            kmeans.kmeans,
+            3,
+            4,
+            "k-means colour clustering per image (k-means++, scikit-learn rules)",
+            "Lloyd 1982, IEEE Trans. Inf. Theory 28(2); Arthur & Vassilvitskii 2007",
+        ),
+        (
+            "mean_shift",
+            meanshift.mean_shift,
+            3,
+            None,
+            "Mean-shift clustering per image (scikit-learn MeanShift, bin seeding)",
+            "Comaniciu & Meer 2002, IEEE TPAMI 24(5)",
+        ),
+        (
+            "sobel",
+            edges.sobel,
+            1,
+            None,
+            f"Sobel gradient magnitude {scikit}",
+            "Sobel & Feldman 1968",
+        ),
+        (
+            "scharr",
+            edges.scharr,
+            1,
+            None,
+            f"Scharr gradient magnitude {scikit}",
+            "Scharr 2000, PhD thesis, Univ. Heidelberg",
+        ),
+        (
+            "prewitt",
+            edges.prewitt,
+            1,
+            None,
+            f"Prewitt gradient magnitude {scikit}",
+            "Prewitt 1970, Picture Processing and Psychopictorics",
+        ),
+        (
+            "laplacian_of_gaussian",
+            edges.laplacian_of_gaussian,
+            1,
+            None,
+            "Laplacian of Gaussian (scipy gaussian_laplace semantics)",
+            "Marr & Hildreth 1980, Proc. R. Soc. Lond. B 207",
+        ),
+        (
+            "canny",
+            edges.canny,
+            1,
+            2,
+            "Canny edges, scikit-image or OpenCV (compat=) semantics",
+            "Canny 1986, IEEE TPAMI 8(6)",
+        ),
+        (
+            "region_growing",
+            region.region_growing,
+            1,
+            None,
+            "Seeded region growing from (row, col) seeds (scikit-image flood semantics)",
+            "Adams & Bischof 1994, IEEE TPAMI 16(6)",
+        ),
+        (
+            "connected_components",
+            region.connected_components,
+            1,
+            None,
+            "Connected-component labelling (scikit-image label numbering)",
+            "Rosenfeld & Pfaltz 1966, J. ACM 13(4); Wu et al. 2009",
+        ),
+    ]
+
+
 def _register_builtins():
-    from kerasseg.layers.threshold import BUILDERS as THRESHOLDS
-    from kerasseg.layers.threshold import _threshold_builder
     from kerasseg.models.unet import unet
 
     register_model(
@@ -259,145 +373,16 @@ def _register_builtins():
         preprocessing=_unet_preprocessing,
         overwrite=True,
     )
-    from kerasseg.layers.kmeans import kmeans
-    from kerasseg.layers.meanshift import mean_shift
-
-    register_model(
-        "kmeans",
-        kmeans,
-        task="classical",
-        description="k-means colour clustering per image (k-means++, scikit-learn rules)",
-        reference="Lloyd 1982, IEEE Trans. Inf. Theory 28(2); Arthur & Vassilvitskii 2007",
-        input_channels=3,
-        default_input_shape=(None, None, 3),
-        num_classes=4,
-        preprocessing="none",
-        overwrite=True,
-    )
-    register_model(
-        "mean_shift",
-        mean_shift,
-        task="classical",
-        description="Mean-shift clustering per image (scikit-learn MeanShift, bin seeding)",
-        reference="Comaniciu & Meer 2002, IEEE TPAMI 24(5)",
-        input_channels=3,
-        default_input_shape=(None, None, 3),
-        num_classes=None,
-        preprocessing="none",
-        overwrite=True,
-    )
-    from kerasseg.layers import edges
-
-    for name, builder, description, reference, classes in (
-        (
-            "sobel",
-            edges.sobel,
-            "Sobel gradient magnitude (scikit-image semantics)",
-            "Sobel & Feldman 1968",
-            None,
-        ),
-        (
-            "scharr",
-            edges.scharr,
-            "Scharr gradient magnitude (scikit-image semantics)",
-            "Scharr 2000, PhD thesis, Univ. Heidelberg",
-            None,
-        ),
-        (
-            "prewitt",
-            edges.prewitt,
-            "Prewitt gradient magnitude (scikit-image semantics)",
-            "Prewitt 1970, Picture Processing and Psychopictorics",
-            None,
-        ),
-        (
-            "laplacian_of_gaussian",
-            edges.laplacian_of_gaussian,
-            "Laplacian of Gaussian (scipy gaussian_laplace semantics)",
-            "Marr & Hildreth 1980, Proc. R. Soc. Lond. B 207",
-            None,
-        ),
-        (
-            "canny",
-            edges.canny,
-            "Canny edges, scikit-image or OpenCV (compat=) semantics",
-            "Canny 1986, IEEE TPAMI 8(6)",
-            2,
-        ),
-    ):
+    for name, builder, channels, classes, description, reference in _classical_models():
         register_model(
             name,
             builder,
             task="classical",
-            description=description,
+            description=f"{description}, no weights",
             reference=reference,
-            input_channels=1,
-            default_input_shape=(None, None, 1),
+            input_channels=channels,
+            default_input_shape=(None, None, channels),
             num_classes=classes,
-            preprocessing="none",
-            overwrite=True,
-        )
-    from kerasseg.layers import local_threshold, region
-
-    for name, builder, description, reference, classes in (
-        (
-            "adaptive_threshold",
-            local_threshold.adaptive_threshold,
-            "OpenCV adaptiveThreshold (mean or Gaussian), pixel-exact on uint8",
-            "OpenCV cv::adaptiveThreshold",
-            2,
-        ),
-        (
-            "niblack",
-            local_threshold.niblack,
-            "Niblack local threshold (scikit-image semantics)",
-            "Niblack 1986, An Introduction to Digital Image Processing",
-            2,
-        ),
-        (
-            "sauvola",
-            local_threshold.sauvola,
-            "Sauvola local threshold (scikit-image semantics)",
-            "Sauvola & Pietikainen 2000, Pattern Recognition 33(2)",
-            2,
-        ),
-        (
-            "region_growing",
-            region.region_growing,
-            "Seeded region growing from (row, col) seeds (scikit-image flood semantics)",
-            "Adams & Bischof 1994, IEEE TPAMI 16(6)",
-            None,
-        ),
-        (
-            "connected_components",
-            region.connected_components,
-            "Connected-component labelling (scikit-image label numbering)",
-            "Rosenfeld & Pfaltz 1966, J. ACM 13(4); Wu et al. 2009",
-            None,
-        ),
-    ):
-        register_model(
-            name,
-            builder,
-            task="classical",
-            description=description,
-            reference=reference,
-            input_channels=1,
-            default_input_shape=(None, None, 1),
-            num_classes=classes,
-            preprocessing="none",
-            overwrite=True,
-        )
-    for name, (layer_class, method) in THRESHOLDS.items():
-        register_model(
-            name,
-            _threshold_builder(layer_class, name, method),
-            task="classical",
-            description=f"{method} per image (scikit-image semantics), no weights",
-            reference=layer_class.reference,
-            input_channels=1,
-            default_input_shape=(None, None, 1),
-            num_classes=layer_class.default_classes,
             preprocessing="none",
             overwrite=True,
         )

@@ -13,15 +13,17 @@ from keras import ops
 INTEGER_DTYPES = ("uint8", "uint16", "int8", "int16", "int32", "int64")
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 LUMA_WEIGHTS = (0.2125, 0.7154, 0.0721)
-# skimage.util.img_as_float divides unsigned integers by their dtype's maximum.
-DTYPE_MAX = {
-    "uint8": 255.0,
-    "uint16": 65535.0,
-    "int8": 127.0,
-    "int16": 32767.0,
-    "int32": 2147483647.0,
-    "int64": 9223372036854775807.0,
+# The value range of each integer dtype (skimage.util.dtype_limits).
+INTEGER_LIMITS = {
+    "uint8": (0, 255),
+    "uint16": (0, 65535),
+    "int8": (-128, 127),
+    "int16": (-32768, 32767),
+    "int32": (-(2**31), 2**31 - 1),
+    "int64": (-(2**63), 2**63 - 1),
 }
+# skimage.util.img_as_float divides integers by their dtype's maximum.
+DTYPE_MAX = {name: float(high) for name, (_, high) in INTEGER_LIMITS.items()}
 
 
 def dtype_name(x):

@@ -26,20 +26,12 @@ from keras import ops
 from kerasseg.layers.common import (
     FLOAT_DTYPES,
     INTEGER_DTYPES,
+    INTEGER_LIMITS,
     check_finite,
     check_images,
     to_grey,
 )
 
-# skimage.util.dtype_limits(image, clip_negative=False): Sauvola's default R is half the range.
-_DTYPE_RANGE = {
-    "uint8": (0, 255),
-    "uint16": (0, 65535),
-    "int8": (-128, 127),
-    "int16": (-32768, 32767),
-    "int32": (-(2**31), 2**31 - 1),
-    "int64": (-(2**63), 2**63 - 1),
-}
 _SMALL_GAUSSIAN = {  # OpenCV's fixed kernels for odd sizes <= 9 when sigma <= 0
     1: (1.0,),
     3: (0.25, 0.5, 0.25),
@@ -288,7 +280,7 @@ class _LocalMeanStdThreshold(keras.layers.Layer):
         float_dtype = _float_type(dtype)
         if channels == 1:
             grey = ops.cast(images[..., 0], float_dtype)
-            value_range = _DTYPE_RANGE.get(dtype, (-1.0, 1.0))
+            value_range = INTEGER_LIMITS.get(dtype, (-1.0, 1.0))
         else:  # skimage.color.rgb2gray: floats in [0, 1]
             grey = ops.cast(to_grey(images, float_dtype)[..., 0], float_dtype)
             value_range = (-1.0, 1.0)

@@ -31,21 +31,13 @@ from keras import ops
 from kerasseg.layers.common import (
     FLOAT_DTYPES,
     INTEGER_DTYPES,
+    INTEGER_LIMITS,
     check_finite,
     check_images,
     is_symbolic,
     to_grey,
 )
 from kerasseg.layers.local_threshold import materialize
-
-_INTEGER_LIMITS = {
-    "uint8": (0, 255),
-    "uint16": (0, 65535),
-    "int8": (-128, 127),
-    "int16": (-32768, 32767),
-    "int32": (-(2**31), 2**31 - 1),
-    "int64": (-(2**63), 2**63 - 1),
-}
 
 
 def _check_connectivity(connectivity, default=2):
@@ -388,8 +380,8 @@ class RegionGrowing(keras.layers.Layer):
         if self.tolerance is None:
             return ops.equal(values, seed)
         seed64 = ops.cast(seed, "float64")
-        if dtype in _INTEGER_LIMITS:
-            low_limit, high_limit = _INTEGER_LIMITS[dtype]
+        if dtype in INTEGER_LIMITS:
+            low_limit, high_limit = INTEGER_LIMITS[dtype]
             low = ops.maximum(seed64 - self.tolerance, float(low_limit))
             high = ops.minimum(seed64 + self.tolerance, float(high_limit))
             # scikit-image passes the bounds to a Cython routine typed like the image: C casts

@@ -608,8 +608,9 @@ def _threshold_model(layer, input_dtype, channels):
     return SegmentationModel(images, outputs, name=layer.name)
 
 
-def _threshold_builder(layer_class, name, method):
-    """A registry builder: keyword options of the layer plus the model's input."""
+def threshold_builder(name):
+    """The model builder of the global threshold registered as `name` (see `BUILDERS`)."""
+    layer_class, method = BUILDERS[name]
 
     def build(input_dtype="uint8", channels=1, return_threshold=True, **options):
         layer = layer_class(return_threshold=return_threshold, name=name, **options)
@@ -658,4 +659,3 @@ BUILDERS = {
     "mean_threshold": (MeanThreshold, "The mean-intensity threshold"),
     "minimum": (MinimumThreshold, "The minimum-between-modes threshold"),
 }
-otsu = _threshold_builder(OtsuThreshold, "otsu", "Otsu's threshold")  # used by the demo
