@@ -97,3 +97,12 @@ def to_grey(images, dtype="float32"):
         return images
     weights = ops.convert_to_tensor(LUMA_WEIGHTS, dtype=dtype)
     return ops.sum(to_float(images, dtype) * weights, axis=-1, keepdims=True)
+
+
+def images_input(input_dtype, channels, dtypes=INTEGER_DTYPES + FLOAT_DTYPES):
+    """The "images" input of a classical model, after checking the builder's arguments."""
+    if input_dtype not in dtypes:
+        raise ValueError(f"`input_dtype` must be one of {dtypes}; got {input_dtype!r}.")
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise ValueError(f"`channels` must be 1 (grey) or 3 (RGB); got {channels!r}.")
+    return keras.Input((None, None, channels), dtype=input_dtype, name="images")

@@ -30,6 +30,7 @@ from kerasseg.layers.common import (
     check_finite,
     check_images,
     dtype_name,
+    images_input,
     to_float,
     to_grey,
 )
@@ -613,22 +614,10 @@ def _nms_bilinear(isobel, jsobel, magnitude):
     return (interpolated(plus1, plus2) <= m) & (interpolated(minus1, minus2) <= m)
 
 
-def _check_builder(input_dtype, channels):
-    if input_dtype not in IMAGE_DTYPES:
-        raise ValueError(f"`input_dtype` must be one of {IMAGE_DTYPES}; got {input_dtype!r}.")
-    if channels not in (1, 3):
-        raise ValueError(f"`channels` must be 1 (grey) or 3 (RGB); got {channels!r}.")
-
-
-def _images_input(input_dtype, channels):
-    _check_builder(input_dtype, channels)
-    return keras.Input((None, None, channels), dtype=input_dtype, name="images")
-
-
 def _gradient_model(kernel, input_dtype, channels, return_direction):
     from kerasseg.models.base import SegmentationModel
 
-    images = _images_input(input_dtype, channels)
+    images = images_input(input_dtype, channels, IMAGE_DTYPES)
     result = GradientMagnitude(kernel, return_direction=return_direction, name=kernel)(images)
     if return_direction:
         outputs = {"magnitude": result[0], "direction": result[1]}
@@ -668,7 +657,7 @@ def laplacian_of_gaussian(sigma=1.0, input_dtype="uint8", channels=1, truncate=4
     """
     from kerasseg.models.base import SegmentationModel
 
-    images = _images_input(input_dtype, channels)
+    images = images_input(input_dtype, channels, IMAGE_DTYPES)
     layer = LaplacianOfGaussian(sigma=sigma, truncate=truncate, name="laplacian_of_gaussian")
     return SegmentationModel(images, {"response": layer(images)}, name="laplacian_of_gaussian")
 
@@ -694,7 +683,7 @@ def canny(
     """
     from kerasseg.models.base import SegmentationModel
 
-    _check_builder(input_dtype, channels)
+    images = images_input(input_dtype, channels, IMAGE_DTYPES)
     if compat == "opencv" and (input_dtype != "uint8" or channels != 1):
         raise ValueError(
             "compat='opencv' takes uint8 grey images, like cv2.Canny: use input_dtype='uint8' "
@@ -709,5 +698,4 @@ def canny(
         max_iterations=max_iterations,
         name="canny",
     )
-    images = _images_input(input_dtype, channels)
     return SegmentationModel(images, {"edges": layer(images)}, name="canny")

@@ -53,6 +53,7 @@ from kerasseg.layers.common import (
     check_finite,
     check_images,
     dtype_name,
+    images_input,
     to_float,
 )
 
@@ -233,7 +234,7 @@ def kmeans_cluster(x, finite, k, n_init, max_iter, tol, seed, channels):
     return labels, centres, inertia
 
 
-def _check_int(value, name, low, high=None):
+def check_int(value, name, low, high=None):
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"`{name}` must be an integer >= {low}; got {value!r}.")
     if high is not None and value > high:
@@ -289,15 +290,15 @@ class KMeansSegmentation(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.k = _check_int(k, "k", 1)
+        self.k = check_int(k, "k", 1)
         if init != "k-means++":
             raise ValueError(f"`init` must be 'k-means++'; got {init!r}.")
         self.init = init
-        self.n_init = _check_int(n_init, "n_init", 1)
-        self.max_iter = _check_int(max_iter, "max_iter", 1)
+        self.n_init = check_int(n_init, "n_init", 1)
+        self.max_iter = check_int(max_iter, "max_iter", 1)
         self.tol = check_number(tol, "tol")
         self.spatial_weight = check_number(spatial_weight, "spatial_weight")
-        self.seed = _check_int(seed, "seed", 0, MAX_SEED)
+        self.seed = check_int(seed, "seed", 0, MAX_SEED)
         self.return_inertia = bool(return_inertia)
         self.supports_jit = True
         self.autocast = False  # keep float64 images float64 (and float16 ones exact)
@@ -347,11 +348,7 @@ def clustering_model(layer, name, input_dtype, channels, output_names):
     """Functional SegmentationModel around a clustering layer with named outputs."""
     from kerasseg.models.base import SegmentationModel
 
-    if input_dtype not in IMAGE_DTYPES:
-        raise ValueError(f"`input_dtype` must be one of {IMAGE_DTYPES}; got {input_dtype!r}.")
-    if isinstance(channels, bool) or channels not in (1, 3):
-        raise ValueError(f"`channels` must be 1 or 3; got {channels!r}.")
-    images = keras.Input((None, None, channels), dtype=input_dtype, name="images")
+    images = images_input(input_dtype, channels, IMAGE_DTYPES)
     results = layer(images)
     outputs = dict(zip(output_names, results, strict=True))
     return SegmentationModel(images, outputs, name=name)

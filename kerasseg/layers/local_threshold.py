@@ -29,6 +29,7 @@ from kerasseg.layers.common import (
     INTEGER_LIMITS,
     check_finite,
     check_images,
+    images_input,
     to_grey,
 )
 
@@ -431,16 +432,10 @@ def adaptive_threshold(
 
 
 def _local_model(layer_class, name, input_dtype, channels, return_threshold, **arguments):
-    if input_dtype not in INTEGER_DTYPES + FLOAT_DTYPES:
-        raise ValueError(
-            f"`input_dtype` must be one of {INTEGER_DTYPES + FLOAT_DTYPES}; got {input_dtype!r}."
-        )
-    if channels not in (1, 3):
-        raise ValueError(f"`channels` must be 1 or 3; got {channels!r}.")
     from kerasseg.models.base import SegmentationModel
 
+    images = images_input(input_dtype, channels)
     layer = layer_class(return_threshold=return_threshold, name=name, **arguments)
-    images = keras.Input((None, None, channels), dtype=input_dtype, name="images")
     return SegmentationModel(images, _outputs(layer(images), return_threshold), name=name)
 
 

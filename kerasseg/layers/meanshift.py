@@ -49,6 +49,7 @@ from keras import ops
 from kerasseg.layers.common import check_finite, check_images, dtype_name, is_symbolic
 from kerasseg.layers.kmeans import (
     IMAGE_DTYPES,
+    check_int,
     check_number,
     clustering_model,
     compute_dtype,
@@ -58,12 +59,6 @@ from kerasseg.layers.kmeans import (
 
 KERNELS = ("flat", "gaussian")
 _KEY_LIMIT = 2.0**62
-
-
-def _check_int(value, name, low):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"`{name}` must be an integer >= {low}; got {value!r}.")
-    return value
 
 
 def bin_seeds(x, bandwidth, min_bin_freq, max_seeds):
@@ -266,9 +261,9 @@ class MeanShiftSegmentation(keras.layers.Layer):
             raise ValueError(f"`kernel` must be one of {KERNELS}; got {kernel!r}.")
         self.kernel = kernel
         self.spatial_weight = check_number(spatial_weight, "spatial_weight")
-        self.min_bin_freq = _check_int(min_bin_freq, "min_bin_freq", 1)
-        self.max_seeds = _check_int(max_seeds, "max_seeds", 1)
-        self.max_iter = _check_int(max_iter, "max_iter", 1)
+        self.min_bin_freq = check_int(min_bin_freq, "min_bin_freq", 1)
+        self.max_seeds = check_int(max_seeds, "max_seeds", 1)
+        self.max_iter = check_int(max_iter, "max_iter", 1)
         self.tol = check_number(tol, "tol")
         self.supports_jit = True
         self.autocast = False  # keep float64 images float64 (and float16 ones exact)

@@ -34,6 +34,7 @@ from kerasseg.layers.common import (
     INTEGER_LIMITS,
     check_finite,
     check_images,
+    images_input,
     is_symbolic,
     to_grey,
 )
@@ -523,15 +524,9 @@ def region_growing(input_dtype="uint8", tolerance=None, connectivity=2, max_iter
     (-1, -1) = padding}; outputs {"labels": (batch, H, W, 1) int32, seed i -> i + 1,
     "converged": (batch,) bool}.
     """
-    if input_dtype not in INTEGER_DTYPES + FLOAT_DTYPES:
-        raise ValueError(
-            f"`input_dtype` must be one of {INTEGER_DTYPES + FLOAT_DTYPES}; got {input_dtype!r}."
-        )
-    if channels not in (1, 3):
-        raise ValueError(f"`channels` must be 1 or 3; got {channels!r}.")
     from kerasseg.models.base import SegmentationModel
 
-    images = keras.Input((None, None, channels), dtype=input_dtype, name="images")
+    images = images_input(input_dtype, channels)
     seeds = keras.Input((None, 2), dtype="int32", name="seeds")
     layer = RegionGrowing(
         tolerance=tolerance,
@@ -557,12 +552,9 @@ def connected_components(
     integer or a float dtype). Outputs {"labels": (batch, H, W, 1) int32, "num_labels":
     (batch,) int32, "converged": (batch,) bool}.
     """
-    accepted = ("bool",) + INTEGER_DTYPES + FLOAT_DTYPES
-    if input_dtype not in accepted:
-        raise ValueError(f"`input_dtype` must be one of {accepted}; got {input_dtype!r}.")
     from kerasseg.models.base import SegmentationModel
 
-    images = keras.Input((None, None, 1), dtype=input_dtype, name="images")
+    images = images_input(input_dtype, 1, ("bool",) + INTEGER_DTYPES + FLOAT_DTYPES)
     layer = ConnectedComponents(
         connectivity=connectivity,
         background=background,

@@ -29,6 +29,7 @@ from kerasseg.layers.common import (
     check_finite,
     check_images,
     dtype_name,
+    images_input,
     is_symbolic,
     to_grey,
 )
@@ -114,12 +115,11 @@ class _GlobalThreshold(keras.layers.Layer):
         t = ops.reshape(threshold, (-1, 1, 1, 1))
         if dtype in INTEGER_RANGES:
             # For integers, x > t  <=>  x > floor(t): compare exactly in the image's dtype.
+            # A NaN threshold (no threshold for that image) gives an empty mask.
             start, size = INTEGER_RANGES[dtype]
-            t = ops.clip(
-                ops.floor(ops.where(ops.isnan(t), start + size, t)), start, start + size - 1
-            )
-            bound = ops.where(ops.isnan(ops.reshape(threshold, (-1, 1, 1, 1))), True, False)
-            return ops.logical_and(ops.greater(grey, ops.cast(t, dtype)), ops.logical_not(bound))
+            nan = ops.isnan(t)
+            t = ops.clip(ops.floor(ops.where(nan, start, t)), start, start + size - 1)
+            return ops.greater(grey, ops.cast(t, dtype)) & ~nan
         return ops.greater(grey, ops.cast(t, dtype))
 
     def compute_output_spec(self, images, training=None):
@@ -597,11 +597,7 @@ def _best_thresholds(table, length, classes):
 def _threshold_model(layer, input_dtype, channels):
     from kerasseg.models.base import SegmentationModel
 
-    if input_dtype not in SUPPORTED_DTYPES:
-        raise ValueError(f"`input_dtype` must be one of {SUPPORTED_DTYPES}; got {input_dtype!r}.")
-    if channels not in (1, 3):
-        raise ValueError(f"`channels` must be 1 or 3; got {channels!r}.")
-    images = keras.Input((None, None, channels), dtype=input_dtype, name="images")
+    images = images_input(input_dtype, channels, SUPPORTED_DTYPES)
     result = layer(images)
     key = "labels" if isinstance(layer, MultiOtsuThreshold) else "mask"
     outputs = {key: result[0], "threshold": result[1]} if layer.return_threshold else result
