@@ -3,7 +3,10 @@
 import kerasseg
 kerasseg.list_models()
 model = kerasseg.load("unet", encoder="resnet50", num_classes=3)
+dataset, info = kerasseg.datasets.isbi2012("data/isbi2012-membrane")
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
@@ -17,3 +20,12 @@ from kerasseg.registry import (  # noqa: F401
 )
 
 __all__ = ["get_entry", "list_models", "load", "preprocessing_layer", "register_model"]
+
+# TensorFlow-only parts, imported when first used so that the models stay backend-neutral.
+_LAZY_MODULES = ("data", "datasets")
+
+
+def __getattr__(name):
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"kerasseg.{name}")
+    raise AttributeError(f"module 'kerasseg' has no attribute {name!r}")

@@ -60,10 +60,11 @@ def test_wheel_installs_into_a_fresh_venv_and_loads_a_shipped_preset(tmp_path):
     (wheel,) = dist.glob("kerasseg-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-    for package in ("kerasseg", "kerasseg/layers", "kerasseg/models"):
+    for package in ("kerasseg", "kerasseg/data", "kerasseg/layers", "kerasseg/models"):
         for path in (REPO / package).glob("*.py"):
             assert f"{package}/{path.name}" in names, f"{package}/{path.name} missing from wheel"
     assert "kerasseg/saved_models/manifest.json" in names
+    assert "kerasseg/data/camvid_files.json" in names
     assert "kerasseg/saved_models/unet_wheel_test.weights.h5" in names
     assert "kerasseg/saved_models/unet_wheel_test.md" in names
 
@@ -91,6 +92,7 @@ def test_wheel_installs_into_a_fresh_venv_and_loads_a_shipped_preset(tmp_path):
         model = kerasseg.load("unet_wheel_test")
         y = model.predict(np.load({str(tmp_path / "x.npy")!r}), verbose=0)
         np.testing.assert_array_equal(y, np.load({str(tmp_path / "expected.npy")!r}))
+        assert len(kerasseg.datasets.camvid_files()["files"]) == 936
         print("ok")
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KERASSEG_HOME")}

@@ -1,0 +1,270 @@
+"""Image/mask pairs to batched, augmented, normalised `tf.data` pipelines.
+
+`segmentation_dataset` chains the pieces of `kerasseg.data` in the order the TensorFlow data
+performance guide recommends (decode and resize in parallel, cache the decoded tensors,
+shuffle, augment with per-element stateless seeds, batch, normalise, prefetch). Elements
+are `(images, masks)`: float32 (B, H, W, C) and int32 (B, H, W, 1) class ids, ready for
+`model.fit` with a model from `kerasseg.load`.
+
+`augment_instances` applies the same joint augmentation to an image and its instance
+targets (the layout of `kerasseg.data.instances`).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from kerasseg.data import decode, instances, sources, transforms
+from kerasseg.data.augment import JointAugment, seeds_dataset
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _preprocessing_function(preprocessing):
+    """None, a registry model name, or a callable on float32 image batches."""
+    if preprocessing is None:
+        return None
+    if isinstance(preprocessing, str):
+        from kerasseg.registry import preprocessing_layer
+
+        return preprocessing_layer(preprocessing)
+    if callable(preprocessing):
+        return preprocessing
+    raise TypeError(
+        "`preprocessing` must be None, a model name known to `kerasseg.load` (its registry "
+        "entry gives the normalisation), or a callable such as "
+        f"`kerasseg.preprocessing_layer(name, **arguments)`; got {type(preprocessing).__name__}."
+    )
+
+
+def _check_size(value, name):
+    if value is None:
+        return None
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(isinstance(v, (int, np.integer)) and v > 0 for v in value)
+    ):
+        raise ValueError(f"`{name}` must be (height, width) of positive ints; got {value!r}.")
+    return tuple(int(v) for v in value)
+
+
+def _decoder(source, channels, image_dtype):
+    """A dataset of decoded (image float32, mask int32) pairs from `source`."""
+    if isinstance(source, tf.data.Dataset):
+        spec = source.element_spec
+        if not (isinstance(spec, tuple) and len(spec) == 4):
+            raise ValueError(
+                "`source` as a tf.data.Dataset must yield (image_bytes, mask_bytes, image_name, "
+                f"mask_name) like `kerasseg.data.read_tfrecords`; got elements {spec}."
+            )
+
+        def decode_encoded(image_bytes, mask_bytes, image_name, mask_name):
+            image = decode.decode_image(
+                image_bytes, channels=channels, dtype=image_dtype, path=image_name
+            )
+            mask = decode.decode_mask(mask_bytes, path=mask_name)
+            decode.check_same_size(image, mask, image_name, mask_name)
+            return tf.cast(image, tf.float32), mask
+
+        return source, decode_encoded
+    if isinstance(source, (str, bytes)) or not hasattr(source, "__len__"):
+        raise TypeError(
+            "`source` must be a list of (image_path, mask_path) pairs (see "
+            "`kerasseg.data.paired_files`) or a dataset from `kerasseg.data.read_tfrecords`; "
+            f"got {type(source).__name__}."
+        )
+    pairs = sources.file_pairs(*zip(*source, strict=True)) if len(source) else []
+    if not pairs:
+        raise ValueError("`source` holds no (image_path, mask_path) pairs.")
+
+    def load(image_path, mask_path):
+        return decode.load_pair(image_path, mask_path, channels=channels, dtype=image_dtype)
+
+    return sources.pairs_dataset(pairs), load
+
+
+def segmentation_dataset(
+    source,
+    *,
+    batch_size=8,
+    channels=None,
+    image_dtype="uint8",
+    class_map=None,
+    ignore_label=None,
+    image_size=None,
+    augment=None,
+    preprocessing=None,
+    pad_to_multiple=None,
+    shuffle=False,
+    seed=None,
+    cache=False,
+    repeat=False,
+    drop_remainder=False,
+    deterministic=True,
+    num_parallel_calls=AUTOTUNE,
+):
+    """A batched `tf.data.Dataset` of (images, masks) for training or evaluation.
+
+    Args:
+        source: a list of (image_path, mask_path) pairs (`paired_files`, `file_pairs`), or
+            the dataset of `read_tfrecords`.
+        batch_size: images per batch.
+        channels: channel count the model takes (1 or 3); files with another count raise.
+            None keeps each file's count.
+        image_dtype: "uint8" or "uint16", how the image files store values; images come out
+            as float32 with the stored values (0..255 or 0..65535) before `preprocessing`.
+        class_map: optional {stored value: class id} (e.g. ISBI's {0: 0, 255: 1}); a stored
+            value outside it raises at run time unless it equals `ignore_label`.
+        ignore_label: the mask value that losses and metrics skip (CamVid: 11). Padding of
+            masks uses it, so `pad_to_multiple` and ragged batches need it.
+        image_size: (height, width) to resize every pair to before caching (image bilinear,
+            mask nearest).
+        augment: a `JointAugment` applied after caching, with a fresh per-element seed each
+            epoch drawn from `seed` (stateless ops: the same seed gives the same batches).
+        preprocessing: None (values as stored), a registry model name whose entry gives the
+            encoder's normalisation, or a callable on float32 image batches such as
+            `kerasseg.preprocessing_layer(name, **model_arguments)`.
+        pad_to_multiple: pad each pair at the bottom/right to a multiple of this (a model's
+            size divisor, 32 for U-Net encoders); the mask padding is `ignore_label`.
+        shuffle: shuffle the pairs (files before decoding, or decoded pairs when cached),
+            reshuffled each epoch.
+        seed: int seed of shuffling and augmentation; None draws one.
+        cache: False, True (memory) or a file path prefix: cache decoded, resized pairs.
+        repeat: repeat forever (for `fit(steps_per_epoch=...)`).
+        drop_remainder: drop the last incomplete batch.
+        deterministic: keep element order fixed under parallel maps (False trades order for
+            throughput).
+        num_parallel_calls: parallelism of the decode and augment maps.
+
+    Returns:
+        A `tf.data.Dataset` of (float32 (B, H, W, C) images, int32 (B, H, W, 1) masks).
+        Pairs of different sizes are padded per batch with 0 and `ignore_label` when
+        `ignore_label` is set; otherwise batching them raises.
+    """
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
+    image_size = _check_size(image_size, "image_size")
+    if augment is not None and not isinstance(augment, JointAugment):
+        raise TypeError(
+            f"`augment` must be a kerasseg.data.JointAugment or None; got {type(augment).__name__}."
+        )
+    if ignore_label is not None and not isinstance(ignore_label, (int, np.integer)):
+        raise TypeError(f"`ignore_label` must be an int or None; got {ignore_label!r}.")
+    if pad_to_multiple is not None:
+        if not isinstance(pad_to_multiple, (int, np.integer)) or pad_to_multiple < 1:
+            raise ValueError(f"`pad_to_multiple` must be a positive int; got {pad_to_multiple!r}.")
+        if ignore_label is None:
+            raise ValueError(
+                "`pad_to_multiple` pads masks with `ignore_label`, so that padding is never "
+                "taken for a class; pass `ignore_label`."
+            )
+    if cache not in (False, True) and not isinstance(cache, str):
+        raise TypeError(f"`cache` must be False, True or a file path prefix; got {cache!r}.")
+    normalise = _preprocessing_function(preprocessing)
+    if normalise is not None and channels is None:
+        raise ValueError(
+            "`preprocessing` normalises per channel, so it needs `channels` (the model's "
+            "input channel count, 1 or 3); got channels=None."
+        )
+    if seed is None:
+        seed = int(np.random.default_rng().integers(2**31 - 1))
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic)
+
+    dataset, load = _decoder(source, channels, image_dtype)
+    if shuffle and not cache:
+        count = int(dataset.cardinality())
+        buffer = count if count > 0 else 1024
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+
+    def prepare(image, mask):
+        if class_map is not None:
+            mask = transforms.remap_classes(mask, class_map, ignore_label=ignore_label)
+        if image_size is not None:
+            image, mask = transforms.resize(image, mask, image_size)
+        return image, mask
+
+    if class_map is not None or image_size is not None:
+        dataset = dataset.map(
+            prepare, num_parallel_calls=num_parallel_calls, deterministic=deterministic
+        )
+    if cache:
+        dataset = dataset.cache("" if cache is True else cache)
+        if shuffle:
+            count = int(dataset.cardinality())
+            dataset = dataset.shuffle(
+                count if count > 0 else 1024, seed=seed, reshuffle_each_iteration=True
+            )
+    if repeat:
+        dataset = dataset.repeat()
+    if augment is not None:
+        dataset = tf.data.Dataset.zip((dataset, seeds_dataset(seed))).map(
+            lambda pair, element_seed: augment(pair[0], pair[1], element_seed),
+            num_parallel_calls=num_parallel_calls,
+            deterministic=deterministic,
+        )
+    if pad_to_multiple is not None:
+        dataset = dataset.map(
+            lambda image, mask: transforms.pad_to_multiple(
+                image, mask, pad_to_multiple, mask_value=ignore_label
+            ),
+            num_parallel_calls=num_parallel_calls,
+            deterministic=deterministic,
+        )
+    if ignore_label is None:
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    else:
+        dataset = dataset.padded_batch(
+            batch_size,
+            padding_values=(tf.constant(0.0), tf.constant(int(ignore_label), tf.int32)),
+            drop_remainder=drop_remainder,
+        )
+    if normalise is not None:
+        dataset = dataset.map(
+            lambda images, masks: (tf.cast(normalise(images), tf.float32), masks),
+            num_parallel_calls=num_parallel_calls,
+            deterministic=deterministic,
+        )
+    return dataset.prefetch(AUTOTUNE).with_options(options)
+
+
+def augment_instances(augment, image, targets, seed):
+    """Apply `augment` to an image and its instance targets with the same parameters.
+
+    The instance masks travel through the geometric transforms as mask channels; boxes are
+    then recomputed from the transformed masks, and instances whose mask became empty (cut
+    off by a crop) are removed: the one place instances can disappear.
+
+    Args:
+        augment: a `JointAugment`.
+        image: float32 (H, W, C).
+        targets: dict with "boxes", "class_ids", "masks" (N, H, W) as in
+            `kerasseg.data.instances`.
+        seed: int (2,) stateless seed.
+
+    Returns:
+        (image, targets) transformed.
+
+    Raises:
+        ValueError: if `augment` samples outside the image (scale, crop, rotation or elastic
+            deformation) with a fill mode other than "constant": "reflect" and "nearest"
+            would copy an instance's border pixels into a ghost part of it.
+    """
+    samples_outside = (
+        augment.scale_range is not None
+        or augment.crop_size is not None
+        or augment.rotation_degrees
+        or augment.elastic_alpha
+    )
+    if samples_outside and augment.fill_mode != "constant":
+        raise ValueError(
+            "augment_instances: `augment` moves pixels across the image border, so it needs "
+            f"fill_mode='constant' (with mask_fill=0) for instance masks; got "
+            f"fill_mode={augment.fill_mode!r}."
+        )
+    channels = instances.masks_to_channels(targets["masks"])
+    image, channels = augment(image, channels, seed)
+    masks = instances.channels_to_masks(channels)
+    moved = dict(targets, masks=masks, boxes=instances.boxes_from_masks(masks))
+    return image, instances.drop_empty_instances(moved)
