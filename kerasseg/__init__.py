@@ -10,7 +10,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-from kerasseg import layers, models  # noqa: F401  (registers serializable classes)
+from kerasseg import layers, losses, metrics, models  # noqa: F401  (registers serializable classes)
 from kerasseg.registry import (  # noqa: F401
     get_entry,
     list_models,
