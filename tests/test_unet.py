@@ -169,3 +169,29 @@ class TestBadInput:
     def test_bad_arguments(self, kwargs, match):
         with pytest.raises(ValueError, match=match):
             kerasseg.load("unet", **kwargs)
+
+
+@pytest.mark.parametrize("encoder", [None, "mobilenet_v2"])
+def test_pad_to_fit_equals_numpy_reflect_padding_then_centre_crop(encoder):
+    arguments = dict(input_shape=(None, None, 3), num_classes=2, encoder=encoder)
+    if encoder is None:
+        arguments.update(base_filters=4, depth=3)
+    multiple = 8 if encoder is None else 32
+    plain = kerasseg.load("unet", **arguments)
+    padded = kerasseg.load("unet", pad_to_fit=True, **arguments)
+    padded.set_weights(plain.get_weights())
+    x = np.random.default_rng(0).uniform(0, 1, (2, 37, 50, 3)).astype("float32")
+    pad_h, pad_w = (-37) % multiple, (-50) % multiple
+    top, left = pad_h // 2, pad_w // 2
+    reference = np.pad(
+        x, [(0, 0), (top, pad_h - top), (left, pad_w - left), (0, 0)], mode="reflect"
+    )
+    expected = plain.predict(reference, verbose=0)[:, top : top + 37, left : left + 50]
+    np.testing.assert_allclose(padded.predict(x, verbose=0), expected, atol=1e-5)
+    # Sizes that already fit are not padded.
+    fits = x[:, :32, :32]
+    np.testing.assert_allclose(
+        padded.predict(fits, verbose=0), plain.predict(fits, verbose=0), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="pad_to_fit"):
+        kerasseg.load("unet", pad_to_fit=True, padding="valid")

@@ -30,6 +30,41 @@ class CenterCropLike(layers.Layer):
         return (features[0], reference[1], reference[2], features[3])
 
 
+@keras.saving.register_keras_serializable(package="kerasseg")
+class ReflectPadToMultiple(layers.Layer):
+    """Pad height and width up to multiples of `multiple` by reflection, split evenly.
+
+    With `CenterCropLike` on the output, a network that needs sizes divisible by `multiple`
+    takes any size of at least `multiple // 2 + 1` (reflection needs the padding of a side
+    to be smaller than the image).
+    """
+
+    def __init__(self, multiple, **kwargs):
+        super().__init__(**kwargs)
+        self.multiple = int(multiple)
+
+    def call(self, inputs, training=None):
+        height, width = ops.shape(inputs)[1], ops.shape(inputs)[2]
+        pad_h = (-height) % self.multiple
+        pad_w = (-width) % self.multiple
+        widths = [
+            [0, 0],
+            [pad_h // 2, pad_h - pad_h // 2],
+            [pad_w // 2, pad_w - pad_w // 2],
+            [0, 0],
+        ]
+        return ops.pad(inputs, widths, mode="reflect")
+
+    def compute_output_shape(self, input_shape):
+        def padded(size):
+            return None if size is None else -(-size // self.multiple) * self.multiple
+
+        return (input_shape[0], padded(input_shape[1]), padded(input_shape[2]), input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "multiple": self.multiple}
+
+
 def conv_block(x, filters, name, batch_norm=True, padding="same", convs=2):
     """`convs` x (3x3 conv, optional batch norm, ReLU)."""
     for i in range(1, convs + 1):
@@ -50,7 +85,13 @@ def conv_block(x, filters, name, batch_norm=True, padding="same", convs=2):
 HEAD_ACTIVATIONS = (None, "sigmoid", "softmax")
 
 
-def segmentation_head(x, num_classes, activation, kernel_size=1):
-    """Class logits, plus an optional sigmoid or softmax, in float32 (mixed-precision safe)."""
+def segmentation_head(x, num_classes, activation, kernel_size=1, crop_to=None):
+    """Class logits, plus an optional sigmoid or softmax, in float32 (mixed-precision safe).
+
+    `crop_to`: a tensor whose height and width the logits are centre-cropped to (after the
+    head's convolution, so its border sees the padded context).
+    """
     x = layers.Conv2D(num_classes, kernel_size, padding="same", name="head")(x)
+    if crop_to is not None:
+        x = CenterCropLike(name="crop_to_input")([x, crop_to])
     return layers.Activation(activation or "linear", dtype="float32", name="output")(x)

@@ -13,7 +13,13 @@ from keras import layers
 
 from kerasseg.layers.preprocessing import ImagePreprocessing
 from kerasseg.models.base import SegmentationModel, check_spatial_size
-from kerasseg.models.blocks import HEAD_ACTIVATIONS, CenterCropLike, conv_block, segmentation_head
+from kerasseg.models.blocks import (
+    HEAD_ACTIVATIONS,
+    CenterCropLike,
+    ReflectPadToMultiple,
+    conv_block,
+    segmentation_head,
+)
 from kerasseg.models.encoders import build_encoder, get_encoder_spec
 
 DEFAULT_DECODER_FILTERS = (256, 128, 64, 32, 16)
@@ -60,6 +66,7 @@ def unet(
     upsampling=None,
     activation=None,
     include_preprocessing=False,
+    pad_to_fit=False,
     name=None,
 ):
     """Build a U-Net, the original (``encoder=None``) or on a keras.applications encoder.
@@ -87,6 +94,10 @@ def unet(
         activation: None (logits), "sigmoid" or "softmax".
         include_preprocessing: put the input normalisation the encoder's weights expect
             (`ImagePreprocessing`) inside the model, so it takes 0..255 images.
+        pad_to_fit: pad inputs inside the model by reflection up to the size the network
+            needs (a multiple of 2**depth, or 32 with an encoder) and crop the output back,
+            so the model takes any height and width of at least half that multiple plus one
+            ("same" padding only).
         name: model name (default "unet" or "unet_<encoder>").
 
     Returns:
@@ -112,6 +123,7 @@ def unet(
             upsampling=upsampling or "transpose",
             activation=activation,
             include_preprocessing=include_preprocessing,
+            pad_to_fit=pad_to_fit,
             name=name or "unet",
         )
     _reject(
@@ -132,6 +144,7 @@ def unet(
         decoder_filters=DEFAULT_DECODER_FILTERS if decoder_filters is None else decoder_filters,
         activation=activation,
         include_preprocessing=include_preprocessing,
+        pad_to_fit=pad_to_fit,
         name=name or f"unet_{encoder}",
     )
 
@@ -173,6 +186,7 @@ def _original_unet(
     upsampling,
     activation,
     include_preprocessing,
+    pad_to_fit,
     name,
 ):
     if isinstance(base_filters, bool) or not isinstance(base_filters, int) or base_filters < 1:
@@ -185,10 +199,15 @@ def _original_unet(
         raise ValueError(f"`padding` must be 'same' or 'valid'; got {padding!r}.")
     if upsampling not in ("transpose", "bilinear"):
         raise ValueError(f"`upsampling` must be 'transpose' or 'bilinear'; got {upsampling!r}.")
+    if pad_to_fit and padding != "same":
+        raise ValueError("`pad_to_fit` needs padding='same' (valid convolutions shrink maps).")
     if padding == "same":
         size_divisor, size_offset, min_size = 2**depth, 0, 2**depth
     else:
         size_divisor, size_offset, min_size = valid_unet_size_rule(depth)
+    network_divisor = size_divisor
+    if pad_to_fit:
+        size_divisor, min_size = 1, network_divisor // 2 + 1
     check_spatial_size(input_shape[:2], size_divisor, "input_shape", size_offset, min_size)
 
     images = keras.Input(input_shape, name="images")
@@ -197,6 +216,8 @@ def _original_unet(
         if include_preprocessing
         else images
     )
+    if pad_to_fit:
+        x = ReflectPadToMultiple(network_divisor, name="pad_to_fit")(x)
     skips = []
     for level in range(depth):
         x = conv_block(x, base_filters * 2**level, f"down{level + 1}", batch_norm, padding)
@@ -220,7 +241,8 @@ def _original_unet(
             skip = CenterCropLike(name=f"{block}_crop")([skip, x])
         x = layers.Concatenate(name=f"{block}_concat")([skip, x])
         x = conv_block(x, filters, block, batch_norm, padding)
-    outputs = segmentation_head(x, num_classes, activation, kernel_size=1)
+    crop_to = images if pad_to_fit else None
+    outputs = segmentation_head(x, num_classes, activation, kernel_size=1, crop_to=crop_to)
     return SegmentationModel(
         images,
         outputs,
@@ -240,6 +262,7 @@ def _encoder_unet(
     decoder_filters,
     activation,
     include_preprocessing,
+    pad_to_fit,
     name,
 ):
     spec = get_encoder_spec(encoder)
@@ -256,7 +279,8 @@ def _encoder_unet(
             f"`encoder_weights` must be None, 'imagenet' or a path to a weights file; got "
             f"{encoder_weights!r}."
         )
-    check_spatial_size(input_shape[:2], 32)
+    size_divisor, min_size = (1, 17) if pad_to_fit else (32, 32)
+    check_spatial_size(input_shape[:2], size_divisor, "input_shape", 0, min_size)
     backbone, present = build_encoder(encoder, input_shape, weights=encoder_weights)
     backbone.trainable = not encoder_freeze
 
@@ -264,6 +288,8 @@ def _encoder_unet(
     x = images
     if include_preprocessing:
         x = ImagePreprocessing(spec.preprocessing, name="preprocessing")(x)
+    if pad_to_fit:
+        x = ReflectPadToMultiple(32, name="pad_to_fit")(x)
     features = iter(backbone(x))
     features = [next(features) if exists else None for exists in present]
     x = features[-1]
@@ -274,5 +300,8 @@ def _encoder_unet(
         if skip is not None:
             x = layers.Concatenate(name=f"{block}_concat")([x, skip])
         x = conv_block(x, filters, block, batch_norm=True)
-    outputs = segmentation_head(x, num_classes, activation, kernel_size=3)
-    return SegmentationModel(images, outputs, name=name, size_divisor=32)
+    crop_to = images if pad_to_fit else None
+    outputs = segmentation_head(x, num_classes, activation, kernel_size=3, crop_to=crop_to)
+    return SegmentationModel(
+        images, outputs, name=name, size_divisor=size_divisor, min_size=min_size
+    )
