@@ -1,9 +1,99 @@
-"""The `kerasseg` command: list models, show one, run the demo."""
+"""The `kerasseg` command: list models, show one, run the demo, train, evaluate, predict."""
 
 import argparse
 import json
 import os
+import shlex
 import sys
+from pathlib import Path
+
+DATASETS = ("isbi2012", "camvid")
+# The mask value that pads images to the model's size divisor when the data have no ignore
+# label of their own. No 8- or 16-bit mask file can store -1, so it never hides real pixels;
+# 255 would not do for ISBI 2012, whose labels store cell interior as 255 (mapped to 1).
+PADDING_LABEL = -1
+AUGMENTS = {
+    "flip": {"horizontal_flip": True, "vertical_flip": True},
+    "rot90": {"rotate90": True},
+    "scale": {"scale_range": (0.75, 1.25)},
+    "rotate": {"rotation_degrees": 15.0},
+    "elastic": {"elastic_alpha": 300.0, "elastic_sigma": 10.0},
+    "photometric": {"brightness": 0.1, "contrast": 0.2, "gamma": 0.2, "noise_std": 0.02},
+}
+TRAIN_HELP = """\
+data: either --dataset {isbi2012,camvid} --data-root DIR (ISBI 2012: slices 00..19 train,
+20..24 validate; CamVid: train / val), or --images DIR --masks DIR (pairs matched by file
+name) with optional --val-images/--val-masks, --class-map (stored mask value: class id) and
+--ignore-label.
+
+--augment NAMES (comma-separated) sets a kerasseg.data.JointAugment (fill_mode "reflect"):
+  flip         horizontal_flip=True, vertical_flip=True
+  rot90        rotate90=True (square --input-size or square images only)
+  scale        scale_range=(0.75, 1.25)
+  rotate       rotation_degrees=15
+  elastic      elastic_alpha=300, elastic_sigma=10 (displacement std about 4.9 px per axis)
+  photometric  brightness=0.1, contrast=0.2, gamma=0.2, noise_std=0.02, value_range=(0, 255)
+               (8-bit images)
+--input-size H W takes a random H x W crop (JointAugment crop_size) of every training
+image; without it, whole images are used.
+
+model: defaults are filled in where the architecture takes them and --model-arg does not
+set them: input_shape=[null, null, channels of the data], num_classes = the data's class
+count (kept at 1, a sigmoid/binary head, for two-class data when that is the default) and
+include_preprocessing=true (the saved model takes images with values as stored, 0..255, as
+`kerasseg evaluate` and `kerasseg predict` give them).
+
+validation (and training without --input-size) uses whole images. When their size is not a
+multiple of the model's size divisor (or sizes differ within a batch), they are padded at
+the bottom/right and the mask padding takes the ignore label: --ignore-label, else the data
+set's (CamVid: 11), else -1, a value no mask file can hold (255 cannot serve for ISBI 2012,
+whose labels store cell interior as 255). Models that accept any size are not padded.
+
+output: --out DIR gets history.csv, best.keras, best.json, final.keras, run.json (with the
+exact command line), backup/ and tensorboard/. Running the same command again resumes an
+interrupted run from the epoch after the last completed one.
+"""
+
+
+class UsageError(Exception):
+    """A command-line mistake: reported on stderr with exit status 2."""
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}")
+    return value
+
+
+def _add_model(parser, *, path_ok):
+    what = "registry name or path to a .keras file" if path_ok else "registry name"
+    parser.add_argument("--model", required=True, help=f"model: {what} (`kerasseg list`)")
+    parser.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="builder argument of a registry model, repeatable; VALUE is read as JSON when it "
+        'can be (4, 0.5, [null, null, 1], null, true, "sigmoid"), else as a string',
+    )
+
+
+def _add_data(parser, *, training):
+    parser.add_argument("--dataset", choices=DATASETS, help="a data set reader")
+    parser.add_argument("--data-root", metavar="DIR", help="folder of --dataset")
+    parser.add_argument("--images", metavar="DIR", help="folder of images")
+    parser.add_argument("--masks", metavar="DIR", help="folder of masks (same file stems)")
+    if training:
+        parser.add_argument("--val-images", metavar="DIR", help="folder of validation images")
+        parser.add_argument("--val-masks", metavar="DIR", help="folder of validation masks")
+    parser.add_argument(
+        "--class-map", metavar="MAP", help="stored mask value to class id, e.g. 0:0,255:1"
+    )
+    parser.add_argument("--ignore-label", type=int, metavar="N", help="mask value to ignore")
 
 
 def _parser():
@@ -16,6 +106,62 @@ def _parser():
     info.add_argument("name")
     demo = commands.add_parser("demo", help="segment built-in samples, write overlay PNGs")
     demo.add_argument("--out", default="kerasseg-demo", help="output folder")
+
+    train = commands.add_parser(
+        "train",
+        help="train a model with checkpoints, logs and resume",
+        description=TRAIN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model(train, path_ok=False)
+    _add_data(train, training=True)
+    train.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    train.add_argument(
+        "--input-size", type=_positive, nargs=2, metavar=("H", "W"), help="random crop size"
+    )
+    train.add_argument("--augment", default="", metavar="NAMES", help=", ".join(AUGMENTS))
+    train.add_argument(
+        "--loss", default="auto", help='"auto" (bce+dice or ce+dice), or e.g. "0.5*focal+dice"'
+    )
+    train.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
+    train.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    train.add_argument("--schedule", choices=("constant", "cosine", "poly"), default="constant")
+    train.add_argument("--epochs", type=_positive, default=20, help="default 20")
+    train.add_argument(
+        "--steps-per-epoch", type=_positive, help="batches per epoch (default: one pass)"
+    )
+    train.add_argument("--batch-size", type=_positive, default=4, help="default 4")
+    train.add_argument("--seed", type=int, default=0, help="default 0")
+    train.add_argument("--strategy", choices=("mirrored",), help="tf.distribute strategy")
+    train.add_argument("--mixed-precision", choices=("mixed_float16", "mixed_bfloat16"))
+    train.add_argument("--cache", action="store_true", help="cache decoded images in memory")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="score a model on labelled images, write STEM.json and STEM.md"
+    )
+    _add_model(evaluate, path_ok=True)
+    _add_data(evaluate, training=False)
+    evaluate.add_argument(
+        "--subset", default="validation", help="--dataset split (default validation)"
+    )
+    evaluate.add_argument(
+        "--instance-metrics", action="store_true", help="V_rand and V_info of class 1"
+    )
+    evaluate.add_argument("--threshold", type=float, default=0.5, help="for sigmoid models")
+    evaluate.add_argument("--batch-size", type=_positive, default=1, help="default 1")
+    evaluate.add_argument("--out", required=True, metavar="STEM", help="report path stem")
+
+    predict = commands.add_parser(
+        "predict", help="segment image files, write label PNGs (and overlays)"
+    )
+    _add_model(predict, path_ok=True)
+    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="PNG, JPEG or TIFF files")
+    predict.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    predict.add_argument(
+        "--overlay", action="store_true", help="also write <stem>_overlay.png (RGB)"
+    )
+    predict.add_argument("--threshold", type=float, default=0.5, help="for sigmoid models")
+    predict.add_argument("--channels", type=_positive, help="require this many image channels")
     return parser
 
 
@@ -33,8 +179,555 @@ def _table(rows):
     )
 
 
+# ----------------------------------------------------------------------------- arguments
+
+
+def parse_model_arguments(items):
+    """["key=value", ...] -> dict; values are JSON where they parse, else strings."""
+    arguments = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise UsageError(
+                f"--model-arg must be KEY=VALUE with KEY a Python identifier (e.g. "
+                f"base_filters=32, encoder=resnet50); got {item!r}."
+            )
+        if key in arguments:
+            raise UsageError(f"--model-arg {key} is given twice.")
+        try:
+            arguments[key] = json.loads(text)
+        except json.JSONDecodeError:
+            arguments[key] = text
+    return arguments
+
+
+def parse_class_map(text):
+    """ "0:0,255:1" -> {0: 0, 255: 1}."""
+    if text is None:
+        return None
+    mapping = {}
+    for part in text.split(","):
+        source, sep, target = part.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            source, target = int(source), int(target)
+        except ValueError:
+            raise UsageError(
+                f"--class-map must be STORED:CLASS pairs of ints joined by commas, e.g. "
+                f"0:0,255:1; got {text!r}."
+            ) from None
+        if source in mapping:
+            raise UsageError(f"--class-map maps {source} twice in {text!r}.")
+        mapping[source] = target
+    return mapping
+
+
+def _folder(path, flag):
+    if path is None:
+        return None
+    if not Path(path).is_dir():
+        raise UsageError(f"{flag} {path!r} is not a folder.")
+    return Path(path)
+
+
+def _check_data_flags(args, training):
+    flags = (("--dataset", args.dataset), ("--images", args.images))
+    given = [flag for flag, value in flags if value is not None]
+    if len(given) != 1:
+        raise UsageError(
+            "give the data as --dataset NAME --data-root DIR or as --images DIR --masks DIR "
+            f"(exactly one of the two); got {' and '.join(given) or 'neither'}."
+        )
+    if args.dataset is not None:
+        if args.data_root is None:
+            raise UsageError(f"--dataset {args.dataset} needs --data-root DIR.")
+        extra = ["--masks", "--class-map"] + (["--val-images", "--val-masks"] if training else [])
+        used = [flag for flag in extra if getattr(args, flag[2:].replace("-", "_")) is not None]
+        if used:
+            raise UsageError(f"{', '.join(used)} only apply with --images, not --dataset.")
+        _folder(args.data_root, "--data-root")
+        return
+    if args.data_root is not None:
+        raise UsageError("--data-root only applies with --dataset.")
+    if args.masks is None:
+        raise UsageError("--images needs --masks DIR.")
+    _folder(args.images, "--images")
+    _folder(args.masks, "--masks")
+    if training and (args.val_images is None) != (args.val_masks is None):
+        raise UsageError("--val-images and --val-masks go together.")
+    if training and args.val_images is not None:
+        _folder(args.val_images, "--val-images")
+        _folder(args.val_masks, "--val-masks")
+
+
+def _image_size(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.height, image.width
+
+
+def _image_channels(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return len(image.getbands())
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def _accepted(builder):
+    import inspect
+
+    parameters = inspect.signature(builder).parameters.values()
+    return {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _training_arguments(entry, given, *, channels, num_classes):
+    """`given` plus the defaults `kerasseg train` fills in (see TRAIN_HELP)."""
+    arguments = dict(given)
+    accepted = _accepted(entry.builder)
+    fixed = set(entry.defaults) | set(given)
+    if "input_shape" in accepted and "input_shape" not in fixed:
+        arguments["input_shape"] = [None, None, channels]
+    if "num_classes" in accepted and "num_classes" not in fixed and num_classes is not None:
+        if not (num_classes == 2 and entry.num_classes == 1):
+            arguments["num_classes"] = num_classes
+    if (
+        "include_preprocessing" in accepted
+        and "include_preprocessing" not in fixed
+        and entry.default_weights is None
+    ):
+        arguments["include_preprocessing"] = True
+    return arguments
+
+
+def _build(name, arguments, weights):
+    import kerasseg
+
+    try:
+        kerasseg.get_entry(name)
+        return kerasseg.load(name, weights=weights, **arguments)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"--model {name}: {error}") from None
+
+
+def _load_for_inference(spec, arguments):
+    """(model, from_logits) for a registry name or a .keras file; takes stored values."""
+    import keras
+
+    import kerasseg
+    from kerasseg.prediction import output_is_logits
+
+    if spec.endswith(".keras") or Path(spec).is_file():
+        if arguments:
+            raise UsageError("--model-arg only applies to registry names, not to .keras files.")
+        if not Path(spec).is_file():
+            raise UsageError(f"--model {spec!r} does not exist.")
+        model = keras.saving.load_model(spec)
+        return model, output_is_logits(model)
+    model = _build(spec, arguments, "default")
+    logits = output_is_logits(model)
+    mode = kerasseg.get_entry(spec).preprocessing_for(arguments)
+    if mode == "none":
+        return model, logits
+    from kerasseg.layers.preprocessing import ImagePreprocessing
+    from kerasseg.models.base import SegmentationModel
+
+    inputs = keras.Input(tuple(model.inputs[0].shape[1:]), name="images")
+    wrapped = SegmentationModel(
+        inputs,
+        model(ImagePreprocessing(mode)(inputs)),
+        size_divisor=getattr(model, "size_divisor", 1),
+        size_offset=getattr(model, "size_offset", 0),
+        min_size=getattr(model, "min_size", 1),
+    )
+    return wrapped, logits
+
+
+def _output_channels(model):
+    shape = getattr(model, "output_shape", None)
+    if not isinstance(shape, tuple) or not shape or not isinstance(shape[-1], int):
+        raise UsageError(
+            "--model must have one output of shape (batch, height, width, classes); got output "
+            f"shape {shape!r}."
+        )
+    return shape[-1]
+
+
+def _check_classes(channels, num_classes, what):
+    if channels == 1 and num_classes != 2:
+        raise UsageError(
+            f"the model has 1 output channel (binary, sigmoid) but {what} has {num_classes} "
+            f"classes; pass --model-arg num_classes={num_classes}."
+        )
+    if channels > 1 and channels != num_classes:
+        raise UsageError(
+            f"the model has {channels} output channels but {what} has {num_classes} classes."
+        )
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def _augment(args, mask_fill):
+    from kerasseg.data import JointAugment
+
+    names = [n.strip() for n in args.augment.split(",") if n.strip()]
+    unknown = [n for n in names if n not in AUGMENTS]
+    if unknown:
+        raise UsageError(f"--augment: unknown {unknown}; accepted: {', '.join(AUGMENTS)}.")
+    options = {}
+    for name in names:
+        options.update(AUGMENTS[name])
+    if args.input_size is not None:
+        options["crop_size"] = tuple(args.input_size)
+    if not options:
+        return None
+    return JointAugment(**options, mask_fill=mask_fill)
+
+
+def _training_data(args):
+    """Train / validation sources, channels, classes and names, from the data flags."""
+    import kerasseg
+
+    if args.dataset is not None:
+        root = Path(args.data_root)
+        if args.dataset == "isbi2012":
+            info = kerasseg.datasets.ISBI2012
+            folder = root / "train" / "image"
+            train_files = val_files = sorted(folder.glob("*.png"))
+        else:
+            info = kerasseg.datasets.CAMVID
+            train_files = sorted((root / "train").glob("*.png"))
+            val_files = sorted((root / "val").glob("*.png"))
+        if not train_files:
+            raise UsageError(f"--data-root {str(root)!r} holds no {args.dataset} images.")
+        ignore = info.ignore_label if args.ignore_label is None else args.ignore_label
+        return {
+            "train_files": train_files,
+            "val_files": val_files,
+            "channels": info.channels,
+            "num_classes": info.num_classes,
+            "class_names": list(info.class_names),
+            "ignore_label": ignore,
+            "class_map": info.class_map,
+        }
+    from kerasseg.data import paired_files
+
+    try:
+        train_pairs = paired_files(args.images, args.masks)
+        val_pairs = (
+            paired_files(args.val_images, args.val_masks) if args.val_images is not None else []
+        )
+    except (ValueError, OSError) as error:
+        raise UsageError(str(error)) from None
+    class_map = parse_class_map(args.class_map)
+    num_classes = None if class_map is None else max(class_map.values()) + 1
+    return {
+        "train_pairs": train_pairs,
+        "val_pairs": val_pairs,
+        "train_files": [p[0] for p in train_pairs],
+        "val_files": [p[0] for p in val_pairs],
+        "channels": _image_channels(train_pairs[0][0]),
+        "num_classes": num_classes,
+        "class_names": None,
+        "ignore_label": args.ignore_label,
+        "class_map": class_map,
+    }
+
+
+def _padding(files, divisor, batch_size):
+    """(pad multiple or None, whether an ignore label is needed) for whole images."""
+    sizes = {_image_size(f) for f in files}
+    misfit = divisor > 1 and any(h % divisor or w % divisor for h, w in sizes)
+    ragged = len(sizes) > 1 and batch_size > 1
+    return (divisor if misfit else None), bool(misfit or ragged)
+
+
+def _datasets(args, data, *, divisor, preprocessing):
+    import kerasseg
+    from kerasseg.data import segmentation_dataset
+
+    ignore = data["ignore_label"]
+    train_pad, train_needs = (None, False)
+    if args.input_size is None:
+        train_pad, train_needs = _padding(data["train_files"], divisor, args.batch_size)
+    val_pad, val_needs = (None, False)
+    if data["val_files"]:
+        val_pad, val_needs = _padding(data["val_files"], divisor, args.batch_size)
+    if ignore is None and (train_needs or val_needs):
+        ignore = PADDING_LABEL
+    augment = _augment(args, ignore)
+    if augment is not None and augment.rotate90:
+        sizes = (
+            {tuple(args.input_size)}
+            if args.input_size
+            else {_image_size(f) for f in data["train_files"]}
+        )
+        if any(h != w for h, w in sizes):
+            raise UsageError(
+                "--augment rot90 needs square training examples (a quarter turn swaps height "
+                f"and width); pass a square --input-size. Sizes: {sorted(sizes)}."
+            )
+    common = dict(batch_size=args.batch_size, preprocessing=preprocessing, cache=args.cache)
+    if preprocessing is not None:
+        common["channels"] = data["channels"]
+    train_options = dict(
+        common,
+        ignore_label=ignore,
+        augment=augment,
+        pad_to_multiple=train_pad,
+        shuffle=True,
+        seed=args.seed,
+        repeat=args.steps_per_epoch is not None,
+    )
+    val_options = dict(common, ignore_label=ignore, pad_to_multiple=val_pad)
+    if args.dataset == "isbi2012":
+        reader = kerasseg.datasets.isbi2012
+        train, _ = reader(args.data_root, subset="train", **train_options)
+        val, _ = reader(args.data_root, subset="validation", **val_options)
+    elif args.dataset == "camvid":
+        reader = kerasseg.datasets.camvid
+        train, _ = reader(args.data_root, subset="train", **train_options)
+        val, _ = reader(args.data_root, subset="val", **val_options)
+    else:
+        for options in (train_options, val_options):
+            options.update(channels=data["channels"], class_map=data["class_map"])
+        train = segmentation_dataset(data["train_pairs"], **train_options)
+        val = segmentation_dataset(data["val_pairs"], **val_options) if data["val_pairs"] else None
+    settings = {
+        "augment": None if augment is None else augment.get_config(),
+        "ignore_label": ignore,
+        "train_pad_to_multiple": train_pad,
+        "validation_pad_to_multiple": val_pad,
+    }
+    return train, val, ignore, settings
+
+
+def _train(args, argv):
+    import kerasseg
+    from kerasseg import training
+    from kerasseg.prediction import output_is_logits
+
+    _check_data_flags(args, training=True)
+    given = parse_model_arguments(args.model_arg)
+    try:
+        entry = kerasseg.get_entry(args.model)
+    except ValueError as error:
+        raise UsageError(f"--model: {error}") from None
+    data = _training_data(args)
+    arguments = _training_arguments(
+        entry, given, channels=data["channels"], num_classes=data["num_classes"]
+    )
+    probe = _build(args.model, arguments, None)
+    outputs = _output_channels(probe)
+    num_classes = data["num_classes"] or (2 if outputs == 1 else outputs)
+    _check_classes(outputs, num_classes, "the data")
+    inputs = probe.inputs[0].shape[-1]
+    if inputs != data["channels"]:
+        raise UsageError(
+            f"the model takes {inputs}-channel images but the data have {data['channels']}; "
+            f"pass --model-arg input_shape=[null,null,{data['channels']}]."
+        )
+    divisor = int(getattr(probe, "size_divisor", 1))
+    offset = int(getattr(probe, "size_offset", 0))
+    if offset:
+        raise UsageError(
+            "models with unpadded convolutions (output smaller than input, e.g. "
+            "padding='valid') cannot be trained with `kerasseg train`."
+        )
+    if args.input_size is not None:
+        from kerasseg.models.base import check_spatial_size
+
+        try:
+            check_spatial_size(
+                args.input_size, divisor, "--input-size", 0, getattr(probe, "min_size", divisor)
+            )
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    logits = output_is_logits(probe)
+    del probe
+    preprocessing = None
+    mode = entry.preprocessing_for(arguments)
+    if mode != "none":
+        preprocessing = kerasseg.preprocessing_layer(args.model, **arguments)
+        print(
+            f"kerasseg train: the images are normalised ({mode!r}) in the input pipeline, so "
+            "the saved model takes normalised images, not stored values.",
+            file=sys.stderr,
+        )
+    train_data, val_data, ignore, settings = _datasets(
+        args, data, divisor=divisor, preprocessing=preprocessing
+    )
+    if args.loss != "auto":
+        try:
+            training.loss_from_spec(
+                args.loss,
+                num_classes=1 if outputs == 1 else outputs,
+                from_logits=logits,
+                ignore_label=ignore,
+            )
+        except (TypeError, ValueError) as error:
+            raise UsageError(str(error)) from None
+    out = Path(args.out)
+    if (out / "backup").is_dir():
+        print(f"kerasseg train: resuming the run in {out}", file=sys.stderr)
+    run = training.train(
+        args.model,
+        train_data,
+        output_dir=out,
+        epochs=args.epochs,
+        model_arguments=arguments,
+        validation_data=val_data,
+        loss=args.loss,
+        optimizer=args.optimizer,
+        learning_rate=args.lr,
+        schedule=args.schedule,
+        steps_per_epoch=args.steps_per_epoch,
+        monitor="val_loss" if val_data is not None else "loss",
+        strategy=args.strategy,
+        mixed_precision=args.mixed_precision,
+        ignore_label=ignore,
+        seed=args.seed,
+        run_config={
+            "argv": ["kerasseg", *argv],
+            "command": shlex.join(["kerasseg", *argv]),
+            "data": {
+                "dataset": args.dataset,
+                "data_root": args.data_root,
+                "images": args.images,
+                "masks": args.masks,
+                "val_images": getattr(args, "val_images", None),
+                "val_masks": getattr(args, "val_masks", None),
+                "class_map": data["class_map"],
+                "class_names": data["class_names"],
+                "num_classes": num_classes,
+                "input_size": args.input_size,
+                "batch_size": args.batch_size,
+                **settings,
+            },
+        },
+    )
+    best = out / "best.json"
+    summary = json.loads(best.read_text()) if best.is_file() else {}
+    print(
+        f"trained {args.model} for {len(run.history)} epochs; best epoch {summary.get('epoch')} "
+        f"saved to {run.best_path}, final model to {run.final_path}"
+    )
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _evaluate(args):
+    import kerasseg
+    from kerasseg.evaluation import evaluate, format_markdown, write_report
+
+    _check_data_flags(args, training=False)
+    model, logits = _load_for_inference(args.model, parse_model_arguments(args.model_arg))
+    outputs = _output_channels(model)
+    options = dict(batch_size=args.batch_size)
+    if args.dataset is not None:
+        if args.dataset == "isbi2012":
+            reader, info = kerasseg.datasets.isbi2012, kerasseg.datasets.ISBI2012
+            subsets = ("train", "validation", "all")
+            subset = args.subset
+        else:
+            reader, info = kerasseg.datasets.camvid, kerasseg.datasets.CAMVID
+            subsets = ("train", "validation", "val", "trainval", "test")
+            subset = "val" if args.subset == "validation" else args.subset
+        if args.subset not in subsets:
+            raise UsageError(
+                f"--subset for {args.dataset} must be one of {subsets}; got {args.subset!r}."
+            )
+        ignore = info.ignore_label if args.ignore_label is None else args.ignore_label
+        if ignore is not None:
+            options["ignore_label"] = ignore
+        try:
+            dataset, _ = reader(args.data_root, subset=subset, **options)
+        except (ValueError, OSError) as error:
+            raise UsageError(str(error)) from None
+        num_classes, names = info.num_classes, list(info.class_names)
+    else:
+        from kerasseg.data import paired_files, segmentation_dataset
+
+        class_map = parse_class_map(args.class_map)
+        try:
+            pairs = paired_files(args.images, args.masks)
+        except (ValueError, OSError) as error:
+            raise UsageError(str(error)) from None
+        ignore = args.ignore_label
+        dataset = segmentation_dataset(pairs, class_map=class_map, ignore_label=ignore, **options)
+        if class_map is not None:
+            num_classes = max(class_map.values()) + 1
+        else:
+            num_classes = 2 if outputs == 1 else outputs
+        names = None
+    _check_classes(outputs, num_classes, "the data")
+    results = evaluate(
+        model,
+        dataset,
+        num_classes=num_classes,
+        class_names=names,
+        ignore_label=ignore,
+        instance_metrics=args.instance_metrics,
+        threshold=args.threshold,
+        from_logits=logits,
+    )
+    title = f"{args.model} on {args.dataset or args.images}"
+    json_path, markdown_path = write_report(results, args.out, title=title)
+    print(format_markdown(results, title=title))
+    print(f"wrote {json_path} and {markdown_path}")
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+def _predict(args):
+    from kerasseg.prediction import predict_file
+
+    missing = [p for p in args.inputs if not Path(p).is_file()]
+    if missing:
+        raise UsageError(f"input file(s) not found: {', '.join(missing)}.")
+    stems = [Path(p).stem for p in args.inputs]
+    clashes = sorted({s for s in stems if stems.count(s) > 1})
+    if clashes:
+        raise UsageError(
+            f"inputs share the file name(s) {clashes}, so their outputs in --out would clash; "
+            "predict them into separate folders."
+        )
+    if not 0.0 <= args.threshold <= 1.0:
+        raise UsageError(f"--threshold must be in [0, 1]; got {args.threshold}.")
+    model, logits = _load_for_inference(args.model, parse_model_arguments(args.model_arg))
+    _output_channels(model)
+    out = Path(args.out)
+    for path, stem in zip(args.inputs, stems, strict=True):
+        overlay = out / f"{stem}_overlay.png" if args.overlay else None
+        try:
+            predict_file(
+                model,
+                path,
+                out / f"{stem}.png",
+                overlay_path=overlay,
+                channels=args.channels,
+                threshold=args.threshold,
+                from_logits=logits,
+            )
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        print(f"{path} -> {out / f'{stem}.png'}" + (f", {overlay}" if overlay else ""))
+
+
+# ----------------------------------------------------------------------------- main
+
+
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     import kerasseg
     from kerasseg.demo import run_demo
@@ -60,6 +753,17 @@ def main(argv=None):
                 outcome = f"foreground IoU {r['foreground_iou']:.3f}  {r['overlay']}"
             print(f"{r['sample']:<10} {r['model']:<16} {outcome}")
         print(f"overlays and results.json written to {args.out}")
+    else:
+        commands = {
+            "train": lambda: _train(args, argv),
+            "evaluate": lambda: _evaluate(args),
+            "predict": lambda: _predict(args),
+        }
+        try:
+            commands[args.command]()
+        except UsageError as error:
+            print(f"kerasseg {args.command}: error: {error}", file=sys.stderr)
+            return 2
     return 0
 
 

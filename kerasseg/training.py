@@ -346,6 +346,7 @@ def train(
         validation_steps=validation_steps,
         callbacks=callbacks,
         verbose=verbose,
+        shuffle=False,  # datasets shuffle themselves (`segmentation_dataset(shuffle=True)`)
     )
     network.save(output_dir / "final.keras")
     return TrainingRun(

@@ -1,0 +1,159 @@
+"""Evaluate a segmentation model on a labelled dataset and write a report.
+
+    results = kerasseg.evaluation.evaluate(model, dataset, num_classes=11, ignore_label=11,
+                                           class_names=info.class_names)
+    kerasseg.evaluation.write_report(results, "runs/camvid_val")  # .json and .md
+
+Scores come from `kerasseg.metrics`: one confusion matrix accumulated over the whole dataset
+(pixel accuracy, per-class IoU and Dice, their means over the classes present in the ground
+truth or the prediction, as scikit-learn's macro averages) and, on request, the ISBI 2012
+instance scores V_rand and V_info of the foreground (class 1), averaged over images.
+"""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from keras import ops
+
+from kerasseg import metrics as metrics_lib
+from kerasseg.prediction import probabilities
+
+__all__ = ["evaluate", "format_markdown", "write_report"]
+
+
+def _number(value):
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def evaluate(
+    model,
+    dataset,
+    *,
+    num_classes,
+    class_names=None,
+    ignore_label=None,
+    instance_metrics=False,
+    threshold=0.5,
+    from_logits=None,
+):
+    """Score `model` on every (images, masks) batch of `dataset`.
+
+    Args:
+        model: a `keras.Model` (or callable) taking float32 (B, H, W, C) images as the
+            dataset gives them and returning (B, H, W, 1) sigmoid probabilities (binary,
+            `num_classes=2`, class 1 where p > `threshold`) or (B, H, W, C) softmax
+            probabilities or logits (argmax). Images that do not fit the model's
+            `size_divisor` are padded and the outputs cropped back.
+        dataset: an iterable of (images, masks) batches, masks int (B, H, W) or
+            (B, H, W, 1) class ids, e.g. a `kerasseg.datasets` reader's dataset.
+        num_classes: C (2 for a binary model).
+        class_names: C names for the per-class table (default "0", "1", ...).
+        ignore_label: mask value left out of every score (e.g. CamVid's 11), or None.
+        instance_metrics: also compute V_rand and V_info (`kerasseg.metrics.VRand`,
+            `VInfo`, scikit-image convention) of the 4-connected components of class 1
+            (cell interior for ISBI 2012), averaged over images with foreground.
+        threshold: probability threshold for 1-channel outputs.
+        from_logits: None detects logits from the model's "output" layer (kerasseg heads).
+
+    Returns:
+        {"overall": {"pixel_accuracy", "mean_iou", "mean_dice"[, "v_rand", "v_info"]},
+         "per_class": {name: {"iou", "dice", "pixels"}}, "images": N,
+         "confusion_matrix": C x C pixel counts (rows true, columns predicted)}.
+        "pixels" counts the true (not ignored) pixels of a class; a class absent from both
+        the ground truth and the prediction has IoU and Dice None and is left out of the means.
+    """
+    if class_names is None:
+        class_names = [str(i) for i in range(num_classes)]
+    class_names = [str(name) for name in class_names]
+    if len(class_names) != num_classes or len(set(class_names)) != num_classes:
+        raise ValueError(
+            f"`class_names` must be {num_classes} distinct names (num_classes={num_classes}); "
+            f"got {class_names!r}."
+        )
+    confusion = metrics_lib.ConfusionMatrix(
+        num_classes, ignore_label=ignore_label, threshold=threshold
+    )
+    instance = []
+    if instance_metrics:
+        instance = [metrics_lib.VRand(threshold=threshold), metrics_lib.VInfo(threshold=threshold)]
+    images = 0
+    for batch in dataset:
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise ValueError(
+                "`dataset` must yield (images, masks) batches; got an element of type "
+                f"{type(batch).__name__}."
+            )
+        x, masks = batch
+        probs = probabilities(model, ops.convert_to_numpy(x), from_logits=from_logits)
+        masks = np.asarray(ops.convert_to_numpy(masks)).astype(np.int32)
+        if masks.ndim == 3:
+            masks = masks[..., None]
+        confusion.update_state(masks, probs)
+        for metric in instance:
+            metric.update_state(masks, probs)
+        images += int(probs.shape[0])
+    if images == 0:
+        raise ValueError("`dataset` yielded no batches.")
+    cm = ops.convert_to_numpy(confusion.total_cm)
+    iou = ops.convert_to_numpy(metrics_lib.iou_per_class(cm))
+    dice = ops.convert_to_numpy(metrics_lib.dice_per_class(cm))
+    overall = {
+        "pixel_accuracy": _number(ops.convert_to_numpy(metrics_lib.pixel_accuracy(cm))),
+        "mean_iou": _number(ops.convert_to_numpy(metrics_lib.mean_over_present(iou))),
+        "mean_dice": _number(ops.convert_to_numpy(metrics_lib.mean_over_present(dice))),
+    }
+    for metric, key in zip(instance, ("v_rand", "v_info"), strict=False):
+        overall[key] = _number(ops.convert_to_numpy(metric.result()))
+    per_class = {
+        name: {"iou": _number(iou[i]), "dice": _number(dice[i]), "pixels": int(cm[i].sum())}
+        for i, name in enumerate(class_names)
+    }
+    return {
+        "overall": overall,
+        "per_class": per_class,
+        "images": images,
+        "confusion_matrix": np.round(cm).astype(np.int64).tolist(),
+    }
+
+
+def _cell(value):
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def format_markdown(results, title="Evaluation"):
+    """The results of `evaluate` as Markdown: a per-class table and an overall table."""
+    lines = [f"# {title}", "", "| class | IoU | Dice | pixels |", "|---|---:|---:|---:|"]
+    for name, scores in results["per_class"].items():
+        lines.append(
+            f"| {name} | {_cell(scores['iou'])} | {_cell(scores['dice'])} | {scores['pixels']} |"
+        )
+    overall = results["overall"]
+    total = sum(scores["pixels"] for scores in results["per_class"].values())
+    lines.append(
+        f"| **mean** | {_cell(overall['mean_iou'])} | {_cell(overall['mean_dice'])} | {total} |"
+    )
+    labels = {
+        "pixel_accuracy": "pixel accuracy",
+        "mean_iou": "mean IoU",
+        "mean_dice": "mean Dice",
+        "v_rand": "V_rand",
+        "v_info": "V_info",
+    }
+    lines += ["", "| metric | value |", "|---|---:|"]
+    lines += [f"| {labels.get(key, key)} | {_cell(value)} |" for key, value in overall.items()]
+    lines.append(f"| images | {results['images']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results, path_stem, *, title="Evaluation"):
+    """Write `path_stem.json` and `path_stem.md` (Markdown tables); returns both paths."""
+    stem = os.fspath(path_stem)
+    json_path, markdown_path = Path(stem + ".json"), Path(stem + ".md")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
+    markdown_path.write_text(format_markdown(results, title=title))
+    return json_path, markdown_path

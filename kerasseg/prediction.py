@@ -1,0 +1,198 @@
+"""Run a segmentation model on images and image files: label maps, probabilities, PNGs.
+
+    labels, probabilities = kerasseg.prediction.predict_image(model, image)
+    kerasseg.prediction.predict_file(model, "slice.png", "slice_labels.png",
+                                     overlay_path="slice_overlay.png")
+
+Models take images with their values as stored (float32 0..255 for 8-bit files): presets and
+models trained with `kerasseg train` normalise inside. Images whose size does not fit the
+model's `size_divisor` are padded at the bottom/right with 0 and the output is cropped back.
+"""
+
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+__all__ = [
+    "display_image",
+    "labels_from_probabilities",
+    "output_is_logits",
+    "predict_file",
+    "predict_image",
+    "probabilities",
+]
+
+
+def output_is_logits(model):
+    """True when the layer named "output" of `model` (kerasseg heads) is linear: logits."""
+    try:
+        layer = model.get_layer("output")
+    except (AttributeError, ValueError):
+        return False
+    return getattr(layer, "activation", None) is keras.activations.linear
+
+
+def _size_rule(model):
+    divisor = int(getattr(model, "size_divisor", 1) or 1)
+    offset = int(getattr(model, "size_offset", 0) or 0)
+    return divisor, offset
+
+
+def probabilities(model, images, *, from_logits=None):
+    """Class probabilities of an image batch: float32 (B, H, W, C), C = 1 for binary.
+
+    Args:
+        model: a `keras.Model` (or any callable) mapping (B, H, W, C) float32 images, values
+            as stored, to (B, H, W, C') sigmoid/softmax probabilities or logits.
+        images: (B, H, W, C) array-like.
+        from_logits: None detects it from the model's "output" layer; True applies a sigmoid
+            (1 channel) or softmax (more) to the outputs.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4:
+        raise ValueError(
+            f"`images` must have shape (batch, height, width, channels); got {images.shape}."
+        )
+    height, width = images.shape[1:3]
+    divisor, offset = _size_rule(model)
+    if divisor > 1 and offset == 0:
+        pad_h, pad_w = -height % divisor, -width % divisor
+        if pad_h or pad_w:
+            images = np.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+    if hasattr(model, "predict_on_batch"):
+        outputs = model.predict_on_batch(images)
+    else:
+        outputs = model(images)
+    outputs = np.asarray(keras.ops.convert_to_numpy(outputs), dtype=np.float32)
+    if outputs.ndim != 4 or outputs.shape[1:3] != images.shape[1:3]:
+        raise ValueError(
+            f"the model must output (batch, height, width, classes) at the input size "
+            f"{tuple(images.shape[1:3])}; got shape {outputs.shape} (models with unpadded "
+            f"convolutions, padding='valid', are not supported here)."
+        )
+    outputs = outputs[:, :height, :width]
+    if from_logits is None:
+        from_logits = output_is_logits(model)
+    if from_logits:
+        if outputs.shape[-1] == 1:
+            outputs = 1.0 / (1.0 + np.exp(-outputs))
+        else:
+            shifted = np.exp(outputs - outputs.max(axis=-1, keepdims=True))
+            outputs = shifted / shifted.sum(axis=-1, keepdims=True)
+    return outputs.astype(np.float32)
+
+
+def labels_from_probabilities(probs, threshold=0.5):
+    """Integer class ids (..., H, W): p > threshold for 1 channel, argmax over more."""
+    probs = np.asarray(probs)
+    if probs.shape[-1] == 1:
+        return (probs[..., 0] > threshold).astype(np.int32)
+    return probs.argmax(axis=-1).astype(np.int32)
+
+
+def predict_image(model, image, *, threshold=0.5, from_logits=None):
+    """Segment one image.
+
+    Args:
+        model: a `keras.Model` (or callable) as in `probabilities`.
+        image: (H, W) or (H, W, C) array with the values as stored (not normalised).
+        threshold: class 1 where the probability of a 1-channel (sigmoid) output exceeds it.
+        from_logits: None detects it from the model's "output" layer.
+
+    Returns:
+        (labels, probabilities): int32 (H, W) class ids and float32 (H, W, C) probabilities
+        (C = 1 for a binary sigmoid model: the probability of class 1).
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"`threshold` must be in [0, 1]; got {threshold!r}.")
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3:
+        raise ValueError(
+            f"`image` must have shape (height, width) or (height, width, channels); got "
+            f"{image.shape}."
+        )
+    probs = probabilities(model, image[None], from_logits=from_logits)[0]
+    return labels_from_probabilities(probs, threshold), probs
+
+
+def display_image(image):
+    """uint8 (H, W) or (H, W, 3) version of an image with stored values, for overlays."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    elif image.ndim == 3 and image.shape[-1] != 3:
+        image = image[..., 0]
+    image = image.astype(np.float64)
+    top = image.max() if image.size else 0.0
+    if top > 255:
+        image = image * (255.0 / top)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+def predict_file(
+    model,
+    input_path,
+    output_path,
+    *,
+    overlay_path=None,
+    channels=None,
+    threshold=0.5,
+    from_logits=None,
+):
+    """Segment an image file and write its label map (and an overlay) as PNG.
+
+    The file (PNG, JPEG or TIFF, 8 or 16 bit) is read with `kerasseg.data.read_image` and
+    given to the model with its values as stored, float32 (1, H, W, C).
+
+    The label map PNG has the input's height and width and holds the class ids as 8-bit
+    values (16-bit when there are more than 256 classes); for a binary (1-channel, sigmoid)
+    model class 1 is written as 255 (so 0/255, viewable like the ISBI 2012 labels).
+    `overlay_path`: an RGB PNG of the image with the classes > 0 blended in the colours of
+    `kerasseg.demo.overlay` (class 0 stays uncoloured).
+
+    Args:
+        model: a `keras.Model` (or callable) as in `probabilities`.
+        input_path: the image file.
+        output_path: the label map PNG to write (folders are created).
+        overlay_path: optional overlay PNG to write.
+        channels: None keeps the file's channel count; an int requires it.
+        threshold: probability threshold of binary models.
+        from_logits: None detects it from the model's "output" layer.
+
+    Returns:
+        The int32 (H, W) label map (class ids, 0/1 for a binary model).
+    """
+    import tensorflow as tf
+    from PIL import Image
+
+    from kerasseg.data import read_image
+    from kerasseg.demo import overlay
+
+    input_path = os.fspath(input_path)
+    if not Path(input_path).is_file():
+        raise FileNotFoundError(f"predict_file: `input_path` {input_path!r} is not a file.")
+    try:
+        image = read_image(input_path, channels=channels, dtype="uint16").numpy()
+    except tf.errors.InvalidArgumentError as error:
+        raise ValueError(f"predict_file: cannot read {input_path!r}: {error.message}") from None
+    labels, probs = predict_image(
+        model, image.astype(np.float32), threshold=threshold, from_logits=from_logits
+    )
+    if probs.shape[-1] == 1:
+        stored = (labels * 255).astype(np.uint8)
+    elif probs.shape[-1] <= 256:
+        stored = labels.astype(np.uint8)
+    else:
+        stored = labels.astype(np.uint16)
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(stored).save(output_path, format="PNG")
+    if overlay_path is not None:
+        overlay_path = Path(overlay_path)
+        overlay_path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(overlay(display_image(image), labels)).save(overlay_path, format="PNG")
+    return labels
