@@ -319,7 +319,7 @@ class _ClassScore(ConfusionMatrix):
                  dtype=None):
         super().__init__(num_classes, ignore_label=ignore_label,
                          y_pred_is_labels=y_pred_is_labels, threshold=threshold,
-                         from_logits=from_logits, name=name, dtype=dtype)
+                         from_logits=from_logits, name=name or self.default_name, dtype=dtype)
         owner = type(self).__name__
         self.per_class = bool(per_class)
         self.classes = check_classes(classes, owner)
@@ -360,12 +360,7 @@ class MeanIoU(_ClassScore):
         classes: None or the class ids to average over.
     """
 
-    def __init__(self, num_classes, ignore_label=None, per_class=False, classes=None,
-                 y_pred_is_labels=False, threshold=0.5, from_logits=False, name="mean_iou",
-                 dtype=None):
-        super().__init__(num_classes, ignore_label=ignore_label, per_class=per_class,
-                         classes=classes, y_pred_is_labels=y_pred_is_labels,
-                         threshold=threshold, from_logits=from_logits, name=name, dtype=dtype)
+    default_name = "mean_iou"
 
     @staticmethod
     def score_fn(cm):
@@ -380,12 +375,7 @@ class DiceScore(_ClassScore):
     of the foreground of a binary map use ``DiceScore(2, classes=[1])``.
     """
 
-    def __init__(self, num_classes, ignore_label=None, per_class=False, classes=None,
-                 y_pred_is_labels=False, threshold=0.5, from_logits=False, name="dice_score",
-                 dtype=None):
-        super().__init__(num_classes, ignore_label=ignore_label, per_class=per_class,
-                         classes=classes, y_pred_is_labels=y_pred_is_labels,
-                         threshold=threshold, from_logits=from_logits, name=name, dtype=dtype)
+    default_name = "dice_score"
 
     @staticmethod
     def score_fn(cm):
