@@ -175,9 +175,10 @@ def fit_crops(args):
     model = kerasseg.load("unet", **{**MODEL_ARGUMENTS, "base_filters": args.base_filters})
     steps = args.steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(args.learning_rate, steps * args.epochs)
-    loss = losses.WeightedSum(
-        [(losses.CrossEntropyLoss(mode="binary"), 1.0), (losses.DiceLoss(mode="binary"), 1.0)]
-    )
+    terms = [(losses.CrossEntropyLoss(mode="binary"), 1.0)]
+    if args.loss == "bce+dice":
+        terms.append((losses.DiceLoss(mode="binary"), 1.0))
+    loss = losses.WeightedSum(terms)
     model.compile(keras.optimizers.Adam(schedule), loss=loss, metrics=_metrics())
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -223,6 +224,12 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--base-filters", type=int, default=MODEL_ARGUMENTS["base_filters"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--loss",
+        choices=("bce+dice", "bce"),
+        default="bce+dice",
+        help="fit-crops only (fit uses bce+dice)",
+    )
     args = parser.parse_args(argv)
     needed = {"fit": ("data", "out"), "crops": ("data", "file"), "fit-crops": ("file", "out")}
     missing = [f"--{name}" for name in needed[args.stage] if getattr(args, name) is None]
