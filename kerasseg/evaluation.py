@@ -19,7 +19,8 @@ import numpy as np
 from keras import ops
 
 from kerasseg import metrics as metrics_lib
-from kerasseg.prediction import probabilities
+from kerasseg.layers.region import label_components
+from kerasseg.prediction import labels_from_probabilities, probabilities
 
 __all__ = ["evaluate", "format_markdown", "write_report"]
 
@@ -27,6 +28,14 @@ __all__ = ["evaluate", "format_markdown", "write_report"]
 def _number(value):
     value = float(value)
     return None if math.isnan(value) else value
+
+
+def _instance_scores(masks, probs, threshold):
+    """Per-image V_rand and V_info of the 4-connected regions of class 1 (one labelling)."""
+    true_labels = label_components(masks[..., 0] == 1, 1)[0]
+    pred_labels = label_components(labels_from_probabilities(probs, threshold) == 1, 1)[0]
+    scores = metrics_lib.rand_scores(true_labels, pred_labels)
+    return {key: ops.convert_to_numpy(scores[key]).tolist() for key in ("v_rand", "v_info")}
 
 
 def evaluate(
@@ -53,9 +62,10 @@ def evaluate(
         num_classes: C (2 for a binary model).
         class_names: C names for the per-class table (default "0", "1", ...).
         ignore_label: mask value left out of every score (e.g. CamVid's 11), or None.
-        instance_metrics: also compute V_rand and V_info (`kerasseg.metrics.VRand`,
-            `VInfo`, scikit-image convention) of the 4-connected components of class 1
-            (cell interior for ISBI 2012), averaged over images with foreground.
+        instance_metrics: also compute V_rand and V_info (`kerasseg.metrics.rand_scores`,
+            scikit-image convention) of the 4-connected components of class 1 (cell
+            interior for ISBI 2012), labelled once per image and averaged over images with
+            foreground (None when no image has any).
         threshold: probability threshold for 1-channel outputs.
         from_logits: None detects logits from the model's "output" layer (kerasseg heads).
 
@@ -77,9 +87,7 @@ def evaluate(
     confusion = metrics_lib.ConfusionMatrix(
         num_classes, ignore_label=ignore_label, threshold=threshold
     )
-    instance = []
-    if instance_metrics:
-        instance = [metrics_lib.VRand(threshold=threshold), metrics_lib.VInfo(threshold=threshold)]
+    instance_scores = {"v_rand": [], "v_info": []}
     images = 0
     for batch in dataset:
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
@@ -93,8 +101,9 @@ def evaluate(
         if masks.ndim == 3:
             masks = masks[..., None]
         confusion.update_state(masks, probs)
-        for metric in instance:
-            metric.update_state(masks, probs)
+        if instance_metrics:
+            for key, values in _instance_scores(masks, probs, threshold).items():
+                instance_scores[key].extend(values)
         images += int(probs.shape[0])
     if images == 0:
         raise ValueError("`dataset` yielded no batches.")
@@ -106,8 +115,10 @@ def evaluate(
         "mean_iou": _number(ops.convert_to_numpy(metrics_lib.mean_over_present(iou))),
         "mean_dice": _number(ops.convert_to_numpy(metrics_lib.mean_over_present(dice))),
     }
-    for metric, key in zip(instance, ("v_rand", "v_info"), strict=False):
-        overall[key] = _number(ops.convert_to_numpy(metric.result()))
+    for key, values in instance_scores.items():
+        if instance_metrics:
+            defined = [v for v in values if not math.isnan(v)]
+            overall[key] = float(np.mean(defined)) if defined else None
     per_class = {
         name: {"iou": _number(iou[i]), "dice": _number(dice[i]), "pixels": int(cm[i].sum())}
         for i, name in enumerate(class_names)

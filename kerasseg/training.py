@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from kerasseg import losses as losses_lib
 from kerasseg import metrics as metrics_lib
+from kerasseg.prediction import output_is_logits
 
 LOSS_NAMES = {
     "ce": losses_lib.CrossEntropyLoss,
@@ -99,14 +100,6 @@ def default_metrics(num_classes, *, from_logits, ignore_label=None):
         metrics_lib.MeanIoU(name="mean_iou", **common),
         metrics_lib.DiceScore(name="dice", **common),
     ]
-
-
-def _output_is_logits(model):
-    try:
-        layer = model.get_layer("output")
-    except ValueError:
-        return False
-    return getattr(layer, "activation", None) is keras.activations.linear
 
 
 def _learning_rate(learning_rate, schedule, total_steps):
@@ -294,7 +287,7 @@ def train(
         else:
             raise TypeError(f"`model` must be a registry name or a callable; got {model!r}.")
         num_classes = int(network.output_shape[-1])
-        logits = _output_is_logits(network)
+        logits = output_is_logits(network)
         if loss == "auto":
             loss = "bce+dice" if num_classes == 1 else "ce+dice"
         loss = loss_from_spec(

@@ -10,7 +10,14 @@ TensorFlow lives here (and in export); the models stay Keras-only.
 
 from kerasseg.data.augment import JointAugment, seeds_dataset
 from kerasseg.data.coco import read_coco, rle_decode, rle_encode
-from kerasseg.data.decode import decode_image, decode_mask, load_pair, read_image, read_mask
+from kerasseg.data.decode import (
+    decode_image,
+    decode_mask,
+    decode_pair,
+    load_pair,
+    read_image,
+    read_mask,
+)
 from kerasseg.data.instances import (
     boxes_from_masks,
     instances_from_binary_mask,
@@ -28,6 +35,7 @@ __all__ = [
     "boxes_from_masks",
     "decode_image",
     "decode_mask",
+    "decode_pair",
     "file_pairs",
     "instances_from_binary_mask",
     "instances_from_label_image",

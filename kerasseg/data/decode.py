@@ -384,12 +384,16 @@ def check_same_size(image, mask, image_path=None, mask_path=None):
     )
 
 
-def load_pair(image_path, mask_path, *, channels=None, dtype="uint8"):
-    """Read an image and its mask, checking they have the same height and width.
+def decode_pair(image_bytes, mask_bytes, *, image_path=None, mask_path=None, channels=None,
+                dtype="uint8"):  # fmt: skip
+    """Decode an encoded image and its mask, checking they have the same height and width.
 
     Parameters
     ----------
-    image_path, mask_path : str or scalar string tensor
+    image_bytes, mask_bytes : scalar string tensors
+        The encoded files.
+    image_path, mask_path : str or scalar string tensor, optional
+        Used only in error messages.
     channels, dtype
         As in `decode_image`.
 
@@ -399,9 +403,23 @@ def load_pair(image_path, mask_path, *, channels=None, dtype="uint8"):
     """
     image_path = _path_tensor(image_path)
     mask_path = _path_tensor(mask_path)
-    image = read_image(image_path, channels=channels, dtype=dtype)
-    mask = read_mask(mask_path)
+    image = decode_image(image_bytes, channels=channels, dtype=dtype, path=image_path)
+    mask = decode_mask(mask_bytes, path=mask_path)
     with tf.control_dependencies([check_same_size(image, mask, image_path, mask_path)]):
         image = tf.cast(image, tf.float32)
         mask = tf.identity(mask)
     return image, mask
+
+
+def load_pair(image_path, mask_path, *, channels=None, dtype="uint8"):
+    """Read an image file and its mask file; see `decode_pair` for the checks and outputs."""
+    image_path = _path_tensor(image_path)
+    mask_path = _path_tensor(mask_path)
+    return decode_pair(
+        tf.io.read_file(image_path),
+        tf.io.read_file(mask_path),
+        image_path=image_path,
+        mask_path=mask_path,
+        channels=channels,
+        dtype=dtype,
+    )

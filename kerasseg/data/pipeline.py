@@ -59,12 +59,10 @@ def _decoder(source, channels, image_dtype):
             )
 
         def decode_encoded(image_bytes, mask_bytes, image_name, mask_name):
-            image = decode.decode_image(
-                image_bytes, channels=channels, dtype=image_dtype, path=image_name
-            )
-            mask = decode.decode_mask(mask_bytes, path=mask_name)
-            decode.check_same_size(image, mask, image_name, mask_name)
-            return tf.cast(image, tf.float32), mask
+            return decode.decode_pair(
+                image_bytes, mask_bytes, image_path=image_name, mask_path=mask_name,
+                channels=channels, dtype=image_dtype,
+            )  # fmt: skip
 
         return source, decode_encoded
     if isinstance(source, (str, bytes)) or not hasattr(source, "__len__"):
