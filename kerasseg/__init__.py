@@ -4,6 +4,7 @@ import kerasseg
 kerasseg.list_models()
 model = kerasseg.load("unet", encoder="resnet50", num_classes=3)
 dataset, info = kerasseg.datasets.isbi2012("data/isbi2012-membrane")
+kerasseg.export(model, "serving/unet", version=1)   # TF-Serving SavedModel
 """
 
 import importlib
@@ -22,7 +23,7 @@ from kerasseg.registry import (  # noqa: F401
 __all__ = ["get_entry", "list_models", "load", "preprocessing_layer", "register_model"]
 
 # TensorFlow-only parts, imported when first used so that the models stay backend-neutral.
-_LAZY_MODULES = ("data", "datasets")
+_LAZY_MODULES = ("data", "datasets", "export")
 
 
 def __getattr__(name):

@@ -1,4 +1,4 @@
-"""The `kerasseg` command: list models, show one, run the demo, train, evaluate, predict."""
+"""The `kerasseg` command: list models, show one, run the demo, train, evaluate, predict, export."""
 
 import argparse
 import json
@@ -52,6 +52,19 @@ whose labels store cell interior as 255). Models that accept any size are not pa
 output: --out DIR gets history.csv, best.keras, best.json, final.keras, run.json (with the
 exact command line), backup/ and tensorboard/. Running the same command again resumes an
 interrupted run from the epoch after the last completed one.
+"""
+
+
+EXPORT_HELP = """\
+Writes DIR/NAME/VERSION/ (saved_model.pb, variables/, assets.extra/kerasseg.json), the layout
+TF-Serving loads with --model_base_path=DIR/NAME. Signatures:
+  serving_default  image_bytes: string [N], PNG (8-bit) or JPEG, 1 or 3 channels, any size
+                   from --min-size per side up to --max-pixels
+  serve_tensor     images: float32 [N, H, W, C], values as stored (0..255)
+Outputs: mask (class ids at each image's size), image_size, mask_png_bytes, and with
+--probabilities the class probabilities of semantic models. Registry models get the input
+normalisation their entry names inside the SavedModel; .keras files from `kerasseg train`
+normalise inside already.
 """
 
 
@@ -162,6 +175,40 @@ def _parser():
     )
     predict.add_argument("--threshold", type=float, default=0.5, help="for sigmoid models")
     predict.add_argument("--channels", type=_positive, help="require this many image channels")
+    export = commands.add_parser(
+        "export",
+        help="write a TF-Serving SavedModel: encoded images in, masks out",
+        description=EXPORT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("name", metavar="NAME", help="registry name or path to a .keras file")
+    export.add_argument(
+        "--out", required=True, metavar="DIR", help="base folder: writes DIR/NAME/VERSION/"
+    )
+    export.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="builder argument of a registry model, repeatable (as in `kerasseg train`)",
+    )
+    export.add_argument("--model-name", help="folder name under --out (default: NAME)")
+    export.add_argument("--version", type=_positive, default=1, help="default 1")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    export.add_argument(
+        "--probabilities", action="store_true", help="also output class probabilities"
+    )
+    export.add_argument("--threshold", type=float, default=0.5, help="for sigmoid models")
+    export.add_argument("--compute-dtype", choices=("float32", "bfloat16"), default="float32")
+    export.add_argument(
+        "--min-size", type=_positive, default=8, help="smallest image side accepted (default 8)"
+    )
+    export.add_argument(
+        "--max-pixels",
+        type=_positive,
+        default=2048 * 2048,
+        help="largest image accepted, height x width (default 4194304)",
+    )
     return parser
 
 
@@ -722,6 +769,50 @@ def _predict(args):
         print(f"{path} -> {out / f'{stem}.png'}" + (f", {overlay}" if overlay else ""))
 
 
+# ----------------------------------------------------------------------------- export
+
+
+def _export(args):
+    import kerasseg
+    from kerasseg.export import export
+
+    if not 0.0 <= args.threshold <= 1.0:
+        raise UsageError(f"--threshold must be in [0, 1]; got {args.threshold}.")
+    arguments = parse_model_arguments(args.model_arg)
+    is_file = args.name.endswith(".keras") or Path(args.name).is_file()
+    num_classes, preprocessing = None, "none"
+    if is_file:
+        model, _ = _load_for_inference(args.name, arguments)
+    else:
+        model = _build(args.name, arguments, "default")
+        entry = kerasseg.get_entry(args.name)
+        preprocessing = entry.preprocessing_for(arguments)
+        if entry.task == "classical" and not arguments:
+            num_classes = entry.num_classes
+    folder = args.model_name or (Path(args.name).stem if is_file else args.name)
+    try:
+        path = export(
+            model,
+            Path(args.out) / folder,
+            version=args.version,
+            overwrite=args.overwrite,
+            preprocessing=preprocessing,
+            threshold=args.threshold,
+            probabilities=args.probabilities,
+            compute_dtype=args.compute_dtype,
+            num_classes=num_classes,
+            min_size=args.min_size,
+            max_pixels=args.max_pixels,
+        )
+    except (ValueError, TypeError, FileExistsError) as error:
+        raise UsageError(str(error)) from None
+    print(f"wrote {path}")
+    print(
+        f"serve: tensorflow_model_server --rest_api_port=8501 --model_name={folder} "
+        f"--model_base_path={path.parent.resolve()}"
+    )
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -758,6 +849,7 @@ def main(argv=None):
             "train": lambda: _train(args, argv),
             "evaluate": lambda: _evaluate(args),
             "predict": lambda: _predict(args),
+            "export": lambda: _export(args),
         }
         try:
             commands[args.command]()

@@ -93,17 +93,21 @@ def check_classes(classes, owner, extra=()):
         return classes
     accepted = "None, " + (", ".join(repr(e) for e in extra) + " or " if extra else "")
     if isinstance(classes, str | bytes):
-        raise ValueError(f"{owner}: `classes` must be {accepted}a list of class ids; got "
-                         f"{classes!r}.")
+        raise ValueError(
+            f"{owner}: `classes` must be {accepted}a list of class ids; got {classes!r}."
+        )
     if not hasattr(classes, "__iter__"):
-        raise TypeError(f"{owner}: `classes` must be {accepted}a list of class ids; got "
-                        f"{classes!r}.")
+        raise TypeError(
+            f"{owner}: `classes` must be {accepted}a list of class ids; got {classes!r}."
+        )
     values = list(classes)
     if not values or any(
         isinstance(c, bool) or not isinstance(c, numbers.Integral) or c < 0 for c in values
     ):
-        raise ValueError(f"{owner}: `classes` must be {accepted}a non-empty list of class ids "
-                         f">= 0; got {classes!r}.")
+        raise ValueError(
+            f"{owner}: `classes` must be {accepted}a non-empty list of class ids "
+            f">= 0; got {classes!r}."
+        )
     if len(set(values)) != len(values):
         raise ValueError(f"{owner}: `classes` must not repeat a class; got {classes!r}.")
     return [int(c) for c in values]
@@ -131,8 +135,9 @@ def check_segmentation_inputs(y_true, y_pred, mode, owner):
         )
     channels = pred_shape[-1]
     if channels is None:
-        raise ValueError(f"{owner}: the channel axis of `y_pred` must be known; got shape "
-                         f"{pred_shape}.")
+        raise ValueError(
+            f"{owner}: the channel axis of `y_pred` must be known; got shape {pred_shape}."
+        )
     if mode == "binary" and channels != 1:
         raise ValueError(
             f"{owner}: mode='binary' expects `y_pred` with 1 channel (the sigmoid probability "
@@ -172,8 +177,7 @@ def check_segmentation_inputs(y_true, y_pred, mode, owner):
                 f"{true_shape}."
             )
     spatial_pred = pred_shape[1:-1]
-    for a, b in zip((true_shape[0],) + spatial_true, (pred_shape[0],) + spatial_pred,
-                    strict=True):
+    for a, b in zip((true_shape[0],) + spatial_true, (pred_shape[0],) + spatial_pred, strict=True):
         if a is not None and b is not None and a != b:
             raise ValueError(
                 f"{owner}: `y_true` and `y_pred` must agree in batch and spatial size; got "
@@ -291,8 +295,9 @@ class _SegmentationLoss(keras.losses.Loss):
     def __init__(self, reduction="sum_over_batch_size", name=None, dtype=None):
         owner = type(self).__name__
         if reduction not in _REDUCTIONS:
-            raise ValueError(f"{owner}: `reduction` must be one of {_REDUCTIONS}; got "
-                             f"{reduction!r}.")
+            raise ValueError(
+                f"{owner}: `reduction` must be one of {_REDUCTIONS}; got {reduction!r}."
+            )
         super().__init__(name=name, reduction=reduction, dtype=dtype)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
@@ -309,8 +314,15 @@ class _SegmentationLoss(keras.losses.Loss):
 class _PixelLoss(_SegmentationLoss):
     """A loss that is a mean over non-ignored pixels (elements, for multilabel)."""
 
-    def __init__(self, mode="multiclass", from_logits=False, ignore_label=None,
-                 reduction="sum_over_batch_size", name=None, dtype=None):
+    def __init__(
+        self,
+        mode="multiclass",
+        from_logits=False,
+        ignore_label=None,
+        reduction="sum_over_batch_size",
+        name=None,
+        dtype=None,
+    ):
         super().__init__(reduction=reduction, name=name, dtype=dtype)
         owner = type(self).__name__
         self.mode = check_mode(mode, owner)
@@ -331,8 +343,7 @@ class _PixelLoss(_SegmentationLoss):
             values, valid, weight = values[..., 0], valid[..., 0], weight[..., 0]
         # Keras divides "mean" reductions by the number of elements; rescale so that the
         # result is the mean over the valid ones (what a Keras mask does, public API only).
-        total = ops.cast(ops.prod(ops.convert_to_tensor(ops.shape(values), "int32")),
-                         "float32")
+        total = ops.cast(ops.prod(ops.convert_to_tensor(ops.shape(values), "int32")), "float32")
         if self.reduction in ("sum_over_batch_size", "mean"):
             values = values * ops.divide_no_nan(total, ops.sum(valid))
         elif self.reduction == "mean_with_sample_weight":
@@ -344,24 +355,36 @@ class _PixelLoss(_SegmentationLoss):
 
     def get_config(self):
         config = super().get_config()
-        config.update(mode=self.mode, from_logits=self.from_logits,
-                      ignore_label=self.ignore_label)
+        config.update(mode=self.mode, from_logits=self.from_logits, ignore_label=self.ignore_label)
         return config
 
 
 class _RegionLoss(_SegmentationLoss):
     """Dice-type losses from soft true positives, predicted and true sums per class."""
 
-    def __init__(self, mode="multiclass", classes=None, from_logits=False, smooth=0.0,
-                 eps=EPSILON, log_loss=False, ignore_label=None, per_image=False,
-                 reduction="sum_over_batch_size", name=None, dtype=None):
+    def __init__(
+        self,
+        mode="multiclass",
+        classes=None,
+        from_logits=False,
+        smooth=0.0,
+        eps=EPSILON,
+        log_loss=False,
+        ignore_label=None,
+        per_image=False,
+        reduction="sum_over_batch_size",
+        name=None,
+        dtype=None,
+    ):
         super().__init__(reduction=reduction, name=name, dtype=dtype)
         owner = type(self).__name__
         self.mode = check_mode(mode, owner)
         self.classes = check_classes(classes, owner)
         if self.classes is not None and self.mode == "binary":
-            raise ValueError(f"{owner}: `classes` does not apply to mode='binary' (one "
-                             f"channel); got classes={classes!r}.")
+            raise ValueError(
+                f"{owner}: `classes` does not apply to mode='binary' (one "
+                f"channel); got classes={classes!r}."
+            )
         self.from_logits = bool(from_logits)
         self.smooth = check_real(smooth, "smooth", owner, low=0.0)
         self.eps = check_real(eps, "eps", owner, low=0.0, low_open=True)
@@ -376,8 +399,10 @@ class _RegionLoss(_SegmentationLoss):
             y_true, y_pred, self.mode, self.ignore_label, owner
         )
         if self.classes is not None and max(self.classes) >= channels:
-            raise ValueError(f"{owner}: `classes` must be ids < {channels} (the channels of "
-                             f"`y_pred`); got {self.classes}.")
+            raise ValueError(
+                f"{owner}: `classes` must be ids < {channels} (the channels of "
+                f"`y_pred`); got {self.classes}."
+            )
         probs = _probabilities(y_pred, self.mode, self.from_logits)
         weight = valid
         sample_weight = broadcast_weights(sample_weight, valid, owner)
@@ -410,9 +435,14 @@ class _RegionLoss(_SegmentationLoss):
     def get_config(self):
         config = super().get_config()
         config.update(
-            mode=self.mode, classes=self.classes, from_logits=self.from_logits,
-            smooth=self.smooth, eps=self.eps, log_loss=self.log_loss,
-            ignore_label=self.ignore_label, per_image=self.per_image,
+            mode=self.mode,
+            classes=self.classes,
+            from_logits=self.from_logits,
+            smooth=self.smooth,
+            eps=self.eps,
+            log_loss=self.log_loss,
+            ignore_label=self.ignore_label,
+            per_image=self.per_image,
         )
         return config
 
@@ -442,8 +472,7 @@ class DiceLoss(_RegionLoss):
     """
 
     def score(self, tp, pred_sum, true_sum):
-        return (2.0 * tp + self.smooth) / ops.maximum(pred_sum + true_sum + self.smooth,
-                                                      self.eps)
+        return (2.0 * tp + self.smooth) / ops.maximum(pred_sum + true_sum + self.smooth, self.eps)
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
@@ -471,12 +500,35 @@ class TverskyLoss(_RegionLoss):
     Jaccard. Other arguments as `DiceLoss`.
     """
 
-    def __init__(self, mode="multiclass", alpha=0.5, beta=0.5, classes=None, from_logits=False,
-                 smooth=0.0, eps=EPSILON, log_loss=False, ignore_label=None, per_image=False,
-                 reduction="sum_over_batch_size", name=None, dtype=None):
-        super().__init__(mode=mode, classes=classes, from_logits=from_logits, smooth=smooth,
-                         eps=eps, log_loss=log_loss, ignore_label=ignore_label,
-                         per_image=per_image, reduction=reduction, name=name, dtype=dtype)
+    def __init__(
+        self,
+        mode="multiclass",
+        alpha=0.5,
+        beta=0.5,
+        classes=None,
+        from_logits=False,
+        smooth=0.0,
+        eps=EPSILON,
+        log_loss=False,
+        ignore_label=None,
+        per_image=False,
+        reduction="sum_over_batch_size",
+        name=None,
+        dtype=None,
+    ):
+        super().__init__(
+            mode=mode,
+            classes=classes,
+            from_logits=from_logits,
+            smooth=smooth,
+            eps=eps,
+            log_loss=log_loss,
+            ignore_label=ignore_label,
+            per_image=per_image,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+        )
         owner = type(self).__name__
         self.alpha = check_real(alpha, "alpha", owner, low=0.0)
         self.beta = check_real(beta, "beta", owner, low=0.0)
@@ -505,13 +557,37 @@ class FocalTverskyLoss(TverskyLoss):
     to >= `eps` before the power so that gradients stay finite at a perfect prediction.
     """
 
-    def __init__(self, mode="multiclass", alpha=0.3, beta=0.7, gamma=0.75, classes=None,
-                 from_logits=False, smooth=0.0, eps=EPSILON, ignore_label=None,
-                 per_image=False, reduction="sum_over_batch_size", name=None, dtype=None):
-        super().__init__(mode=mode, alpha=alpha, beta=beta, classes=classes,
-                         from_logits=from_logits, smooth=smooth, eps=eps, log_loss=False,
-                         ignore_label=ignore_label, per_image=per_image, reduction=reduction,
-                         name=name, dtype=dtype)
+    def __init__(
+        self,
+        mode="multiclass",
+        alpha=0.3,
+        beta=0.7,
+        gamma=0.75,
+        classes=None,
+        from_logits=False,
+        smooth=0.0,
+        eps=EPSILON,
+        ignore_label=None,
+        per_image=False,
+        reduction="sum_over_batch_size",
+        name=None,
+        dtype=None,
+    ):
+        super().__init__(
+            mode=mode,
+            alpha=alpha,
+            beta=beta,
+            classes=classes,
+            from_logits=from_logits,
+            smooth=smooth,
+            eps=eps,
+            log_loss=False,
+            ignore_label=ignore_label,
+            per_image=per_image,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+        )
         self.gamma = check_real(gamma, "gamma", type(self).__name__, low=0.0, low_open=True)
 
     def class_losses(self, score):
@@ -572,10 +648,25 @@ class FocalLoss(_PixelLoss):
         ignore_label: label of `y_true` to leave out, or None.
     """
 
-    def __init__(self, mode="multiclass", alpha=None, gamma=2.0, from_logits=False,
-                 ignore_label=None, reduction="sum_over_batch_size", name=None, dtype=None):
-        super().__init__(mode=mode, from_logits=from_logits, ignore_label=ignore_label,
-                         reduction=reduction, name=name, dtype=dtype)
+    def __init__(
+        self,
+        mode="multiclass",
+        alpha=None,
+        gamma=2.0,
+        from_logits=False,
+        ignore_label=None,
+        reduction="sum_over_batch_size",
+        name=None,
+        dtype=None,
+    ):
+        super().__init__(
+            mode=mode,
+            from_logits=from_logits,
+            ignore_label=ignore_label,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+        )
         owner = type(self).__name__
         self.gamma = check_real(gamma, "gamma", owner, low=0.0)
         if alpha is None:
@@ -583,17 +674,21 @@ class FocalLoss(_PixelLoss):
         elif isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
             high = None if self.mode == "multiclass" else 1.0
             self.alpha = check_real(alpha, "alpha", owner, low=0.0, high=high)
-        elif self.mode == "multiclass" and hasattr(alpha, "__iter__") and not isinstance(
-            alpha, str
+        elif (
+            self.mode == "multiclass" and hasattr(alpha, "__iter__") and not isinstance(alpha, str)
         ):
             self.alpha = [check_real(a, "alpha", owner, low=0.0) for a in alpha]
             if not self.alpha:
                 raise ValueError(f"{owner}: `alpha` must not be an empty list.")
         else:
-            accepted = ("None, a float or a list of per-class floats" if self.mode ==
-                        "multiclass" else "None or a float in [0, 1]")
-            raise TypeError(f"{owner}: `alpha` must be {accepted} for mode={self.mode!r}; got "
-                            f"{alpha!r}.")
+            accepted = (
+                "None, a float or a list of per-class floats"
+                if self.mode == "multiclass"
+                else "None or a float in [0, 1]"
+            )
+            raise TypeError(
+                f"{owner}: `alpha` must be {accepted} for mode={self.mode!r}; got {alpha!r}."
+            )
 
     def pixel_losses(self, target, y_pred):
         owner = type(self).__name__
@@ -602,10 +697,13 @@ class FocalLoss(_PixelLoss):
             ce = -ops.sum(target * log_p, axis=-1, keepdims=True)
             if isinstance(self.alpha, list):
                 if len(self.alpha) != target.shape[-1]:
-                    raise ValueError(f"{owner}: `alpha` must list one weight per class "
-                                     f"({target.shape[-1]}); got {len(self.alpha)}.")
-                alpha = ops.sum(target * ops.convert_to_tensor(self.alpha, "float32"),
-                                axis=-1, keepdims=True)
+                    raise ValueError(
+                        f"{owner}: `alpha` must list one weight per class "
+                        f"({target.shape[-1]}); got {len(self.alpha)}."
+                    )
+                alpha = ops.sum(
+                    target * ops.convert_to_tensor(self.alpha, "float32"), axis=-1, keepdims=True
+                )
             else:
                 alpha = self.alpha
         else:
@@ -670,8 +768,17 @@ class LovaszLoss(_SegmentationLoss):
     over pixels).
     """
 
-    def __init__(self, mode="multiclass", classes="present", per_image=False, from_logits=False,
-                 ignore_label=None, reduction="sum_over_batch_size", name=None, dtype=None):
+    def __init__(
+        self,
+        mode="multiclass",
+        classes="present",
+        per_image=False,
+        from_logits=False,
+        ignore_label=None,
+        reduction="sum_over_batch_size",
+        name=None,
+        dtype=None,
+    ):
         super().__init__(reduction=reduction, name=name, dtype=dtype)
         owner = type(self).__name__
         self.mode = check_mode(mode, owner)
@@ -689,8 +796,10 @@ class LovaszLoss(_SegmentationLoss):
             y_true, y_pred, self.mode, self.ignore_label, owner
         )
         if isinstance(self.classes, list) and max(self.classes) >= channels:
-            raise ValueError(f"{owner}: `classes` must be ids < {channels} (the channels of "
-                             f"`y_pred`); got {self.classes}.")
+            raise ValueError(
+                f"{owner}: `classes` must be ids < {channels} (the channels of "
+                f"`y_pred`); got {self.classes}."
+            )
         y_pred = ops.cast(y_pred, "float32")
         if self.mode == "multiclass":
             probs = _probabilities(y_pred, self.mode, self.from_logits)
@@ -705,6 +814,7 @@ class LovaszLoss(_SegmentationLoss):
         valid = valid * ops.ones_like(errors)
         batch = ops.shape(errors)[0]
         groups = batch if self.per_image else 1
+
         # (groups, C, P): one Lovasz extension per group and class
         def rows(x):
             return ops.transpose(ops.reshape(x, (groups, -1, channels)), (0, 2, 1))
@@ -714,8 +824,9 @@ class LovaszLoss(_SegmentationLoss):
             losses = ops.mean(losses, axis=-1)
         elif self.classes == "present":
             present = ops.cast(ops.sum(rows(target), axis=-1) > 0, "float32")
-            losses = ops.divide_no_nan(ops.sum(losses * present, axis=-1),
-                                       ops.sum(present, axis=-1))
+            losses = ops.divide_no_nan(
+                ops.sum(losses * present, axis=-1), ops.sum(present, axis=-1)
+            )
         elif self.classes == "all":
             losses = ops.mean(losses, axis=-1)
         else:
@@ -731,8 +842,13 @@ class LovaszLoss(_SegmentationLoss):
 
     def get_config(self):
         config = super().get_config()
-        config.update(mode=self.mode, classes=self.classes, per_image=self.per_image,
-                      from_logits=self.from_logits, ignore_label=self.ignore_label)
+        config.update(
+            mode=self.mode,
+            classes=self.classes,
+            per_image=self.per_image,
+            from_logits=self.from_logits,
+            ignore_label=self.ignore_label,
+        )
         return config
 
 
@@ -756,15 +872,15 @@ class WeightedSum(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         owner = type(self).__name__
         if isinstance(terms, dict) or not hasattr(terms, "__iter__"):
-            raise TypeError(f"{owner}: `terms` must be a list of (loss, weight) pairs; got "
-                            f"{terms!r}.")
+            raise TypeError(
+                f"{owner}: `terms` must be a list of (loss, weight) pairs; got {terms!r}."
+            )
         parsed = []
         for term in terms:
             if isinstance(term, dict) and set(term) == {"loss", "weight"}:
                 term = (term["loss"], term["weight"])
             if not isinstance(term, tuple | list) or len(term) != 2:
-                raise TypeError(f"{owner}: each term must be a (loss, weight) pair; got "
-                                f"{term!r}.")
+                raise TypeError(f"{owner}: each term must be a (loss, weight) pair; got {term!r}.")
             loss, weight = term
             if isinstance(loss, dict):
                 loss = keras.losses.deserialize(loss)

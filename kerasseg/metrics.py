@@ -75,8 +75,9 @@ def _check_num_classes(num_classes, owner):
         or not isinstance(num_classes, numbers.Integral)
         or num_classes < 2
     ):
-        raise ValueError(f"{owner}: `num_classes` must be an int >= 2 (2 for binary); got "
-                         f"{num_classes!r}.")
+        raise ValueError(
+            f"{owner}: `num_classes` must be an int >= 2 (2 for binary); got {num_classes!r}."
+        )
     return int(num_classes)
 
 
@@ -90,27 +91,32 @@ def _check_labels_in_range(labels, num_classes, ignore_label, owner, what):
     if bad.any():
         shown = sorted({int(v) for v in values[bad][:1000]})[:5]
         extra = "" if ignore_label is None else f" (or ignore_label={ignore_label})"
-        raise ValueError(f"{owner}: {what} must hold class ids 0..{num_classes - 1}{extra}; "
-                         f"got {shown}.")
+        raise ValueError(
+            f"{owner}: {what} must hold class ids 0..{num_classes - 1}{extra}; got {shown}."
+        )
 
 
 def _label_map(x, owner, what):
     """(batch, H, W) or (batch, *spatial, 1) -> int32 (batch, *spatial)."""
     shape = tuple(x.shape)
     if len(shape) < 3:
-        raise ValueError(f"{owner}: {what} must have shape (batch, height, width) or (batch, "
-                         f"height, width, 1); got shape {shape}.")
+        raise ValueError(
+            f"{owner}: {what} must have shape (batch, height, width) or (batch, "
+            f"height, width, 1); got shape {shape}."
+        )
     if len(shape) >= 4 and shape[-1] == 1:
         x = ops.squeeze(x, axis=-1)
     elif len(shape) >= 4:
-        hint = ("one-hot? pass its argmax" if what == "`y_true`" else
-                "probabilities? leave y_pred_is_labels=False")
+        hint = (
+            "one-hot? pass its argmax"
+            if what == "`y_true`"
+            else "probabilities? leave y_pred_is_labels=False"
+        )
         raise ValueError(
             f"{owner}: {what} must hold integer ids of shape (batch, height, width) or (batch, "
             f"height, width, 1); got shape {shape} ({hint})."
         )
-    if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16", "float32",
-                                                     "float64"):
+    if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16", "float32", "float64"):
         x = ops.round(x)
     return ops.cast(x, "int32")
 
@@ -152,8 +158,10 @@ def _pixel_weights(sample_weight, like, owner):
     if len(shape) == rank + 1 and shape[-1] == 1:
         weight = ops.squeeze(weight, axis=-1)
     if len(weight.shape) == 0 or len(weight.shape) > rank:
-        raise ValueError(f"{owner}: `sample_weight` must have shape (batch,), (batch, height, "
-                         f"width) or (batch, height, width, 1); got shape {shape}.")
+        raise ValueError(
+            f"{owner}: `sample_weight` must have shape (batch,), (batch, height, "
+            f"width) or (batch, height, width, 1); got shape {shape}."
+        )
     while len(weight.shape) < rank:
         weight = ops.expand_dims(weight, -1)
     return ops.broadcast_to(weight, ops.shape(like))
@@ -182,8 +190,10 @@ def confusion_matrix(y_true, y_pred, num_classes, ignore_label=None, sample_weig
     y_true = ops.convert_to_tensor(y_true)
     y_pred = ops.convert_to_tensor(y_pred)
     if tuple(y_true.shape) != tuple(y_pred.shape):
-        raise ValueError(f"{owner}: `y_true` and `y_pred` must have the same shape; got "
-                         f"{tuple(y_true.shape)} and {tuple(y_pred.shape)}.")
+        raise ValueError(
+            f"{owner}: `y_true` and `y_pred` must have the same shape; got "
+            f"{tuple(y_true.shape)} and {tuple(y_pred.shape)}."
+        )
     _check_labels_in_range(y_true, num_classes, ignore_label, owner, "`y_true`")
     _check_labels_in_range(y_pred, num_classes, None, owner, "`y_pred`")
     t = ops.reshape(ops.cast(y_true, "int32"), (-1,))
@@ -193,8 +203,7 @@ def confusion_matrix(y_true, y_pred, num_classes, ignore_label=None, sample_weig
         valid = valid & ops.not_equal(t, ignore_label)
     weight = ops.cast(valid, "float32")
     if sample_weight is not None:
-        sample_weight = ops.broadcast_to(ops.cast(sample_weight, "float32"),
-                                         ops.shape(y_true))
+        sample_weight = ops.broadcast_to(ops.cast(sample_weight, "float32"), ops.shape(y_true))
         weight = weight * ops.reshape(sample_weight, (-1,))
     index = ops.where(valid, t * num_classes + p, 0)
     counts = ops.segment_sum(weight, index, num_segments=num_classes * num_classes)
@@ -221,8 +230,9 @@ def dice_per_class(cm):
     """Per-class Dice / F1 ``2 TP / (2 TP + FP + FN)``; NaN where the class occurs nowhere."""
     tp, fp, fn = _class_counts(cm)
     denominator = 2 * tp + fp + fn
-    return ops.where(denominator > 0, 2 * tp / ops.where(denominator > 0, denominator, 1),
-                     float("nan"))
+    return ops.where(
+        denominator > 0, 2 * tp / ops.where(denominator > 0, denominator, 1), float("nan")
+    )
 
 
 def mean_over_present(scores, classes=None):
@@ -232,8 +242,9 @@ def mean_over_present(scores, classes=None):
         scores = ops.take(scores, classes, axis=-1)
     present = ops.logical_not(ops.isnan(scores))
     total = ops.sum(ops.where(present, scores, 0), axis=-1)
-    return ops.divide_no_nan(total, ops.cast(ops.sum(ops.cast(present, "int32"), axis=-1),
-                                             scores.dtype))
+    return ops.divide_no_nan(
+        total, ops.cast(ops.sum(ops.cast(present, "int32"), axis=-1), scores.dtype)
+    )
 
 
 def pixel_accuracy(cm):
@@ -260,8 +271,16 @@ class ConfusionMatrix(keras.metrics.Metric):
         from_logits: 1-channel `y_pred` holds logits (argmax is unaffected).
     """
 
-    def __init__(self, num_classes, ignore_label=None, y_pred_is_labels=False, threshold=0.5,
-                 from_logits=False, name="confusion_matrix", dtype=None):
+    def __init__(
+        self,
+        num_classes,
+        ignore_label=None,
+        y_pred_is_labels=False,
+        threshold=0.5,
+        from_logits=False,
+        name="confusion_matrix",
+        dtype=None,
+    ):
         super().__init__(name=name, dtype=dtype)
         owner = type(self).__name__
         self.num_classes = _check_num_classes(num_classes, owner)
@@ -284,13 +303,16 @@ class ConfusionMatrix(keras.metrics.Metric):
         if self.y_pred_is_labels:
             predicted = _label_map(y_pred, owner, "`y_pred`")
         else:
-            predicted = _predicted_labels(y_pred, self.num_classes, self.threshold,
-                                          self.from_logits, owner)
+            predicted = _predicted_labels(
+                y_pred, self.num_classes, self.threshold, self.from_logits, owner
+            )
         true_shape, pred_shape = tuple(labels.shape), tuple(predicted.shape)
         if true_shape != pred_shape and None not in true_shape + pred_shape:
-            raise ValueError(f"{owner}: `y_true` and `y_pred` must agree in batch and spatial "
-                             f"size; got shapes {tuple(y_true.shape)} and "
-                             f"{tuple(y_pred.shape)}.")
+            raise ValueError(
+                f"{owner}: `y_true` and `y_pred` must agree in batch and spatial "
+                f"size; got shapes {tuple(y_true.shape)} and "
+                f"{tuple(y_pred.shape)}."
+            )
         _check_labels_in_range(labels, self.num_classes, self.ignore_label, owner, "`y_true`")
         if self.y_pred_is_labels:
             _check_labels_in_range(predicted, self.num_classes, None, owner, "`y_pred`")
@@ -304,8 +326,10 @@ class ConfusionMatrix(keras.metrics.Metric):
     def get_config(self):
         config = super().get_config()
         config.update(
-            num_classes=self.num_classes, ignore_label=self.ignore_label,
-            y_pred_is_labels=self.y_pred_is_labels, threshold=self.threshold,
+            num_classes=self.num_classes,
+            ignore_label=self.ignore_label,
+            y_pred_is_labels=self.y_pred_is_labels,
+            threshold=self.threshold,
             from_logits=self.from_logits,
         )
         return config
@@ -314,18 +338,35 @@ class ConfusionMatrix(keras.metrics.Metric):
 class _ClassScore(ConfusionMatrix):
     """Per-class score from the accumulated confusion matrix, macro mean over present."""
 
-    def __init__(self, num_classes, ignore_label=None, per_class=False, classes=None,
-                 y_pred_is_labels=False, threshold=0.5, from_logits=False, name=None,
-                 dtype=None):
-        super().__init__(num_classes, ignore_label=ignore_label,
-                         y_pred_is_labels=y_pred_is_labels, threshold=threshold,
-                         from_logits=from_logits, name=name or self.default_name, dtype=dtype)
+    def __init__(
+        self,
+        num_classes,
+        ignore_label=None,
+        per_class=False,
+        classes=None,
+        y_pred_is_labels=False,
+        threshold=0.5,
+        from_logits=False,
+        name=None,
+        dtype=None,
+    ):
+        super().__init__(
+            num_classes,
+            ignore_label=ignore_label,
+            y_pred_is_labels=y_pred_is_labels,
+            threshold=threshold,
+            from_logits=from_logits,
+            name=name or self.default_name,
+            dtype=dtype,
+        )
         owner = type(self).__name__
         self.per_class = bool(per_class)
         self.classes = check_classes(classes, owner)
         if self.classes is not None and max(self.classes) >= self.num_classes:
-            raise ValueError(f"{owner}: `classes` must be ids < num_classes="
-                             f"{self.num_classes}; got {self.classes}.")
+            raise ValueError(
+                f"{owner}: `classes` must be ids < num_classes="
+                f"{self.num_classes}; got {self.classes}."
+            )
 
     def result_per_class(self):
         """(C,) float32 scores, NaN for classes absent from both y_true and y_pred."""
@@ -389,11 +430,25 @@ class PixelAccuracy(ConfusionMatrix):
     Arguments as `ConfusionMatrix`.
     """
 
-    def __init__(self, num_classes, ignore_label=None, y_pred_is_labels=False, threshold=0.5,
-                 from_logits=False, name="pixel_accuracy", dtype=None):
-        super().__init__(num_classes, ignore_label=ignore_label,
-                         y_pred_is_labels=y_pred_is_labels, threshold=threshold,
-                         from_logits=from_logits, name=name, dtype=dtype)
+    def __init__(
+        self,
+        num_classes,
+        ignore_label=None,
+        y_pred_is_labels=False,
+        threshold=0.5,
+        from_logits=False,
+        name="pixel_accuracy",
+        dtype=None,
+    ):
+        super().__init__(
+            num_classes,
+            ignore_label=ignore_label,
+            y_pred_is_labels=y_pred_is_labels,
+            threshold=threshold,
+            from_logits=from_logits,
+            name=name,
+            dtype=dtype,
+        )
 
     def result(self):
         return ops.cast(pixel_accuracy(self.total_cm), self.dtype)
@@ -404,8 +459,7 @@ class PixelAccuracy(ConfusionMatrix):
 
 def _check_convention(convention, owner):
     if convention not in CONVENTIONS:
-        raise ValueError(f"{owner}: `convention` must be one of {CONVENTIONS}; got "
-                         f"{convention!r}.")
+        raise ValueError(f"{owner}: `convention` must be one of {CONVENTIONS}; got {convention!r}.")
     return convention
 
 
@@ -543,18 +597,24 @@ def rand_scores(true_labels, pred_labels, convention="skimage"):
     pred_labels = ops.convert_to_tensor(pred_labels)
     shape = tuple(true_labels.shape)
     if shape != tuple(pred_labels.shape):
-        raise ValueError(f"{owner}: `true_labels` and `pred_labels` must have the same shape; "
-                         f"got {shape} and {tuple(pred_labels.shape)}.")
+        raise ValueError(
+            f"{owner}: `true_labels` and `pred_labels` must have the same shape; "
+            f"got {shape} and {tuple(pred_labels.shape)}."
+        )
     if len(shape) == 4 and shape[-1] == 1:
         true_labels, pred_labels = true_labels[..., 0], pred_labels[..., 0]
         shape = shape[:-1]
     if len(shape) not in (2, 3):
-        raise ValueError(f"{owner}: label images must have shape (height, width) or (batch, "
-                         f"height, width); got shape {shape}.")
+        raise ValueError(
+            f"{owner}: label images must have shape (height, width) or (batch, "
+            f"height, width); got shape {shape}."
+        )
     for name, x in (("true_labels", true_labels), ("pred_labels", pred_labels)):
         if not keras.backend.standardize_dtype(x.dtype).startswith(("int", "uint")):
-            raise TypeError(f"{owner}: `{name}` must be integer instance labels; got dtype "
-                            f"{keras.backend.standardize_dtype(x.dtype)}.")
+            raise TypeError(
+                f"{owner}: `{name}` must be integer instance labels; got dtype "
+                f"{keras.backend.standardize_dtype(x.dtype)}."
+            )
     single = len(shape) == 2
     if single:
         true_labels, pred_labels = true_labels[None], pred_labels[None]
@@ -572,9 +632,18 @@ class _InstanceScore(keras.metrics.Metric):
 
     score_key = None
 
-    def __init__(self, threshold=0.5, foreground_class=1, connectivity=1, convention="skimage",
-                 from_logits=False, y_pred_is_labels=False, instance_labels=False, name=None,
-                 dtype=None):
+    def __init__(
+        self,
+        threshold=0.5,
+        foreground_class=1,
+        connectivity=1,
+        convention="skimage",
+        from_logits=False,
+        y_pred_is_labels=False,
+        instance_labels=False,
+        name=None,
+        dtype=None,
+    ):
         super().__init__(name=name, dtype=dtype)
         owner = type(self).__name__
         self.threshold = check_real(threshold, "threshold", owner, low=0.0, high=1.0)
@@ -583,24 +652,28 @@ class _InstanceScore(keras.metrics.Metric):
             or not isinstance(foreground_class, numbers.Integral)
             or foreground_class < 0
         ):
-            raise ValueError(f"{owner}: `foreground_class` must be an int >= 0; got "
-                             f"{foreground_class!r}.")
+            raise ValueError(
+                f"{owner}: `foreground_class` must be an int >= 0; got {foreground_class!r}."
+            )
         self.foreground_class = int(foreground_class)
         try:
             self.connectivity = _check_connectivity(connectivity)
         except ValueError as error:
             raise ValueError(f"{owner}: {error}") from None
         if connectivity is None:
-            raise ValueError(f"{owner}: `connectivity` must be 1 (4-connected) or 2 "
-                             f"(8-connected); got None.")
+            raise ValueError(
+                f"{owner}: `connectivity` must be 1 (4-connected) or 2 (8-connected); got None."
+            )
         self.convention = _check_convention(convention, owner)
         self.from_logits = bool(from_logits)
         self.y_pred_is_labels = bool(y_pred_is_labels)
         self.instance_labels = bool(instance_labels)
-        self.total = self.add_variable(shape=(), initializer="zeros", dtype=_wide_float(),
-                                       name="total")
-        self.count = self.add_variable(shape=(), initializer="zeros", dtype=_wide_float(),
-                                       name="count")
+        self.total = self.add_variable(
+            shape=(), initializer="zeros", dtype=_wide_float(), name="total"
+        )
+        self.count = self.add_variable(
+            shape=(), initializer="zeros", dtype=_wide_float(), name="count"
+        )
 
     def _foreground_of_prediction(self, y_pred, owner):
         if self.y_pred_is_labels:
@@ -613,16 +686,20 @@ class _InstanceScore(keras.metrics.Metric):
             )
         if shape[-1] == 1:
             if self.foreground_class > 1:
-                raise ValueError(f"{owner}: a 1-channel `y_pred` has classes 0 and 1; got "
-                                 f"foreground_class={self.foreground_class}.")
+                raise ValueError(
+                    f"{owner}: a 1-channel `y_pred` has classes 0 and 1; got "
+                    f"foreground_class={self.foreground_class}."
+                )
             p = ops.cast(y_pred[..., 0], "float32")
             if self.from_logits:
                 p = ops.sigmoid(p)
             above = p > self.threshold
             return above if self.foreground_class == 1 else ops.logical_not(above)
         if shape[-1] is not None and self.foreground_class >= shape[-1]:
-            raise ValueError(f"{owner}: `foreground_class` must be < the {shape[-1]} channels "
-                             f"of `y_pred`; got {self.foreground_class}.")
+            raise ValueError(
+                f"{owner}: `foreground_class` must be < the {shape[-1]} channels "
+                f"of `y_pred`; got {self.foreground_class}."
+            )
         return ops.equal(ops.argmax(y_pred, axis=-1), self.foreground_class)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
@@ -637,15 +714,18 @@ class _InstanceScore(keras.metrics.Metric):
             pred_fg = self._foreground_of_prediction(y_pred, owner)
             for name, x in (("`y_true`", true_fg), ("`y_pred`", pred_fg)):
                 if len(x.shape) != 3:
-                    raise ValueError(f"{owner}: {name} must be a batch of 2D maps; got shape "
-                                     f"{tuple(x.shape)}.")
+                    raise ValueError(
+                        f"{owner}: {name} must be a batch of 2D maps; got shape {tuple(x.shape)}."
+                    )
             true_labels = label_components(true_fg, self.connectivity)[0]
             pred_labels = label_components(pred_fg, self.connectivity)[0]
         true_shape, pred_shape = tuple(true_labels.shape), tuple(pred_labels.shape)
         if true_shape != pred_shape and None not in true_shape + pred_shape:
-            raise ValueError(f"{owner}: `y_true` and `y_pred` must agree in batch and spatial "
-                             f"size; got shapes {tuple(y_true.shape)} and "
-                             f"{tuple(y_pred.shape)}.")
+            raise ValueError(
+                f"{owner}: `y_true` and `y_pred` must agree in batch and spatial "
+                f"size; got shapes {tuple(y_true.shape)} and "
+                f"{tuple(y_pred.shape)}."
+            )
         batch = ops.shape(true_labels)[0]
         t = ops.reshape(true_labels, (batch, -1))
         p = ops.reshape(pred_labels, (batch, -1))
@@ -655,8 +735,10 @@ class _InstanceScore(keras.metrics.Metric):
         if sample_weight is not None:
             sample_weight = ops.cast(sample_weight, "float32")
             if len(sample_weight.shape) != 1:
-                raise ValueError(f"{owner}: `sample_weight` must have shape (batch,) (one "
-                                 f"weight per image); got shape {tuple(sample_weight.shape)}.")
+                raise ValueError(
+                    f"{owner}: `sample_weight` must have shape (batch,) (one "
+                    f"weight per image); got shape {tuple(sample_weight.shape)}."
+                )
             weight = weight * sample_weight
         wide = self.total.dtype
         self.total.assign_add(ops.cast(ops.sum(ops.where(defined, values, 0.0) * weight), wide))
@@ -668,9 +750,12 @@ class _InstanceScore(keras.metrics.Metric):
     def get_config(self):
         config = super().get_config()
         config.update(
-            threshold=self.threshold, foreground_class=self.foreground_class,
-            connectivity=self.connectivity, convention=self.convention,
-            from_logits=self.from_logits, y_pred_is_labels=self.y_pred_is_labels,
+            threshold=self.threshold,
+            foreground_class=self.foreground_class,
+            connectivity=self.connectivity,
+            convention=self.convention,
+            from_logits=self.from_logits,
+            y_pred_is_labels=self.y_pred_is_labels,
             instance_labels=self.instance_labels,
         )
         return config
@@ -704,13 +789,29 @@ class VRand(_InstanceScore):
 
     score_key = "v_rand"
 
-    def __init__(self, threshold=0.5, foreground_class=1, connectivity=1, convention="skimage",
-                 from_logits=False, y_pred_is_labels=False, instance_labels=False,
-                 name="v_rand", dtype=None):
-        super().__init__(threshold=threshold, foreground_class=foreground_class,
-                         connectivity=connectivity, convention=convention,
-                         from_logits=from_logits, y_pred_is_labels=y_pred_is_labels,
-                         instance_labels=instance_labels, name=name, dtype=dtype)
+    def __init__(
+        self,
+        threshold=0.5,
+        foreground_class=1,
+        connectivity=1,
+        convention="skimage",
+        from_logits=False,
+        y_pred_is_labels=False,
+        instance_labels=False,
+        name="v_rand",
+        dtype=None,
+    ):
+        super().__init__(
+            threshold=threshold,
+            foreground_class=foreground_class,
+            connectivity=connectivity,
+            convention=convention,
+            from_logits=from_logits,
+            y_pred_is_labels=y_pred_is_labels,
+            instance_labels=instance_labels,
+            name=name,
+            dtype=dtype,
+        )
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
@@ -722,10 +823,26 @@ class VInfo(_InstanceScore):
 
     score_key = "v_info"
 
-    def __init__(self, threshold=0.5, foreground_class=1, connectivity=1, convention="skimage",
-                 from_logits=False, y_pred_is_labels=False, instance_labels=False,
-                 name="v_info", dtype=None):
-        super().__init__(threshold=threshold, foreground_class=foreground_class,
-                         connectivity=connectivity, convention=convention,
-                         from_logits=from_logits, y_pred_is_labels=y_pred_is_labels,
-                         instance_labels=instance_labels, name=name, dtype=dtype)
+    def __init__(
+        self,
+        threshold=0.5,
+        foreground_class=1,
+        connectivity=1,
+        convention="skimage",
+        from_logits=False,
+        y_pred_is_labels=False,
+        instance_labels=False,
+        name="v_info",
+        dtype=None,
+    ):
+        super().__init__(
+            threshold=threshold,
+            foreground_class=foreground_class,
+            connectivity=connectivity,
+            convention=convention,
+            from_logits=from_logits,
+            y_pred_is_labels=y_pred_is_labels,
+            instance_labels=instance_labels,
+            name=name,
+            dtype=dtype,
+        )

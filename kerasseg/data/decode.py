@@ -175,12 +175,31 @@ def _pillow(contents, path, dtype, kind, palette_indices=False):
         return _finish(pixels, path, dtype, is_16_bit)
 
 
-def _png(contents, path, dtype, palette_indices):
+def png_is_complete(contents):
+    """True when PNG bytes are long enough and hold the IEND chunk (not truncated)."""
     size = tf.strings.length(contents)
     ends = tf.equal(tf.strings.substr(contents, tf.maximum(size - 12, 0), 12), _PNG_END)
-    complete = tf.logical_and(
+    return tf.logical_and(
         size >= 45, tf.cond(ends, lambda: ends, lambda: _contains(contents, _PNG_END))
     )
+
+
+def jpeg_is_complete(contents):
+    """True when JPEG bytes end with the end-of-image marker after the last scan."""
+    ends = tf.equal(
+        tf.strings.substr(contents, tf.maximum(tf.strings.length(contents) - 2, 0), 2), _JPEG_END
+    )
+
+    def end_after_last_scan():
+        # Some writers append bytes after the end marker; accept it if it follows the last scan.
+        segments = tf.strings.split(contents, sep=_JPEG_SOS)
+        return tf.logical_and(tf.size(segments) > 1, _contains(segments[-1], _JPEG_END))
+
+    return tf.cond(ends, lambda: ends, end_after_last_scan)
+
+
+def _png(contents, path, dtype, palette_indices):
+    complete = png_is_complete(contents)
     with tf.control_dependencies([_check(complete, "truncated or corrupt PNG ", path)]):
         depth = _byte(contents, 24)
         colour = _byte(contents, 25)
@@ -215,28 +234,47 @@ def _png(contents, path, dtype, palette_indices):
 
 
 def _jpeg(contents, path, dtype):
-    ends = tf.equal(
-        tf.strings.substr(contents, tf.maximum(tf.strings.length(contents) - 2, 0), 2), _JPEG_END
-    )
-
-    def end_after_last_scan():
-        # Some writers append bytes after the end marker; accept it if it follows the last scan.
-        segments = tf.strings.split(contents, sep=_JPEG_SOS)
-        return tf.logical_and(tf.size(segments) > 1, _contains(segments[-1], _JPEG_END))
-
-    complete = tf.cond(ends, lambda: ends, end_after_last_scan)
+    complete = jpeg_is_complete(contents)
     with tf.control_dependencies([_check(complete, "truncated or corrupt JPEG ", path)]):
         pixels = tf.io.decode_jpeg(contents, channels=0, dct_method="INTEGER_ACCURATE")
     return tf.cast(pixels, dtype)
 
 
-def _decode(contents, path, dtype, *, mask):
-    """Decode any supported file to an (H, W, C) tensor of `dtype` holding the stored values."""
+def file_format(contents):
+    """(is_png, is_jpeg, is_tiff): boolean scalar tensors from the first bytes of a file."""
     head = tf.strings.substr(contents, 0, 8)
     is_png = tf.equal(head, _PNG_MAGIC)
     is_jpeg = tf.equal(tf.strings.substr(head, 0, 3), _JPEG_MAGIC)
     start = tf.strings.substr(head, 0, 4)
     is_tiff = tf.logical_or(tf.equal(start, _TIFF_MAGICS[0]), tf.equal(start, _TIFF_MAGICS[1]))
+    return is_png, is_jpeg, is_tiff
+
+
+def decode_png_or_jpeg(contents, *, path=None):
+    """Decode an 8-bit PNG or a JPEG to uint8 (H, W, C) with stock TensorFlow ops only.
+
+    Unlike `decode_image`, no Python callback (Pillow) is ever in the graph, so a SavedModel
+    that uses it runs in TF-Serving. TIFF and anything else is an error naming `path`, as
+    are truncated files and 16-bit PNGs; the channel count is the file's (palette PNGs give
+    RGB, or RGBA with transparency).
+    """
+    contents = _contents_tensor(contents)
+    path = _path_tensor(path)
+    is_png, is_jpeg, _ = file_format(contents)
+    known = _check(tf.logical_or(is_png, is_jpeg), "file ", path, " is not a PNG or JPEG image")
+    with tf.control_dependencies([known]):
+        pixels = tf.cond(
+            is_png,
+            lambda: _png(contents, path, tf.uint8, palette_indices=False),
+            lambda: _jpeg(contents, path, tf.uint8),
+        )
+    pixels.set_shape([None, None, None])
+    return pixels
+
+
+def _decode(contents, path, dtype, *, mask):
+    """Decode any supported file to an (H, W, C) tensor of `dtype` holding the stored values."""
+    is_png, is_jpeg, is_tiff = file_format(contents)
     known = tf.reduce_any(tf.stack([is_png, is_jpeg, is_tiff]))
     checks = [_check(known, "file ", path, " is not a PNG, JPEG or TIFF image")]
     if mask:

@@ -1,0 +1,602 @@
+"""Export models as TF-Serving SavedModels that take encoded images and return masks.
+
+    kerasseg.export("otsu", "serving/otsu")                 # -> serving/otsu/1/
+    kerasseg.export(model, "serving/unet", version=2, probabilities=True)
+
+The SavedModel holds everything a client would otherwise re-implement: decoding, channel
+conversion, resizing or padding to what the model accepts, input normalisation, the model
+itself (called with `training=False` through `keras.export.ExportArchive`; a bare
+`model.export` runs BatchNorm in training mode for some models), and post-processing.
+
+Signatures (method `tensorflow/serving/predict`):
+
+- `serving_default`: `image_bytes`, string [N], each an 8-bit PNG or a JPEG with 1 (grey) or
+  3 (RGB) channels, sides >= `min_size` and at most `max_pixels` pixels; images in a request
+  may differ in size. Grey images are repeated to RGB for 3-channel models; RGB images become
+  grey with the BT.709 luma weights of `skimage.color.rgb2gray` (rounded for integer models).
+- `serve_tensor`: `images`, float32 [N, H, W, C] with the values as stored (0..255), C the
+  model's channel count; integer (classical) models require whole numbers in their dtype's
+  range.
+
+Both return `mask` (uint8 class ids, uint16 for models with more than 256 labels, [N, H, W]
+at each image's original size; smaller images of a mixed-size request are padded with 0 at
+the bottom/right up to the largest), `image_size` (int32 [N, 2], height and width of each
+image) and `mask_png_bytes` (string [N], the mask of each image as a PNG at its own size,
+which TF-Serving's REST API returns as `{"b64": ...}`). Semantic models add `probabilities`
+(float32 [N, h, w, C] at the model's resolution: the input size, or its fixed input size)
+when exported with `probabilities=True`. Classical models return their other outputs as
+well (thresholds, cluster centres, ...), image-shaped ones padded like `mask`; edge-magnitude
+and Laplacian models, which have no mask, return their float map instead of the three masks.
+Models with a second input (region growing's `seeds`) take it as a second signature input.
+
+Every bad request (empty or non-image bytes, a truncated file, an image too small or too
+large, 16-bit or alpha channels, NaN) fails with an `InvalidArgument` error naming the
+image, never with a silently wrong mask.
+"""
+
+import dataclasses
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasseg.data.decode import (
+    decode_png_or_jpeg,
+    file_format,
+    jpeg_is_complete,
+    png_is_complete,
+)
+from kerasseg.layers.common import INTEGER_LIMITS, LUMA_WEIGHTS
+from kerasseg.layers.preprocessing import MODES, ImagePreprocessing
+from kerasseg.prediction import output_is_logits
+
+__all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MIN_SIZE", "export"]
+
+DEFAULT_MAX_PIXELS = 2048 * 2048
+DEFAULT_MIN_SIZE = 8
+COMPUTE_DTYPES = ("float32", "bfloat16")
+# The classical output that is the segmentation, in order of preference.
+MASK_OUTPUTS = ("mask", "labels", "edges")
+METADATA_FILE = "assets.extra/kerasseg.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Output:
+    """One signature output: dtype, per-image shape, and whether it has the image's size."""
+
+    dtype: tf.DType
+    shape: tuple
+    image_shaped: bool
+
+
+def _message(*parts):
+    return tf.strings.join(
+        [
+            p if isinstance(p, str) or p.dtype == tf.string else tf.strings.as_string(p)
+            for p in parts
+        ]
+    )
+
+
+def _assert(condition, *parts):
+    return tf.debugging.Assert(condition, [_message(*parts)])
+
+
+def _checked(value, *assertions):
+    with tf.control_dependencies([a for a in assertions if a is not None]):
+        return tf.identity(value)
+
+
+class _Plan:
+    """How to run one model for serving: its inputs, the size rule and the post-processing."""
+
+    def __init__(self, model, *, preprocessing, threshold, probabilities, num_classes,
+                 min_size, max_pixels):  # fmt: skip
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"`model` must be a keras.Model or a registry name; got {model!r}.")
+        if preprocessing not in MODES:
+            raise ValueError(
+                f"`preprocessing` must be one of {sorted(MODES)}; got {preprocessing!r}."
+            )
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"`threshold` must be in [0, 1]; got {threshold!r}.")
+        self.model = model
+        self.threshold = float(threshold)
+        self.min_size = int(min_size)
+        self.max_pixels = int(max_pixels)
+        image_input = model.inputs[0]
+        self.image_name = image_input.name
+        self.channels = image_input.shape[-1]
+        if self.channels not in (1, 3):
+            raise ValueError(
+                f"`model`: exported models take 1- or 3-channel images; this one takes "
+                f"{self.channels} channel(s) (input shape {tuple(image_input.shape)})."
+            )
+        self.input_dtype = tf.as_dtype(keras.backend.standardize_dtype(image_input.dtype))
+        self.extra_inputs = list(model.inputs[1:])
+        fixed = tuple(image_input.shape[1:3])
+        self.fixed_size = fixed if None not in fixed else None
+        self.size_divisor = int(getattr(model, "size_divisor", 1) or 1)
+        if int(getattr(model, "size_offset", 0) or 0):
+            raise ValueError(
+                "`model`: its output is smaller than its input (valid convolutions, "
+                "size_offset != 0); export a model built with padding='same'."
+            )
+        if self.fixed_size is None and self.size_divisor == 1:
+            self.min_size = max(self.min_size, int(getattr(model, "min_size", 1) or 1))
+        self.semantic = not isinstance(model.output, dict)
+        self.preprocess = None
+        if preprocessing != "none":
+            self.preprocess = ImagePreprocessing(preprocessing)
+            self.preprocess.build((None, None, None, self.channels))
+        if self.semantic:
+            if num_classes is not None:
+                raise ValueError(
+                    "`num_classes` applies to classical models; a semantic model's classes are "
+                    "its output channels."
+                )
+            self._plan_semantic(probabilities)
+        else:
+            self._plan_classical(num_classes, probabilities, preprocessing)
+
+    def _plan_semantic(self, probabilities):
+        classes = self.model.output.shape[-1]
+        if len(self.model.output.shape) != 4 or classes is None:
+            raise ValueError(
+                "`model` must output (batch, height, width, classes); got output shape "
+                f"{tuple(self.model.output.shape)}."
+            )
+        self.classes = classes
+        self.from_logits = output_is_logits(self.model)
+        self.mask_key = "mask"
+        self.mask_dtype = tf.uint8 if max(classes, 2) <= 256 else tf.uint16
+        self.outputs = {"mask": _Output(self.mask_dtype, (None, None), True)}
+        if probabilities:
+            spatial = self.fixed_size or (None, None)
+            self.outputs["probabilities"] = _Output(
+                tf.float32, (*spatial, classes), self.fixed_size is None
+            )
+
+    def _plan_classical(self, num_classes, probabilities, preprocessing):
+        if probabilities:
+            raise ValueError("`probabilities`: classical models have no class probabilities.")
+        if preprocessing != "none":
+            raise ValueError(
+                f"`preprocessing`: classical models take images as stored; got {preprocessing!r}."
+            )
+        self.outputs = {}
+        self.mask_key = next((k for k in MASK_OUTPUTS if k in self.model.output), None)
+        for name, tensor in self.model.output.items():
+            shape = tuple(tensor.shape[1:])
+            image_shaped = len(shape) == 3 and shape[:2] == (None, None)
+            dtype = tf.as_dtype(keras.backend.standardize_dtype(tensor.dtype))
+            if name == self.mask_key:
+                self.mask_dtype = tf.uint8 if num_classes and num_classes <= 256 else tf.uint16
+                self.outputs["mask"] = _Output(self.mask_dtype, (None, None), True)
+            else:
+                self.outputs[name] = _Output(dtype, shape, image_shaped)
+
+    # ------------------------------------------------------------------ the model itself
+
+    def run(self, images, extras):
+        """Batched outputs for `images` (B, H, W, C) of the model's input dtype."""
+        if self.semantic:
+            return self._run_semantic(images)
+        inputs = images
+        if self.extra_inputs:
+            inputs = {self.image_name: images}
+            inputs.update({t.name: e for t, e in zip(self.extra_inputs, extras, strict=True)})
+        results = self.model(inputs, training=False)
+        outputs = {name: results[name] for name in self.outputs if name != "mask"}
+        if self.mask_key is not None:
+            outputs["mask"] = self._mask_dtype(results[self.mask_key][..., 0])
+        return outputs
+
+    def _run_semantic(self, images):
+        height, width = tf.shape(images)[1], tf.shape(images)[2]
+        x = tf.cast(images, tf.float32)
+        if self.fixed_size is not None:
+            x = tf.image.resize(x, self.fixed_size, method="bilinear")
+        elif self.size_divisor > 1:
+            # Zero padding at the bottom/right, as `kerasseg.prediction` pads.
+            pad_h = -height % self.size_divisor
+            pad_w = -width % self.size_divisor
+            x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        if self.preprocess is not None:
+            x = self.preprocess(x)
+        probs = tf.cast(self.model(x, training=False), tf.float32)
+        if self.fixed_size is None:
+            probs = probs[:, :height, :width]
+        if self.from_logits:
+            probs = tf.sigmoid(probs) if self.classes == 1 else tf.nn.softmax(probs, axis=-1)
+        if self.classes == 1:
+            mask = tf.cast(probs[..., 0] > self.threshold, tf.int32)
+        else:
+            mask = tf.argmax(probs, axis=-1, output_type=tf.int32)
+        if self.fixed_size is not None:
+            mask = tf.image.resize(mask[..., None], (height, width), method="nearest")[..., 0]
+        outputs = {"mask": self._mask_dtype(mask)}
+        if "probabilities" in self.outputs:
+            outputs["probabilities"] = probs
+        return outputs
+
+    def _mask_dtype(self, mask):
+        top = self.mask_dtype.max
+        check = _assert(
+            tf.reduce_all((mask >= 0) & (mask <= top)),
+            f"the model gave labels outside 0..{top}, which a {self.mask_dtype.name} mask "
+            "cannot hold",
+        )
+        return tf.cast(_checked(mask, check), self.mask_dtype)
+
+    # ------------------------------------------------------------------ request checks
+
+    def check_size(self, height, width, name):
+        height, width = tf.cast(height, tf.int64), tf.cast(width, tf.int64)
+        return [
+            _assert(
+                tf.minimum(height, width) >= self.min_size,
+                name,
+                " is ",
+                height,
+                "x",
+                width,
+                f" (HxW); images must be at least {self.min_size} pixels on each side",
+            ),
+            _assert(
+                height * width <= self.max_pixels,
+                name,
+                " is ",
+                height,
+                "x",
+                width,
+                f" (HxW); images may have at most {self.max_pixels} pixels (export option "
+                "max_pixels)",
+            ),
+        ]
+
+    def image_size(self, contents, index):
+        """(height, width) from the file header, after checking format, depth and channels."""
+        name = _message("image_bytes[", index, "]")
+        length = tf.strings.length(contents)
+        is_png, is_jpeg, _ = file_format(contents)
+        known = _assert(
+            is_png | is_jpeg,
+            name,
+            " (",
+            length,
+            " bytes) is not a PNG or JPEG image",
+        )
+        with tf.control_dependencies([known]):
+            size = tf.cond(
+                is_png,
+                lambda: self._png_size(contents, name),
+                lambda: self._jpeg_size(contents, name),
+            )
+        return _checked(size, *self.check_size(size[0], size[1], name))
+
+    @staticmethod
+    def _png_size(contents, name):
+        complete = _assert(png_is_complete(contents), "truncated or corrupt PNG ", name)
+        with tf.control_dependencies([complete]):
+            header = tf.cast(
+                tf.io.decode_raw(tf.strings.substr(contents, 16, 10), tf.uint8), tf.int64
+            )
+        width = header[0] * 2**24 + header[1] * 2**16 + header[2] * 2**8 + header[3]
+        height = header[4] * 2**24 + header[5] * 2**16 + header[6] * 2**8 + header[7]
+        depth, colour = header[8], header[9]
+        checks = [
+            _assert(
+                tf.equal(depth, 8),
+                name,
+                " is a PNG with ",
+                depth,
+                "-bit samples; send 8-bit PNG or JPEG images",
+            ),
+            _assert(
+                (colour != 4) & (colour != 6),
+                name,
+                " is a PNG with an alpha channel; send grey (1 channel) or RGB (3 channels)",
+            ),
+        ]
+        return _checked(tf.cast(tf.stack([height, width]), tf.int32), *checks)
+
+    @staticmethod
+    def _jpeg_size(contents, name):
+        complete = _assert(jpeg_is_complete(contents), "truncated or corrupt JPEG ", name)
+        with tf.control_dependencies([complete]):
+            shape = tf.image.extract_jpeg_shape(contents)
+        channels = _assert(
+            (shape[2] == 1) | (shape[2] == 3),
+            name,
+            " is a JPEG with ",
+            shape[2],
+            " channels (CMYK?); send grey (1 channel) or RGB (3 channels)",
+        )
+        return _checked(shape[:2], channels)
+
+    def decode(self, contents, index):
+        """Decode one image to (H, W, C) of the model's channels and input dtype."""
+        name = _message("image_bytes[", index, "]")
+        pixels = decode_png_or_jpeg(contents, path=name)
+        count = tf.shape(pixels)[-1]
+        check = _assert(
+            (count == 1) | (count == 3),
+            name,
+            " has ",
+            count,
+            " channels (a palette with transparency?); send grey (1) or RGB (3)",
+        )
+        pixels = _checked(pixels, check)
+        if self.channels == 3:
+            pixels = tf.cond(
+                count == 1, lambda: tf.tile(pixels[..., :1], [1, 1, 3]), lambda: pixels[..., :3]
+            )
+            return tf.ensure_shape(tf.cast(pixels, self.input_dtype), [None, None, 3])
+        grey = tf.cond(
+            count == 3,
+            lambda: tf.reduce_sum(tf.cast(pixels[..., :3], tf.float32) * LUMA_WEIGHTS, -1, True),
+            lambda: tf.cast(pixels[..., :1], tf.float32),
+        )
+        if self.input_dtype.is_integer:
+            grey = tf.round(grey)
+        return tf.ensure_shape(tf.cast(grey, self.input_dtype), [None, None, 1])
+
+    def tensor_checks(self, images):
+        shape = tf.shape(images)
+        checks = self.check_size(shape[1], shape[2], "images")
+        checks.append(_assert(tf.reduce_all(tf.math.is_finite(images)), "images hold NaN or inf"))
+        if self.input_dtype.is_integer:
+            low, high = INTEGER_LIMITS[self.input_dtype.name]
+            checks.append(
+                _assert(
+                    tf.reduce_all(
+                        (images == tf.round(images)) & (images >= low) & (images <= high)
+                    ),
+                    f"images must hold whole numbers in {low}..{high} for this "
+                    f"{self.input_dtype.name} model",
+                )
+            )
+        return checks
+
+
+def _pad_to(value, height, width):
+    shape = tf.shape(value)
+    rest = [[0, 0]] * (len(value.shape) - 2)
+    return tf.pad(value, [[0, height - shape[0]], [0, width - shape[1]], *rest])
+
+
+def _signatures(plan):
+    """The two tf.functions: bytes in (`serving_default`) and float tensors in."""
+    extra_specs = [
+        tf.TensorSpec(
+            (None, *t.shape[1:]),
+            tf.as_dtype(keras.backend.standardize_dtype(t.dtype)),
+            name=t.name,
+        )
+        for t in plan.extra_inputs
+    ]
+    has_mask = "mask" in plan.outputs
+
+    def serve_bytes(image_bytes, *extras):
+        count = tf.shape(image_bytes)[0]
+        sizes = tf.map_fn(
+            lambda i: plan.image_size(image_bytes[i], i),
+            tf.range(count),
+            fn_output_signature=tf.TensorSpec([2], tf.int32),
+        )
+        largest = tf.reduce_max(tf.concat([sizes, tf.zeros([1, 2], tf.int32)], 0), axis=0)
+        # Nothing is decoded before every header passed its checks (size limits included).
+        with tf.control_dependencies([sizes]):
+            image_bytes = tf.identity(image_bytes)
+
+        def one(i):
+            image = plan.decode(image_bytes[i], i)
+            outputs = plan.run(image[None], [e[i : i + 1] for e in extras])
+            outputs = {name: value[0] for name, value in outputs.items()}
+            if has_mask:
+                outputs["mask_png_bytes"] = tf.io.encode_png(outputs["mask"][..., None])
+            for name, spec in plan.outputs.items():
+                if spec.image_shaped:
+                    outputs[name] = _pad_to(outputs[name], largest[0], largest[1])
+            return outputs
+
+        signature = {
+            name: tf.TensorSpec(spec.shape, spec.dtype) for name, spec in plan.outputs.items()
+        }
+        if has_mask:
+            signature["mask_png_bytes"] = tf.TensorSpec([], tf.string)
+        outputs = tf.map_fn(one, tf.range(count), fn_output_signature=signature)
+        outputs["image_size"] = sizes
+        return outputs
+
+    def serve_tensor(images, *extras):
+        images = _checked(images, *plan.tensor_checks(images))
+        outputs = plan.run(tf.cast(images, plan.input_dtype), list(extras))
+        if has_mask:
+            outputs["mask_png_bytes"] = tf.map_fn(
+                lambda m: tf.io.encode_png(m[..., None]),
+                outputs["mask"],
+                fn_output_signature=tf.TensorSpec([], tf.string),
+            )
+        shape = tf.shape(images)
+        outputs["image_size"] = tf.tile(shape[None, 1:3], [shape[0], 1])
+        return outputs
+
+    bytes_spec = [tf.TensorSpec([None], tf.string, name="image_bytes"), *extra_specs]
+    tensor_spec = [
+        tf.TensorSpec([None, None, None, plan.channels], tf.float32, name="images"),
+        *extra_specs,
+    ]
+    return (serve_bytes, bytes_spec), (serve_tensor, tensor_spec)
+
+
+def _with_compute_dtype(model, compute_dtype):
+    """`model` itself for float32; for bfloat16 a copy whose layers compute in bfloat16.
+
+    Variables stay float32 (the "mixed_bfloat16" policy); the input layer, the input
+    normalisation and the layer named "output" stay float32.
+    """
+    if compute_dtype == "float32":
+        return model
+    config = keras.saving.serialize_keras_object(model)
+    keep_classes = ("InputLayer", "ImagePreprocessing")
+
+    def mixed(node):
+        if isinstance(node, list):
+            for value in node:
+                mixed(value)
+        if not isinstance(node, dict):
+            return
+        layer_config = node.get("config")
+        is_layer = isinstance(layer_config, dict) and not str(node.get("class_name")).startswith(
+            "__"
+        )
+        if is_layer and "dtype" in layer_config:
+            keep = node["class_name"] in keep_classes or layer_config.get("name") == "output"
+            if not keep and _is_float32_policy(layer_config["dtype"]):
+                layer_config["dtype"] = "mixed_bfloat16"
+        for value in node.values():
+            mixed(value)
+
+    mixed(config)
+    copy = keras.saving.deserialize_keras_object(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _is_float32_policy(value):
+    if value == "float32":
+        return True
+    return (
+        isinstance(value, dict)
+        and value.get("class_name") == "DTypePolicy"
+        and value.get("config", {}).get("name") == "float32"
+    )
+
+
+def export(
+    model,
+    directory,
+    *,
+    version=1,
+    overwrite=False,
+    preprocessing=None,
+    threshold=0.5,
+    probabilities=False,
+    compute_dtype="float32",
+    num_classes=None,
+    min_size=DEFAULT_MIN_SIZE,
+    max_pixels=DEFAULT_MAX_PIXELS,
+):
+    """Write `model` as a TF-Serving SavedModel in `directory/<version>/`.
+
+    Args:
+        model: a `keras.Model` that takes images as (B, H, W, C), or a registry name
+            (`kerasseg.load(name)` with its default weights).
+        directory: the model's base path for TF-Serving (`--model_base_path`); created if
+            needed.
+        version: a positive integer, the version folder.
+        overwrite: replace an existing version folder; by default it is an error.
+        preprocessing: the `ImagePreprocessing` mode the model's inputs need. None: what the
+            registry entry says for a name, else "none" (models that normalise inside:
+            presets, models from `kerasseg train`, classical models). For a model from
+            `kerasseg.load("unet", encoder=...)`, pass
+            `kerasseg.get_entry("unet").preprocessing_for(arguments)`.
+        threshold: class 1 where the probability of a 1-channel (sigmoid) model exceeds it.
+        probabilities: also output the class probabilities (semantic models).
+        compute_dtype: "float32" or "bfloat16" (mixed precision; variables stay float32).
+        num_classes: the number of labels of a classical model's mask, to store it as uint8
+            (<= 256) rather than uint16; by default the registry's count for a name.
+        min_size: the smallest accepted image side, in pixels (at least the model's own
+            minimum for models that cannot pad).
+        max_pixels: the largest accepted image, height x width.
+
+    Returns:
+        The `Path` of the version folder.
+    """
+    from kerasseg import registry
+
+    if isinstance(model, str):
+        entry = registry.get_entry(model)
+        if preprocessing is None:
+            preprocessing = entry.preprocessing_for()
+        if num_classes is None and entry.task == "classical":
+            num_classes = entry.num_classes
+        model = registry.load(model)
+    preprocessing = "none" if preprocessing is None else preprocessing
+    if isinstance(version, bool) or not isinstance(version, int | np.integer) or version < 1:
+        raise ValueError(f"`version` must be a positive integer; got {version!r}.")
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"`compute_dtype` must be one of {COMPUTE_DTYPES}; got {compute_dtype!r}.")
+    for argument, value, lowest in (("min_size", min_size, 1), ("max_pixels", max_pixels, 1)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < lowest:
+            raise ValueError(f"`{argument}` must be an integer >= {lowest}; got {value!r}.")
+    base = Path(directory)
+    target = base / str(int(version))
+    if target.exists() and not overwrite:
+        taken = sorted(int(p.name) for p in base.iterdir() if p.name.isdigit())
+        raise FileExistsError(
+            f"`version`: {target} already exists (versions there: {taken}); choose a new "
+            f"version ({taken[-1] + 1}) or overwrite."
+        )
+    compute_model = _with_compute_dtype(model, compute_dtype)
+    plan = _Plan(
+        compute_model,
+        preprocessing=preprocessing,
+        threshold=threshold,
+        probabilities=probabilities,
+        num_classes=num_classes,
+        min_size=min_size,
+        max_pixels=max_pixels,
+    )
+    archive = keras.export.ExportArchive()
+    archive.track(compute_model)
+    if plan.preprocess is not None:
+        archive.track(plan.preprocess)
+    (serve_bytes, bytes_spec), (serve_tensor, tensor_spec) = _signatures(plan)
+    archive.add_endpoint("serving_default", serve_bytes, input_signature=bytes_spec)
+    archive.add_endpoint("serve_tensor", serve_tensor, input_signature=tensor_spec)
+    base.mkdir(parents=True, exist_ok=True)
+    # Write beside the target under a name TF-Serving ignores (not an integer), then move.
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=base))
+    try:
+        archive.write_out(str(staging / "model"), verbose=False)
+        metadata = {
+            "model": base.name,
+            "task": "semantic" if plan.semantic else "classical",
+            "input_channels": plan.channels,
+            "preprocessing": preprocessing,
+            "threshold": plan.threshold,
+            "compute_dtype": compute_dtype,
+            "min_size": plan.min_size,
+            "max_pixels": plan.max_pixels,
+            "outputs": sorted(
+                [*plan.outputs, "image_size"]
+                + (["mask_png_bytes"] if "mask" in plan.outputs else [])
+            ),
+        }
+        (staging / "model" / METADATA_FILE).parent.mkdir(parents=True, exist_ok=True)
+        (staging / "model" / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        (staging / "model").rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+class _CallableModule(type(json)):
+    """Lets `kerasseg.export(model, ...)` call `export` while `kerasseg.export` stays this module
+    (importing a submodule always binds the package attribute to the module)."""
+
+    def __call__(self, *args, **kwargs):
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
