@@ -113,12 +113,23 @@ def export_bfloat16(model, directory, base_filters):
 
 
 def timed(fn, repeats, warmups):
-    """(median ms of `fn()`, result of the first warm-up call); `warmups` >= 1 calls first."""
+    """(median ms of `fn()`, result of the first warm-up call, CPU cores used while timing).
+
+    `warmups` >= 2 calls come first (`median_ms` makes the last one itself). The cores used
+    (process CPU time / wall time over the timed calls) shows contention: about 2 on an idle
+    2-core machine for the model rows, less when another job took CPU time.
+    """
     result = fn()
     for _ in range(warmups - 2):
         fn()
-    # median_ms makes the last warm-up call itself.
-    return median_ms(fn, repeats), result
+    wall, cpu = time.perf_counter(), _cpu_seconds()
+    ms = median_ms(fn, repeats)
+    return ms, result, (_cpu_seconds() - cpu) / (time.perf_counter() - wall)
+
+
+def _cpu_seconds():
+    times = os.times()
+    return times.user + times.system
 
 
 def softmax(logits):
@@ -222,13 +233,28 @@ def main():
         ]
         rows, first = [], {}
         for name, make, throughput in paths:
-            latency, first[name] = timed(make(1), args.repeats, args.warmups)
-            rate = None
+            latency, first[name], cores = timed(make(1), args.repeats, args.warmups)
+            rate, cores_batch = None, None
             if throughput:
-                batch_ms, _ = timed(make(args.batch), args.repeats, args.warmups)
+                batch_ms, _, cores_batch = timed(make(args.batch), args.repeats, args.warmups)
                 rate = args.batch / batch_ms * 1000
-            rows.append({"path": name, "latency_ms": latency, "images_per_s": rate})
-            print(f"  {name}: {latency:.1f} ms" + (f", {rate:.2f} img/s" if rate else ""))
+            rows.append(
+                {
+                    "path": name,
+                    "latency_ms": latency,
+                    "images_per_s": rate,
+                    "cores_used": [cores, cores_batch],
+                    "load_average_1min": os.getloadavg()[0],
+                }
+            )
+            print(
+                f"  {name}: {latency:.1f} ms"
+                + (f", {rate:.2f} img/s" if rate else "")
+                + f"  (cores used {cores:.2f}"
+                + (f" / {cores_batch:.2f}" if cores_batch else "")
+                + f", load {os.getloadavg()[0]:.2f})",
+                flush=True,
+            )
 
     # Agreement, on the batch-1 outputs of the first warm-up calls.
     names = [row["path"] for row in rows]
@@ -263,15 +289,20 @@ def main():
 
     base = rows[0]
     print()
-    print(f"| path | batch 1, ms | vs predict | batch {args.batch}, images/s | time vs predict |")
-    print("|---|---|---|---|---|")
+    print(
+        f"| path | batch 1, ms | vs predict | batch {args.batch}, images/s | time vs predict "
+        "| cores used (1 / batch) |"
+    )
+    print("|---|---|---|---|---|---|")
     for row in rows:
         ratio = row["latency_ms"] / base["latency_ms"]
         rate = row["images_per_s"]
         rate_text = "-" if rate is None else f"{rate:.2f}"
         ratio_b = "-" if rate is None else f"{base['images_per_s'] / rate:.2f}x"
+        cores = " / ".join("-" if c is None else f"{c:.2f}" for c in row["cores_used"])
         print(
-            f"| {row['path']} | {row['latency_ms']:.1f} | {ratio:.2f}x | {rate_text} | {ratio_b} |"
+            f"| {row['path']} | {row['latency_ms']:.1f} | {ratio:.2f}x | {rate_text} | {ratio_b} "
+            f"| {cores} |"
         )
         row["latency_vs_predict"] = ratio
         row["time_vs_predict_batch"] = None if rate is None else base["images_per_s"] / rate
@@ -297,7 +328,6 @@ def main():
                 "keras": keras.__version__,
                 "bfloat16_mode": bf16_mode,
                 "bfloat16_export_error": bf16_error,
-                "load_average": os.getloadavg(),
             },
             "rows": rows,
             "bfloat16_latency_vs_float32": bf16_ratio,

@@ -553,3 +553,14 @@ def test_cli_export(tmp_path, capsys):
     assert out["probabilities"].shape == (1, 20, 20, 1)
     metadata = json.loads((tmp_path / "unet" / "3" / "assets.extra" / "kerasseg.json").read_text())
     assert metadata["preprocessing"] == "unit"  # the registry's normalisation, inside the graph
+    # A trained model saved as .keras (normalising inside, as `kerasseg train` saves them).
+    model = kerasseg.load(
+        "unet", base_filters=4, depth=2, num_classes=2, include_preprocessing=True
+    )
+    model.save(tmp_path / "trained.keras")
+    argv = ["export", str(tmp_path / "trained.keras"), "--model-name", "mine", "--out"]
+    assert cli_main(argv + [str(tmp_path)]) == 0
+    image = rgb_image(24, 28, seed=21)
+    out = call(tf.saved_model.load(str(tmp_path / "mine" / "1")), image_bytes=[encode(image)])
+    labels, _ = predict_image(model, image.astype(np.float32))
+    np.testing.assert_array_equal(out["mask"][0], labels)
