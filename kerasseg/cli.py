@@ -1,4 +1,5 @@
-"""The `kerasseg` command: list models, show one, run the demo, train, evaluate, predict, export."""
+"""The `kerasseg` command: list models, show one, run the demo, train, evaluate, predict, export,
+convert."""
 
 import argparse
 import json
@@ -209,6 +210,18 @@ def _parser():
         default=2048 * 2048,
         help="largest image accepted, height x width (default 4194304)",
     )
+    convert = commands.add_parser(
+        "convert", help="convert torchvision Mask R-CNN weights to a Keras .weights.h5 file"
+    )
+    convert.add_argument(
+        "source", help="torchvision state dict: .pth (needs torch), .safetensors or .npz"
+    )
+    convert.add_argument(
+        "--model",
+        default="maskrcnn_resnet50_fpn",
+        help="registry name of the architecture (default maskrcnn_resnet50_fpn)",
+    )
+    convert.add_argument("--out", required=True, metavar="FILE", help="a .weights.h5 file")
     return parser
 
 
@@ -813,6 +826,24 @@ def _export(args):
     )
 
 
+# ----------------------------------------------------------------------------- convert
+
+
+def _convert(args):
+    from kerasseg.convert.torchvision import convert_file
+
+    if not Path(args.source).is_file():
+        raise UsageError(f"source {args.source!r} is not a file.")
+    try:
+        path, classes = convert_file(args.source, args.out, model=args.model)
+    except (ValueError, KeyError, ImportError) as error:
+        raise UsageError(str(error)) from None
+    print(
+        f"wrote {path} ({classes} classes); load it with kerasseg.load({args.model!r}, "
+        f"num_classes={classes}, weights={path!r})"
+    )
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -850,6 +881,7 @@ def main(argv=None):
             "evaluate": lambda: _evaluate(args),
             "predict": lambda: _predict(args),
             "export": lambda: _export(args),
+            "convert": lambda: _convert(args),
         }
         try:
             commands[args.command]()

@@ -373,6 +373,25 @@ def _register_builtins():
         preprocessing=_unet_preprocessing,
         overwrite=True,
     )
+    from kerasseg.models.maskrcnn import VARIANTS
+
+    for name, builder in VARIANTS.items():
+        backbone = name.split("_")[1]
+        register_model(
+            name,
+            builder,
+            task="instance",
+            description=f"Mask R-CNN, {backbone} FPN backbone"
+            + (" (v2: BatchNorm, conv box head)" if name.endswith("_v2") else "")
+            + ", torchvision-compatible weights",
+            reference="He et al. 2017, arXiv:1703.06870; torchvision maskrcnn_resnet50_fpn"
+            + ("_v2 (Li et al. 2021, arXiv:2111.11429)" if name.endswith("_v2") else ""),
+            input_channels=3,
+            default_input_shape=(None, None, 3),
+            num_classes=91,
+            preprocessing="none",
+            overwrite=True,
+        )
     for name, builder, channels, classes, description, reference in _classical_models():
         register_model(
             name,

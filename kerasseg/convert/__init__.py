@@ -1,0 +1,1 @@
+"""Weight converters from other ecosystems (numpy state dicts; torch only where installed)."""

@@ -1,0 +1,310 @@
+"""ResNet + FPN backbone of Mask R-CNN, numerically faithful to torchvision's `resnet_fpn_backbone`.
+
+ResNet v1.5 (He et al. 2016, arXiv:1512.03385; stride on the 3x3 conv of the bottleneck, as
+torchvision's `resnet.py`) feeding a Feature Pyramid Network (Lin et al. 2017,
+arXiv:1612.03144; torchvision `ops/feature_pyramid_network.py`) with the `LastLevelMaxPool`
+extra level. The model maps an ImageNet-normalized NHWC image batch to the five pyramid maps
+P2..P6 (strides 4..64, 256 channels each).
+
+Numeric-parity rules (torchvision -> Keras, see the reference notes, traps 1-5 and 16):
+
+* every strided conv / pool with padding uses an explicit `ZeroPadding2D` + "valid" (Keras
+  "same" pads (0, 1) on even sizes where torch pads (1, 1));
+* frozen batch norm computes ``x * (w / sqrt(var + eps)) + (b - mean * w / sqrt(var + eps))``
+  like `torchvision.ops.FrozenBatchNorm2d`; the COCO v1 weights need ``eps=0.0``;
+* the top-down pathway resizes to the lateral's size with torch's legacy "nearest" rule
+  (``src = min(floor(dst * (in / out)), in - 1)`` in float32), so any input size, not only
+  multiples of 32, gives torchvision's result (for multiples of 32 it is an exact x2 repeat).
+
+Keras layer names spell the torchvision state-dict keys with "_" for ".":
+``conv1``/``bn1`` (stem), ``layer{s}_{b}_conv{k}``, ``layer{s}_{b}_bn{k}``,
+``layer{s}_{b}_downsample_0``/``_1``, ``fpn_inner_{i}``, ``fpn_layer_{i}`` (and
+``fpn_inner_{i}_norm``/``fpn_layer_{i}_norm`` with ``fpn_norm="batch"``);
+`kerasseg.convert.torchvision.backbone_weights` relies on them.
+"""
+
+import keras
+from keras import ops
+
+# depth -> (block kind, blocks per stage); torchvision resnet18/34/50/101/152.
+RESNET_DEPTHS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+NORMS = ("frozen", "batch")
+FPN_LEVELS = ("P2", "P3", "P4", "P5", "P6")
+FPN_CHANNELS = 256
+
+# torchvision: conv weights kaiming_normal_(fan_out, relu); FPN convs kaiming_uniform_(a=1).
+_CONV_INIT = {"class_name": "VarianceScaling", "config": {
+    "scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}}  # fmt: skip
+_FPN_INIT = {"class_name": "VarianceScaling", "config": {
+    "scale": 1.0, "mode": "fan_in", "distribution": "uniform"}}  # fmt: skip
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class FrozenBatchNorm(keras.layers.Layer):
+    """Batch norm with fixed statistics and affine parameters (torchvision `FrozenBatchNorm2d`).
+
+    ``y = x * scale + shift`` with ``scale = gamma / sqrt(moving_variance + epsilon)`` and
+    ``shift = beta - moving_mean * scale``, computed in that order like torchvision. All four
+    per-channel variables are non-trainable; the layer behaves the same in training and
+    inference. torchvision's COCO v1 Mask R-CNN weights expect ``epsilon=0.0``
+    (`overwrite_eps(model, 0.0)`); freshly built torchvision models use 1e-5.
+
+    Args:
+        epsilon: float >= 0 added to the variance.
+        axis: channel axis (default -1, NHWC).
+    """
+
+    def __init__(self, epsilon=0.0, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or epsilon < 0:
+            raise ValueError(f"`epsilon` must be a float >= 0, got {epsilon!r}")
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise TypeError(f"`axis` must be an int, got {axis!r}")
+        self.epsilon = float(epsilon)
+        self.axis = axis
+        self.trainable = False
+
+    def build(self, input_shape):
+        channels = input_shape[self.axis]
+        if channels is None:
+            raise ValueError(
+                f"`input_shape`: the channel axis {self.axis} must be known, got {input_shape}"
+            )
+        shape = (int(channels),)
+        self.gamma = self.add_weight(shape=shape, initializer="ones", trainable=False, name="gamma")
+        self.beta = self.add_weight(shape=shape, initializer="zeros", trainable=False, name="beta")
+        self.moving_mean = self.add_weight(
+            shape=shape, initializer="zeros", trainable=False, name="moving_mean"
+        )
+        self.moving_variance = self.add_weight(
+            shape=shape, initializer="ones", trainable=False, name="moving_variance"
+        )
+
+    def call(self, inputs, training=None):
+        del training  # frozen: identical in training and inference
+        scale = self.gamma * ops.rsqrt(self.moving_variance + self.epsilon)
+        shift = self.beta - self.moving_mean * scale
+        ndim = len(inputs.shape)
+        axis = self.axis % ndim
+        bshape = [1] * ndim
+        bshape[axis] = -1
+        scale = ops.cast(ops.reshape(scale, bshape), inputs.dtype)
+        shift = ops.cast(ops.reshape(shift, bshape), inputs.dtype)
+        return inputs * scale + shift
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon, "axis": self.axis}
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class NearestResizeLike(keras.layers.Layer):
+    """Resize ``x`` (NHWC) to the spatial size of ``reference`` with torch's legacy nearest rule.
+
+    Equals ``torch.nn.functional.interpolate(x, size=reference.shape[-2:], mode="nearest")``:
+    output index ``d`` reads input index ``min(floor(d * (in / out)), in - 1)``, the scale
+    computed in float32 as torch's CPU kernel does. Called as ``layer([x, reference])``.
+    """
+
+    def call(self, inputs, training=None):
+        del training
+        if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
+            raise ValueError(f"`inputs` must be [x, reference], got {type(inputs).__name__}")
+        x, reference = inputs
+        for axis in (1, 2):
+            size_in = ops.shape(x)[axis]
+            size_out = ops.shape(reference)[axis]
+            scale = ops.divide(ops.cast(size_in, "float32"), ops.cast(size_out, "float32"))
+            position = ops.multiply(ops.arange(size_out, dtype="float32"), scale)
+            index = ops.minimum(ops.cast(ops.floor(position), "int32"), size_in - 1)
+            x = ops.take(x, index, axis=axis)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        x_shape, ref_shape = input_shape
+        return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
+
+
+def _norm(norm, eps, name):
+    if norm == "frozen":
+        return FrozenBatchNorm(epsilon=eps, name=name)
+    # torchvision nn.BatchNorm2d: eps 1e-5, momentum 0.1 (Keras momentum = 1 - 0.1).
+    return keras.layers.BatchNormalization(epsilon=eps, momentum=0.9, name=name)
+
+
+def _conv(x, filters, kernel, stride, name, padding=0, use_bias=False, init=_CONV_INIT):
+    """Conv with torch padding semantics: symmetric ``padding`` (explicit when strided)."""
+    if padding and (stride > 1 or 2 * padding != kernel - 1):
+        x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
+        mode = "valid"
+    else:
+        mode = "same" if padding else "valid"
+    return keras.layers.Conv2D(
+        filters,
+        kernel,
+        strides=stride,
+        padding=mode,
+        use_bias=use_bias,
+        kernel_initializer=init,
+        bias_initializer="zeros",
+        name=name,
+    )(x)
+
+
+def _block(x, kind, planes, stride, downsample, name, norm, eps):
+    """torchvision BasicBlock / Bottleneck (v1.5: the stride sits on the 3x3 conv)."""
+    relu = keras.layers.ReLU
+    if kind == "basic":
+        out = _conv(x, planes, 3, stride, f"{name}_conv1", padding=1)
+        out = relu(name=f"{name}_relu1")(_norm(norm, eps, f"{name}_bn1")(out))
+        out = _conv(out, planes, 3, 1, f"{name}_conv2", padding=1)
+        out = _norm(norm, eps, f"{name}_bn2")(out)
+        expansion = 1
+    else:
+        out = _conv(x, planes, 1, 1, f"{name}_conv1")
+        out = relu(name=f"{name}_relu1")(_norm(norm, eps, f"{name}_bn1")(out))
+        out = _conv(out, planes, 3, stride, f"{name}_conv2", padding=1)
+        out = relu(name=f"{name}_relu2")(_norm(norm, eps, f"{name}_bn2")(out))
+        out = _conv(out, planes * 4, 1, 1, f"{name}_conv3")
+        out = _norm(norm, eps, f"{name}_bn3")(out)
+        expansion = 4
+    identity = x
+    if downsample:
+        identity = _conv(x, planes * expansion, 1, stride, f"{name}_downsample_0")
+        identity = _norm(norm, eps, f"{name}_downsample_1")(identity)
+    out = keras.layers.Add(name=f"{name}_add")([out, identity])
+    return relu(name=f"{name}_out")(out)
+
+
+def _check_args(depth, norm, eps, trainable_layers, fpn_norm, input_shape):
+    if isinstance(depth, bool) or depth not in RESNET_DEPTHS:
+        raise ValueError(f"`depth` must be one of {sorted(RESNET_DEPTHS)}, got {depth!r}")
+    if norm not in NORMS:
+        raise ValueError(f"`norm` must be one of {NORMS}, got {norm!r}")
+    if fpn_norm not in (None, "batch"):
+        raise ValueError(f"`fpn_norm` must be None or 'batch', got {fpn_norm!r}")
+    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0):
+        raise ValueError(f"`eps` must be None or a float >= 0, got {eps!r}")
+    if norm == "batch" and eps == 0:
+        raise ValueError("`eps`: norm='batch' needs eps > 0 (training divides by the batch "
+                         "variance); got 0.0. Use norm='frozen' for eps=0.0.")  # fmt: skip
+    if isinstance(trainable_layers, bool) or trainable_layers not in range(6):
+        raise ValueError(f"`trainable_layers` must be an int in [0, 5], got {trainable_layers!r}")
+    if (
+        not isinstance(input_shape, (tuple, list))
+        or len(input_shape) != 3
+        or not all(s is None or (isinstance(s, int) and s > 0) for s in input_shape)
+        or input_shape[2] is None
+    ):
+        raise ValueError(
+            "`input_shape` must be (height, width, channels) with positive ints or None for "
+            f"height/width and a known channel count, got {input_shape!r}"
+        )
+
+
+def resnet_fpn_backbone(
+    depth=50,
+    norm="frozen",
+    eps=None,
+    trainable_layers=3,
+    input_shape=(None, None, 3),
+    fpn_norm=None,
+    name=None,
+):
+    """ResNet-FPN feature extractor as torchvision's `resnet_fpn_backbone` builds it.
+
+    Args:
+        depth: ResNet depth, one of 18, 34 (BasicBlock) or 50, 101, 152 (Bottleneck).
+        norm: "frozen" (`FrozenBatchNorm`, torchvision's detection default) or "batch"
+            (`keras.layers.BatchNormalization`, as the Mask R-CNN v2 backbone).
+        eps: norm epsilon; None means 0.0 for "frozen" (what torchvision's COCO v1 weights
+            need, `overwrite_eps(model, 0.0)`) and 1e-5 for "batch". Use 1e-5 with "frozen"
+            to match a freshly built torchvision backbone or ImageNet-only weights.
+        trainable_layers: 0..5, as torchvision: the number of ResNet stages, counted from
+            layer4 down to the stem (conv1), whose weights train; 5 also trains the stem's
+            bn1. The FPN always trains; `FrozenBatchNorm` never does. Note: a frozen Keras
+            `BatchNormalization` (norm="batch", stage not trained) also stops updating its
+            statistics and normalizes with them in training, whereas a torch BatchNorm2d with
+            frozen parameters keeps using batch statistics in train mode.
+        input_shape: (height, width, channels) of the NHWC input; height and width may be
+            None. Any size works and matches torchvision (no multiple-of-32 requirement);
+            Mask R-CNN pads to a multiple of 32, where the top-down upsampling is exactly x2.
+        fpn_norm: None (v1: FPN convs with bias) or "batch" (v2: conv without bias +
+            BatchNormalization(eps 1e-5) in every FPN block).
+        name: model name, default "resnet{depth}_fpn".
+
+    Returns:
+        A functional `keras.Model` with input "images" (ImageNet-normalized float images,
+        NHWC) and a dict output ``{"P2", "P3", "P4", "P5", "P6"}`` of 256-channel maps at
+        strides 4, 8, 16, 32, 64 (torchvision's keys "0", "1", "2", "3", "pool").
+
+    Example:
+        >>> backbone = resnet_fpn_backbone(depth=50)  # doctest: +SKIP
+        >>> features = backbone(images)  # dict, features["P2"] is (N, H/4, W/4, 256)
+    """
+    _check_args(depth, norm, eps, trainable_layers, fpn_norm, input_shape)
+    if eps is None:
+        eps = 0.0 if norm == "frozen" else 1e-5
+    kind, blocks = RESNET_DEPTHS[depth]
+    expansion = 1 if kind == "basic" else 4
+    name = name or f"resnet{depth}_fpn"
+    trained = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    if trainable_layers == 5:
+        trained.append("bn1")
+
+    images = keras.Input(shape=tuple(input_shape), name="images")
+    x = _conv(images, 64, 7, 2, "conv1", padding=3)
+    x = _norm(norm, eps, "bn1")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)  # post-ReLU: zeros are safe
+    x = keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="maxpool")(x)
+
+    features = []
+    inplanes = 64
+    for stage, (planes, count) in enumerate(zip((64, 128, 256, 512), blocks, strict=True), start=1):
+        for b in range(count):
+            stride = 2 if (stage > 1 and b == 0) else 1
+            downsample = b == 0 and (stride != 1 or inplanes != planes * expansion)
+            x = _block(x, kind, planes, stride, downsample, f"layer{stage}_{b}", norm, eps)
+            inplanes = planes * expansion
+        features.append(x)
+
+    # FPN (torchvision FeaturePyramidNetwork + LastLevelMaxPool).
+    def fpn_conv(t, kernel, label, i):
+        conv_name = f"fpn_{label}_{i}"
+        t = _conv(t, FPN_CHANNELS, kernel, 1, conv_name, padding=kernel // 2,
+                  use_bias=fpn_norm is None, init=_FPN_INIT)  # fmt: skip
+        if fpn_norm == "batch":
+            t = _norm("batch", 1e-5, f"{conv_name}_norm")(t)
+        return t
+
+    last_inner = fpn_conv(features[-1], 1, "inner", 3)
+    results = [fpn_conv(last_inner, 3, "layer", 3)]
+    for i in (2, 1, 0):
+        lateral = fpn_conv(features[i], 1, "inner", i)
+        top_down = NearestResizeLike(name=f"fpn_upsample_{i}")([last_inner, lateral])
+        last_inner = keras.layers.Add(name=f"fpn_add_{i}")([lateral, top_down])
+        results.insert(0, fpn_conv(last_inner, 3, "layer", i))
+    pool = keras.layers.MaxPooling2D(1, strides=2, padding="valid", name="fpn_pool")
+    results.append(pool(results[-1]))  # LastLevelMaxPool: max_pool2d(P5, 1, 2)
+    outputs = {
+        level: keras.layers.Identity(name=level)(t)
+        for level, t in zip(FPN_LEVELS, results, strict=True)
+    }
+    model = keras.Model(images, outputs, name=name)
+
+    # torchvision freezes the parameters whose names do not start with a trained prefix.
+    for layer in model.layers:
+        if layer.name.startswith("fpn_") or not layer.weights:
+            continue
+        in_trained = any(layer.name == t or layer.name.startswith(t + "_") for t in trained)
+        layer.trainable = in_trained and not isinstance(layer, FrozenBatchNorm)
+    return model

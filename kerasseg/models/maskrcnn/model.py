@@ -1,0 +1,329 @@
+"""Mask R-CNN at inference, assembled from its parts, as torchvision's `MaskRCNN` computes it.
+
+    model = kerasseg.load("maskrcnn_resnet50_fpn", num_classes=91)
+    out = model({"images": batch_0_to_255, "image_sizes": sizes})   # sizes optional
+    # out["boxes"] (B, D, 4) [y1, x1, y2, x2] in original pixels, "scores", "classes",
+    # "masks" (B, D, 28, 28) probabilities, "num_detections" (B,): rows past it are padding.
+    full = kerasseg.models.maskrcnn.postprocess.paste_masks(masks, boxes, height, width)
+
+Images are RGB with values 0..255 (any float or integer dtype), zero-padded to a common size
+in the batch when their sizes differ, with the real (height, width) of each in `image_sizes`.
+Inside: the detection transform (normalise, resize to short side `min_size` / long side
+<= `max_size`, pad to a multiple of 32), the ResNet-FPN backbone, the RPN and its proposal
+selection, RoIAlign, the box head and class-wise NMS, the mask head on the final boxes, and
+the rescaling of boxes to the original image size. Everything runs in the TensorFlow graph,
+so the model exports to a SavedModel. Training is not supported yet.
+
+Reference: He et al. 2017, "Mask R-CNN", arXiv:1703.06870; torchvision
+`maskrcnn_resnet50_fpn` (v1) and `maskrcnn_resnet50_fpn_v2` (Li et al. 2021,
+arXiv:2111.11429).
+"""
+
+import keras
+from keras import ops
+
+from kerasseg.models.base import SegmentationModel
+from kerasseg.models.maskrcnn import anchors as anchor_lib
+from kerasseg.models.maskrcnn.backbone import resnet_fpn_backbone
+from kerasseg.models.maskrcnn.heads import (
+    BoxHead,
+    BoxPredictor,
+    ConvBoxHead,
+    MaskHead,
+    MaskPredictor,
+)
+from kerasseg.models.maskrcnn.postprocess import detections_from_head_outputs, rescale_boxes
+from kerasseg.models.maskrcnn.rpn import RPNHead, flatten_rpn_outputs, select_proposals
+from kerasseg.models.maskrcnn.transform import DetectionTransform
+
+OUTPUTS = ("boxes", "scores", "classes", "masks", "num_detections")
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class MaskRCNNDetector(keras.layers.Layer):
+    """RPN, box branch and mask branch of Mask R-CNN at inference, on FPN maps P2..P6.
+
+    Call with `(features, resized_sizes, original_sizes, padded_size)`: the five FPN maps,
+    the int32 (B, 2) image sizes after the transform's resize and before it, and the int32
+    (2,) size of the padded batch. Returns the dict of `OUTPUTS`, each padded to
+    `detections_per_image` rows.
+    """
+
+    def __init__(
+        self,
+        num_classes=91,
+        version=1,
+        rpn_pre_nms_top_n=1000,
+        rpn_post_nms_top_n=1000,
+        rpn_nms_threshold=0.7,
+        rpn_score_threshold=0.0,
+        box_score_threshold=0.05,
+        box_nms_threshold=0.5,
+        detections_per_image=100,
+        **kwargs,
+    ):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(
+                "`num_classes` must be an integer >= 2 (background + classes); got "
+                f"{num_classes!r}."
+            )
+        if version not in (1, 2):
+            raise ValueError(f"`version` must be 1 or 2; got {version!r}.")
+        self.num_classes = num_classes
+        self.version = version
+        self.rpn_pre_nms_top_n = int(rpn_pre_nms_top_n)
+        self.rpn_post_nms_top_n = int(rpn_post_nms_top_n)
+        self.rpn_nms_threshold = float(rpn_nms_threshold)
+        self.rpn_score_threshold = float(rpn_score_threshold)
+        self.box_score_threshold = float(box_score_threshold)
+        self.box_nms_threshold = float(box_nms_threshold)
+        self.detections_per_image = int(detections_per_image)
+        v2 = version == 2
+        self.rpn_head = RPNHead(num_anchors=3, channels=256, conv_depth=2 if v2 else 1, name="rpn")
+        self.box_head = ConvBoxHead(name="box_head") if v2 else BoxHead(1024, name="box_head")
+        self.box_predictor = BoxPredictor(num_classes, name="box_predictor")
+        self.mask_head = MaskHead(norm=v2, name="mask_head")
+        self.mask_predictor = MaskPredictor(num_classes, name="mask_predictor")
+
+    def build(self, input_shape=None):
+        self.rpn_head.build([(None, None, None, 256)] * 5)
+        self.box_head.build((None, 7, 7, 256))
+        self.box_predictor.build((None, 1024))
+        self.mask_head.build((None, 14, 14, 256))
+        self.mask_predictor.build((None, 14, 14, 256))
+        self.built = True
+
+    def call(self, features, resized_sizes, original_sizes, padded_size, training=None):
+        import tensorflow as tf
+
+        from kerasseg import ops as detection_ops
+
+        resized_sizes = ops.cast(resized_sizes, "int32")
+        original_sizes = ops.cast(original_sizes, "int32")
+        objectness, deltas = flatten_rpn_outputs(*self.rpn_head(features, training=False))
+        feature_sizes = [(ops.shape(f)[1], ops.shape(f)[2]) for f in features]
+        anchors = anchor_lib.grid_anchors(padded_size, feature_sizes)
+        proposals, _, valid = select_proposals(
+            objectness,
+            deltas,
+            anchors,
+            resized_sizes,
+            anchor_lib.num_anchors_per_level(feature_sizes),
+            pre_nms_top_n=self.rpn_pre_nms_top_n,
+            post_nms_top_n=self.rpn_post_nms_top_n,
+            nms_threshold=self.rpn_nms_threshold,
+            score_threshold=self.rpn_score_threshold,
+        )
+        levels = list(features[:4])
+        limit = self.detections_per_image
+
+        def one(index):
+            count = valid[index]
+            rois = proposals[index, :count]
+            image_index = tf.fill([count], index)
+            pooled = detection_ops.multiscale_roi_align(
+                levels, rois, image_index, padded_size, 7, sampling_ratio=2
+            )
+            class_logits, box_deltas = self.box_predictor(
+                self.box_head(pooled, training=False), training=False
+            )
+            height, width = resized_sizes[index, 0], resized_sizes[index, 1]
+            boxes, scores, labels = detections_from_head_outputs(
+                class_logits,
+                box_deltas,
+                rois,
+                height,
+                width,
+                score_threshold=self.box_score_threshold,
+                nms_threshold=self.box_nms_threshold,
+                detections_per_image=limit,
+            )
+            found = tf.shape(boxes)[0]
+            mask_pooled = detection_ops.multiscale_roi_align(
+                levels, boxes, tf.fill([found], index), padded_size, 14, sampling_ratio=2
+            )
+            mask_logits = self.mask_predictor(
+                self.mask_head(mask_pooled, training=False), training=False
+            )
+            # The channel of each detection's class: (D, 28, 28).
+            mask_logits = tf.gather(
+                tf.transpose(mask_logits, [0, 3, 1, 2]), labels, axis=1, batch_dims=1
+            )
+            boxes = rescale_boxes(boxes, resized_sizes[index], original_sizes[index])
+            pad = limit - found
+            return {
+                "boxes": tf.pad(boxes, [[0, pad], [0, 0]]),
+                "scores": tf.pad(scores, [[0, pad]]),
+                "classes": tf.pad(labels, [[0, pad]]),
+                "masks": tf.pad(tf.sigmoid(mask_logits), [[0, pad], [0, 0], [0, 0]]),
+                "num_detections": found,
+            }
+
+        return tf.map_fn(
+            one,
+            tf.range(tf.shape(resized_sizes)[0]),
+            fn_output_signature={
+                "boxes": tf.TensorSpec([limit, 4], tf.float32),
+                "scores": tf.TensorSpec([limit], tf.float32),
+                "classes": tf.TensorSpec([limit], tf.int32),
+                "masks": tf.TensorSpec([limit, 28, 28], tf.float32),
+                "num_detections": tf.TensorSpec([], tf.int32),
+            },
+        )
+
+    def compute_output_spec(
+        self, features, resized_sizes, original_sizes, padded_size, training=None
+    ):
+        batch, limit = resized_sizes.shape[0], self.detections_per_image
+        return {
+            "boxes": keras.KerasTensor((batch, limit, 4), dtype="float32"),
+            "scores": keras.KerasTensor((batch, limit), dtype="float32"),
+            "classes": keras.KerasTensor((batch, limit), dtype="int32"),
+            "masks": keras.KerasTensor((batch, limit, 28, 28), dtype="float32"),
+            "num_detections": keras.KerasTensor((batch,), dtype="int32"),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes,
+            version=self.version,
+            rpn_pre_nms_top_n=self.rpn_pre_nms_top_n,
+            rpn_post_nms_top_n=self.rpn_post_nms_top_n,
+            rpn_nms_threshold=self.rpn_nms_threshold,
+            rpn_score_threshold=self.rpn_score_threshold,
+            box_score_threshold=self.box_score_threshold,
+            box_nms_threshold=self.box_nms_threshold,
+            detections_per_image=self.detections_per_image,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class ImageSizes(keras.layers.Layer):
+    """(B, 2) int32 image sizes: the given ones, or every image the batch's full size."""
+
+    def call(self, images, image_sizes=None):
+        if image_sizes is not None:
+            return ops.cast(image_sizes, "int32")
+        shape = ops.shape(images)
+        return ops.tile(ops.reshape(ops.stack([shape[1], shape[2]]), (1, 2)), (shape[0], 1))
+
+    def compute_output_spec(self, images, image_sizes=None):
+        return keras.KerasTensor((images.shape[0], 2), dtype="int32")
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class PaddedSize(keras.layers.Layer):
+    """The (height, width) of a batch, int32 (2,)."""
+
+    def call(self, batch):
+        shape = ops.shape(batch)
+        return ops.cast(ops.stack([shape[1], shape[2]]), "int32")
+
+    def compute_output_spec(self, batch):
+        return keras.KerasTensor((2,), dtype="int32")
+
+
+def maskrcnn(
+    num_classes=91,
+    backbone="resnet50",
+    version=1,
+    min_size=800,
+    max_size=1333,
+    trainable_backbone_layers=3,
+    rpn_pre_nms_top_n=1000,
+    rpn_post_nms_top_n=1000,
+    rpn_nms_threshold=0.7,
+    box_score_threshold=0.05,
+    box_nms_threshold=0.5,
+    detections_per_image=100,
+    name=None,
+):
+    """Build Mask R-CNN with a ResNet-FPN backbone (inference).
+
+    Args:
+        num_classes: classes including the background class 0 (COCO: 91, torchvision's
+            category-id indexing with its unused slots).
+        backbone: "resnet18", "resnet34", "resnet50" or "resnet101" (FPN on top).
+        version: 1 (torchvision `maskrcnn_resnet50_fpn`: frozen BN with eps 0 as the COCO
+            weights need, two-FC box head) or 2 (`maskrcnn_resnet50_fpn_v2`: BatchNorm
+            backbone and FPN, two-conv RPN head, four-conv box head, normalised mask head).
+        min_size, max_size: the resize (torchvision: 800 and 1333).
+        trainable_backbone_layers: ResNet stages that would train (0..5, torchvision's 3).
+        rpn_pre_nms_top_n, rpn_post_nms_top_n, rpn_nms_threshold: proposal selection
+            (per level before NMS; per image after). Dense images (ISBI 2012 cells, about 130
+            per slice) need more than the defaults.
+        box_score_threshold, box_nms_threshold, detections_per_image: final detections.
+        name: model name (default "maskrcnn_<backbone>_fpn[_v2]").
+
+    Returns:
+        A `SegmentationModel` with inputs `images` (B, H, W, 3) and optional `image_sizes`
+        (B, 2) int32, and the outputs of `OUTPUTS`.
+    """
+    depths = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
+    if backbone not in depths:
+        raise ValueError(f"`backbone` must be one of {sorted(depths)}; got {backbone!r}.")
+    if version not in (1, 2):
+        raise ValueError(f"`version` must be 1 or 2; got {version!r}.")
+    images = keras.Input((None, None, 3), name="images")
+    image_sizes = keras.Input((2,), dtype="int32", name="image_sizes", optional=True)
+    sizes = ImageSizes(name="image_size")(images, image_sizes)
+    batch, resized = DetectionTransform(min_size, max_size, 32, name="transform")(images, sizes)
+    if version == 1:
+        network = resnet_fpn_backbone(
+            depths[backbone], norm="frozen", trainable_layers=trainable_backbone_layers
+        )
+    else:
+        network = resnet_fpn_backbone(
+            depths[backbone],
+            norm="batch",
+            trainable_layers=trainable_backbone_layers,
+            fpn_norm="batch",
+        )
+    features = network(batch)
+    if isinstance(features, dict):
+        features = [features[f"P{level}"] for level in range(2, 7)]
+    outputs = MaskRCNNDetector(
+        num_classes,
+        version=version,
+        rpn_pre_nms_top_n=rpn_pre_nms_top_n,
+        rpn_post_nms_top_n=rpn_post_nms_top_n,
+        rpn_nms_threshold=rpn_nms_threshold,
+        box_score_threshold=box_score_threshold,
+        box_nms_threshold=box_nms_threshold,
+        detections_per_image=detections_per_image,
+        name="detector",
+    )(list(features), resized, sizes, PaddedSize(name="padded_size")(batch))
+    suffix = "_v2" if version == 2 else ""
+    return SegmentationModel(
+        {"images": images, "image_sizes": image_sizes},
+        outputs,
+        name=name or f"maskrcnn_{backbone}_fpn{suffix}",
+    )
+
+
+def _variant(backbone, version):
+    """`maskrcnn` with the backbone and version fixed, for the registry."""
+    import inspect
+
+    def build(**kwargs):
+        return maskrcnn(backbone=backbone, version=version, **kwargs)
+
+    signature = inspect.signature(maskrcnn)
+    build.__signature__ = signature.replace(
+        parameters=[p for n, p in signature.parameters.items() if n not in ("backbone", "version")]
+    )
+    build.__name__ = f"maskrcnn_{backbone}_fpn" + ("_v2" if version == 2 else "")
+    build.__doc__ = maskrcnn.__doc__
+    return build
+
+
+VARIANTS = {
+    "maskrcnn_resnet50_fpn": _variant("resnet50", 1),
+    "maskrcnn_resnet50_fpn_v2": _variant("resnet50", 2),
+    "maskrcnn_resnet101_fpn": _variant("resnet101", 1),
+    "maskrcnn_resnet18_fpn": _variant("resnet18", 1),
+}
