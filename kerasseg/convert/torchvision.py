@@ -287,7 +287,7 @@ def maskrcnn_weights(state_dict, model):
     epsilon 0, its default) and `maskrcnn_resnet50_fpn_v2`, and for other ResNet depths.
     Legacy key spellings are accepted. Keys are checked before anything is assigned: a key
     outside ``backbone.`` / ``rpn.head.`` / ``roi_heads.``, a missing key or a shape
-    mismatch raises a ValueError (KeyError for a missing head key) naming them.
+    mismatch raises a ValueError naming them.
 
     Args:
         state_dict: ``{key: numpy array}`` (see `load_state_dict`).
@@ -324,7 +324,10 @@ def maskrcnn_weights(state_dict, model):
             f"{detector.num_classes}; build it with num_classes={classes.shape[0]}."
         )
     consumed = set(backbone_weights(canonical, model))
-    rpn_head_weights_from_state_dict(canonical, detector.rpn_head)
+    try:
+        rpn_head_weights_from_state_dict(canonical, detector.rpn_head)
+    except KeyError as error:
+        raise ValueError(f"`state_dict`: {error.args[0]}") from None
     consumed |= {
         f"rpn.head.conv.{i}.0.{p}"
         for i in range(detector.rpn_head.conv_depth)
