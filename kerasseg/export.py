@@ -28,6 +28,10 @@ when exported with `probabilities=True`. Classical models return their other out
 well (thresholds, cluster centres, ...), image-shaped ones padded like `mask`; edge-magnitude
 and Laplacian models, which have no mask, return their float map instead of the three masks.
 Models with a second input (region growing's `seeds`) take it as a second signature input.
+Instance models (Mask R-CNN) return `boxes` (float32 [N, D, 4], [y1, x1, y2, x2] in original
+pixels), `scores` [N, D], `classes` int32 [N, D], `masks` (uint8 [N, D, H, W], each detection's
+mask pasted at the original image size and thresholded at `threshold`), `num_detections`
+int32 [N] (rows past it are padding) and `image_size`.
 
 Every bad request (empty or non-image bytes, a truncated file, an image too small or too
 large, 16-bit or alpha channels, NaN) fails with an `InvalidArgument` error naming the
@@ -72,6 +76,7 @@ class _Output:
     dtype: tf.DType
     shape: tuple
     image_shaped: bool
+    height_axis: int = 0  # of the per-image value, where image-shaped
 
 
 def _message(*parts):
@@ -109,7 +114,7 @@ class _Plan:
         self.threshold = float(threshold)
         self.min_size = int(min_size)
         self.max_pixels = int(max_pixels)
-        image_input = model.inputs[0]
+        image_input = next((t for t in model.inputs if t.name == "images"), model.inputs[0])
         self.image_name = image_input.name
         self.channels = image_input.shape[-1]
         if self.channels not in (1, 3):
@@ -118,7 +123,10 @@ class _Plan:
                 f"{self.channels} channel(s) (input shape {tuple(image_input.shape)})."
             )
         self.input_dtype = tf.as_dtype(keras.backend.standardize_dtype(image_input.dtype))
-        self.extra_inputs = list(model.inputs[1:])
+        self.instance = isinstance(model.output, dict) and "num_detections" in model.output
+        # Instance models size their own batch ("image_sizes"); others take extras as inputs.
+        others = [t for t in model.inputs if t is not image_input]
+        self.extra_inputs = [] if self.instance else others
         fixed = tuple(image_input.shape[1:3])
         self.fixed_size = fixed if None not in fixed else None
         self.size_divisor = int(getattr(model, "size_divisor", 1) or 1)
@@ -130,6 +138,7 @@ class _Plan:
         if self.fixed_size is None and self.size_divisor == 1:
             self.min_size = max(self.min_size, int(getattr(model, "min_size", 1) or 1))
         self.semantic = not isinstance(model.output, dict)
+        self.task = "semantic" if self.semantic else "instance" if self.instance else "classical"
         self.preprocess = None
         if preprocessing != "none":
             self.preprocess = ImagePreprocessing(preprocessing)
@@ -141,6 +150,8 @@ class _Plan:
                     "its output channels."
                 )
             self._plan_semantic(probabilities)
+        elif self.instance:
+            self._plan_instance(num_classes, probabilities, preprocessing)
         else:
             self._plan_classical(num_classes, probabilities, preprocessing)
 
@@ -161,6 +172,22 @@ class _Plan:
             self.outputs["probabilities"] = _Output(
                 tf.float32, (*spatial, classes), self.fixed_size is None
             )
+
+    def _plan_instance(self, num_classes, probabilities, preprocessing):
+        if probabilities or num_classes is not None or preprocessing != "none":
+            raise ValueError(
+                "`probabilities`, `num_classes` and `preprocessing` do not apply to instance "
+                "models (they normalise inside and give one score per detection)."
+            )
+        limit = self.model.output["boxes"].shape[1]
+        self.mask_key = None
+        self.outputs = {
+            "boxes": _Output(tf.float32, (limit, 4), False),
+            "scores": _Output(tf.float32, (limit,), False),
+            "classes": _Output(tf.int32, (limit,), False),
+            "masks": _Output(tf.uint8, (limit, None, None), True, height_axis=1),
+            "num_detections": _Output(tf.int32, (), False),
+        }
 
     def _plan_classical(self, num_classes, probabilities, preprocessing):
         if probabilities:
@@ -187,6 +214,8 @@ class _Plan:
         """Batched outputs for `images` (B, H, W, C) of the model's input dtype."""
         if self.semantic:
             return self._run_semantic(images)
+        if self.instance:
+            return self._run_instance(images)
         inputs = images
         if self.extra_inputs:
             inputs = {self.image_name: images}
@@ -195,6 +224,16 @@ class _Plan:
         outputs = {name: results[name] for name in self.outputs if name != "mask"}
         if self.mask_key is not None:
             outputs["mask"] = self._mask_dtype(results[self.mask_key][..., 0])
+        return outputs
+
+    def _run_instance(self, images):
+        from kerasseg.models.maskrcnn.postprocess import paste_masks
+
+        height, width = tf.shape(images)[1], tf.shape(images)[2]
+        results = self.model({"images": images, "image_sizes": None}, training=False)
+        pasted = paste_masks(results["masks"], results["boxes"], height, width)
+        outputs = {name: results[name] for name in self.outputs}
+        outputs["masks"] = tf.cast(pasted > self.threshold, tf.uint8)
         return outputs
 
     def _run_semantic(self, images):
@@ -365,10 +404,13 @@ class _Plan:
         return checks
 
 
-def _pad_to(value, height, width):
+def _pad_to(value, height, width, axis=0):
+    """Zero-pad `value` at the bottom/right of its axes `axis`, `axis + 1` to height x width."""
     shape = tf.shape(value)
-    rest = [[0, 0]] * (len(value.shape) - 2)
-    return tf.pad(value, [[0, height - shape[0]], [0, width - shape[1]], *rest])
+    padding = [[0, 0]] * len(value.shape)
+    padding[axis] = [0, height - shape[axis]]
+    padding[axis + 1] = [0, width - shape[axis + 1]]
+    return tf.pad(value, padding)
 
 
 def _signatures(plan):
@@ -403,7 +445,7 @@ def _signatures(plan):
                 outputs["mask_png_bytes"] = tf.io.encode_png(outputs["mask"][..., None])
             for name, spec in plan.outputs.items():
                 if spec.image_shaped:
-                    outputs[name] = _pad_to(outputs[name], largest[0], largest[1])
+                    outputs[name] = _pad_to(outputs[name], largest[0], largest[1], spec.height_axis)
             return outputs
 
         signature = {
@@ -508,7 +550,8 @@ def export(
             presets, models from `kerasseg train`, classical models). For a model from
             `kerasseg.load("unet", encoder=...)`, pass
             `kerasseg.get_entry("unet").preprocessing_for(arguments)`.
-        threshold: class 1 where the probability of a 1-channel (sigmoid) model exceeds it.
+        threshold: class 1 where the probability of a 1-channel (sigmoid) model exceeds it;
+            for instance models, the pasted mask probability that makes a mask pixel.
         probabilities: also output the class probabilities (semantic models).
         compute_dtype: "float32" or "bfloat16" (mixed precision; variables stay float32).
         num_classes: the number of labels of a classical model's mask, to store it as uint8
@@ -569,7 +612,7 @@ def export(
         archive.write_out(str(staging / "model"), verbose=False)
         metadata = {
             "model": base.name,
-            "task": "semantic" if plan.semantic else "classical",
+            "task": plan.task,
             "input_channels": plan.channels,
             "preprocessing": preprocessing,
             "threshold": plan.threshold,

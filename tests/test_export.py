@@ -564,3 +564,33 @@ def test_cli_export(tmp_path, capsys):
     out = call(tf.saved_model.load(str(tmp_path / "mine" / "1")), image_bytes=[encode(image)])
     labels, _ = predict_image(model, image.astype(np.float32))
     np.testing.assert_array_equal(out["mask"][0], labels)
+
+
+def test_instance_model_exports_boxes_and_pasted_masks(tmp_path):
+    from kerasseg.models.maskrcnn.postprocess import paste_masks
+
+    keras.utils.set_random_seed(5)
+    model = kerasseg.load(
+        "maskrcnn_resnet18_fpn", num_classes=3, min_size=64, max_size=96, detections_per_image=8
+    )
+    path = export(model, tmp_path / "maskrcnn")
+    metadata = json.loads((path / "assets.extra" / "kerasseg.json").read_text())
+    assert metadata["task"] == "instance"
+    images = [rgb_image(50, 60, seed=22), rgb_image(40, 70, seed=23)]
+    out = call(tf.saved_model.load(str(path)), image_bytes=[encode(im) for im in images])
+    assert out["masks"].shape == (2, 8, 50, 70) and out["masks"].dtype == np.uint8
+    np.testing.assert_array_equal(out["image_size"], [[50, 60], [40, 70]])
+    for i, image in enumerate(images):
+        expected = model.predict(
+            {"images": image[None].astype("float32"), "image_sizes": None}, verbose=0
+        )
+        count = int(expected["num_detections"][0])
+        assert out["num_detections"][i] == count > 0
+        np.testing.assert_allclose(out["boxes"][i], expected["boxes"][0], atol=1e-4)
+        np.testing.assert_allclose(out["scores"][i], expected["scores"][0], atol=1e-5)
+        np.testing.assert_array_equal(out["classes"][i], expected["classes"][0])
+        height, width = image.shape[:2]
+        pasted = paste_masks(expected["masks"][0], expected["boxes"][0], height, width)
+        masks = out["masks"][i, :, :height, :width]
+        assert (masks == (keras.ops.convert_to_numpy(pasted) > 0.5)).mean() > 0.999
+        assert not out["masks"][i, :, height:].any() and not out["masks"][i, :, :, width:].any()
