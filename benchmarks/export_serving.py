@@ -1,7 +1,7 @@
 """TF-Serving export speed: SavedModels from `kerasseg.export.export` vs in-process Keras.
 
 Usage: python benchmarks/export_serving.py [--size 512] [--repeats 5] [--warmups 2]
-           [--batch 4] [--base-filters N] [--json PATH] [--quick]
+           [--batch 4] [--base-filters N] [--sequential] [--json PATH] [--quick]
 
 Model: `kerasseg.load("unet", input_shape=(None, None, 3), num_classes=3)` with random
 weights (the original U-Net, 64 base filters, 31 M parameters, unless --base-filters),
@@ -13,16 +13,23 @@ Inputs: deterministic synthetic RGB images (smooth Gaussian blobs plus noise, se
 RNG, uint8), `size` x `size`; the same pixel values as float32 0..255 for the tensor paths and
 as PNG bytes (Pillow, encoded once, outside the timing) for `serving_default`.
 
-Paths, each timed as the median of `repeats` calls after `warmups` calls:
+Paths, each timed as the median of `repeats` calls after `warmups` calls (the calls of all
+paths interleaved round-robin, so that other jobs on a shared machine slow every path alike;
+`--sequential` times one path after the other with `timing.median_ms`):
 * Keras `model.predict(images / 255, verbose=0)` + numpy argmax (what a user would write
   without an export), and the same with `model.predict_on_batch`;
 * the SavedModel loaded with `tf.saved_model.load`, `signatures["serve_tensor"]` (float32
-  images 0..255 in, uint8 mask read back with `.numpy()`) and `signatures["serving_default"]`
-  (PNG bytes in: decode, the model per image, mask PNG encode; `mask_png_bytes` read back);
+  images 0..255 in; mask and probabilities read back with `.numpy()`) and
+  `signatures["serving_default"]` (PNG bytes in: decode, the model per image, mask PNG
+  encode; mask and `mask_png_bytes` read back);
 * the bfloat16 export's `serve_tensor` (batch 1 only: bfloat16 is slow on this CPU);
 * for scale, the PNG work alone: `tf.io.decode_png` of the inputs + `tf.io.encode_png` of
   masks of the same size.
-Latency is batch 1 (ms per call), throughput batch `batch` (images per second).
+Latency is batch 1 (ms per call), throughput batch `batch` (images per second). Before
+timing, the batch-1 outputs are checked: exported probabilities vs softmax(predict), masks of
+every path, `mask_png_bytes` decoded, and bfloat16 vs float32 (max |prob diff|, % of mask
+pixels equal). "cores used" (process CPU time / wall time) flags contention: a 2-core machine
+running nothing else gives about 2 on the model rows.
 
 If `compute_dtype="bfloat16"` fails, the script says so and measures bfloat16 with the model
 rebuilt under the global "mixed_bfloat16" policy (its "output" layer stays float32), weights
@@ -34,6 +41,7 @@ import io
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -112,19 +120,42 @@ def export_bfloat16(model, directory, base_filters):
     return path, "model built under mixed_bfloat16 policy, exported as float32", message
 
 
-def timed(fn, repeats, warmups):
-    """(median ms of `fn()`, result of the first warm-up call, CPU cores used while timing).
+def measure(fns, repeats, warmups, sequential=False):
+    """{name: (median ms per call, CPU cores used)} for the callables `fns` (name -> fn).
 
-    `warmups` >= 2 calls come first (`median_ms` makes the last one itself). The cores used
-    (process CPU time / wall time over the timed calls) shows contention: about 2 on an idle
-    2-core machine for the model rows, less when another job took CPU time.
+    Each fn is called `warmups` times, then timed `repeats` times. By default the calls are
+    interleaved (round-robin, starting one further along each round), so that load from other
+    jobs on a shared machine falls on every path alike; `sequential` times one path after the
+    other with `timing.median_ms`, as the other scripts do. Cores used = process CPU time /
+    wall time over a path's timed calls: about 2 for the model rows on an idle 2-core machine,
+    less when another job took CPU time.
     """
-    result = fn()
-    for _ in range(warmups - 2):
-        fn()
-    wall, cpu = time.perf_counter(), _cpu_seconds()
-    ms = median_ms(fn, repeats)
-    return ms, result, (_cpu_seconds() - cpu) / (time.perf_counter() - wall)
+    names = list(fns)
+    if sequential:
+        results = {}
+        for name in names:
+            for _ in range(warmups - 1):
+                fns[name]()
+            wall, cpu = time.perf_counter(), _cpu_seconds()
+            ms = median_ms(fns[name], repeats)  # makes the last warm-up call itself
+            results[name] = (ms, (_cpu_seconds() - cpu) / (time.perf_counter() - wall))
+        return results
+    for _ in range(warmups):
+        for name in names:
+            fns[name]()
+    walls = {name: [] for name in names}
+    cpus = dict.fromkeys(names, 0.0)
+    for round_ in range(repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            cpu, start = _cpu_seconds(), time.perf_counter()
+            fns[name]()
+            walls[name].append(time.perf_counter() - start)
+            cpus[name] += _cpu_seconds() - cpu
+    return {
+        name: (statistics.median(walls[name]) * 1000, cpus[name] / sum(walls[name]))
+        for name in names
+    }
 
 
 def _cpu_seconds():
@@ -137,6 +168,30 @@ def softmax(logits):
     return shifted / shifted.sum(-1, keepdims=True)
 
 
+def check_agreement(model, image, tensor32, bytes32, tensor16):
+    """Agreement of the paths' batch-1 outputs with Keras `predict` and with each other."""
+    logits = model.predict(image / 255.0, verbose=0)
+    probs32, probs16 = tensor32["probabilities"], tensor16["probabilities"]
+    png_mask = np.asarray(Image.open(io.BytesIO(bytes32["png"][0])))
+    return {
+        "serve_tensor f32 vs predict, max |prob diff|": float(
+            np.abs(probs32 - softmax(logits)).max()
+        ),
+        "serve_tensor f32 vs predict, mask pixels equal %": float(
+            100 * np.mean(tensor32["mask"] == logits.argmax(-1))
+        ),
+        "serving_default vs serve_tensor f32, mask pixels equal %": float(
+            100 * np.mean(bytes32["mask"] == tensor32["mask"])
+        ),
+        "mask_png_bytes decodes to mask": bool(np.array_equal(png_mask, bytes32["mask"][0])),
+        "bfloat16 vs float32 export, max |prob diff|": float(np.abs(probs16 - probs32).max()),
+        "bfloat16 vs float32 export, mean |prob diff|": float(np.abs(probs16 - probs32).mean()),
+        "bfloat16 vs float32 export, mask pixels equal %": float(
+            100 * np.mean(tensor16["mask"] == tensor32["mask"])
+        ),
+    }
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=512)
@@ -146,6 +201,9 @@ def main():
     parser.add_argument("--base-filters", type=int, default=None, help="default: 64")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    parser.add_argument(
+        "--sequential", action="store_true", help="time the paths one after another"
+    )
     parser.add_argument("--quick", action="store_true", help="64x64, 2 repeats, 4 filters")
     args = parser.parse_args()
     if args.quick:
@@ -231,61 +289,33 @@ def main():
             ("SavedModel `serve_tensor`, bfloat16", lambda n: serve_tensor(bf16, n), False),
             ("PNG decode + mask PNG encode alone (`tf.io`)", png_only, True),
         ]
-        rows, first = [], {}
-        for name, make, throughput in paths:
-            latency, first[name], cores = timed(make(1), args.repeats, args.warmups)
-            rate, cores_batch = None, None
-            if throughput:
-                batch_ms, _, cores_batch = timed(make(args.batch), args.repeats, args.warmups)
-                rate = args.batch / batch_ms * 1000
-            rows.append(
-                {
-                    "path": name,
-                    "latency_ms": latency,
-                    "images_per_s": rate,
-                    "cores_used": [cores, cores_batch],
-                    "load_average_1min": os.getloadavg()[0],
-                }
-            )
-            print(
-                f"  {name}: {latency:.1f} ms"
-                + (f", {rate:.2f} img/s" if rate else "")
-                + f"  (cores used {cores:.2f}"
-                + (f" / {cores_batch:.2f}" if cores_batch else "")
-                + f", load {os.getloadavg()[0]:.2f})",
-                flush=True,
-            )
+        throughput = {name for name, _, batched in paths if batched}
+        latency_fns = {name: make(1) for name, make, _ in paths}
+        # The first warm-up call of each batch-1 path gives the outputs checked here.
+        first = {name: fn() for name, fn in latency_fns.items()}
+        agreement = check_agreement(model, floats[:1], *(first[name] for name, _, _ in paths[2:5]))
+        print("agreement (batch-1 outputs of the first calls):")
+        for key, value in agreement.items():
+            print(f"  {key}: {value:.6g}" if isinstance(value, float) else f"  {key}: {value}")
+        latency = measure(latency_fns, args.repeats, args.warmups - 1, args.sequential)
+        batch_fns = {name: make(args.batch) for name, make, _ in paths if name in throughput}
+        batched = measure(batch_fns, args.repeats, args.warmups, args.sequential)
 
-    # Agreement, on the batch-1 outputs of the first warm-up calls.
-    names = [row["path"] for row in rows]
-    logits = model.predict(floats[:1] / 255.0, verbose=0)
-    reference_probs, reference_mask = softmax(logits), logits.argmax(-1)
-    tensor32, bytes32, tensor16 = first[names[2]], first[names[3]], first[names[4]]
-    agreement = {
-        "serve_tensor f32 vs predict, max |prob diff|": float(
-            np.abs(tensor32["probabilities"] - reference_probs).max()
-        ),
-        "serve_tensor f32 vs predict, mask pixels equal %": float(
-            100 * np.mean(tensor32["mask"] == reference_mask)
-        ),
-        "serving_default vs serve_tensor f32, mask pixels equal %": float(
-            100 * np.mean(bytes32["mask"] == tensor32["mask"])
-        ),
-        "mask_png_bytes decodes to mask": bool(
-            np.array_equal(
-                np.asarray(Image.open(io.BytesIO(bytes32["png"][0]))), bytes32["mask"][0]
-            )
-        ),
-        "bfloat16 vs float32 export, max |prob diff|": float(
-            np.abs(tensor16["probabilities"] - tensor32["probabilities"]).max()
-        ),
-        "bfloat16 vs float32 export, mean |prob diff|": float(
-            np.abs(tensor16["probabilities"] - tensor32["probabilities"]).mean()
-        ),
-        "bfloat16 vs float32 export, mask pixels equal %": float(
-            100 * np.mean(tensor16["mask"] == tensor32["mask"])
-        ),
-    }
+    rows = []
+    for name, _, _ in paths:
+        ms, cores = latency[name]
+        rate, cores_batch = None, None
+        if name in batched:
+            rate = args.batch / batched[name][0] * 1000
+            cores_batch = batched[name][1]
+        rows.append(
+            {
+                "path": name,
+                "latency_ms": ms,
+                "images_per_s": rate,
+                "cores_used": [cores, cores_batch],
+            }
+        )
 
     base = rows[0]
     print()
@@ -309,8 +339,6 @@ def main():
     bf16_ratio = rows[4]["latency_ms"] / rows[2]["latency_ms"]
     print()
     print(f"bfloat16 ({bf16_mode}): batch-1 latency {bf16_ratio:.2f}x float32's")
-    for key, value in agreement.items():
-        print(f"  {key}: {value:.6g}" if isinstance(value, float) else f"  {key}: {value}")
     elapsed = time.perf_counter() - started
     print(f"total {elapsed:.0f} s")
 
@@ -328,6 +356,7 @@ def main():
                 "keras": keras.__version__,
                 "bfloat16_mode": bf16_mode,
                 "bfloat16_export_error": bf16_error,
+                "timing": "sequential" if args.sequential else "interleaved",
             },
             "rows": rows,
             "bfloat16_latency_vs_float32": bf16_ratio,
