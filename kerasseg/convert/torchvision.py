@@ -285,9 +285,9 @@ def maskrcnn_weights(state_dict, model):
 
     Works for `maskrcnn_resnet50_fpn` (v1; the COCO weights need the model's frozen-BN
     epsilon 0, its default) and `maskrcnn_resnet50_fpn_v2`, and for other ResNet depths.
-    Legacy key spellings are accepted. Keys are checked before anything is assigned: a key
-    outside ``backbone.`` / ``rpn.head.`` / ``roi_heads.``, a missing key or a shape
-    mismatch raises a ValueError naming them.
+    Legacy key spellings are accepted. A key outside ``backbone.`` / ``rpn.head.`` /
+    ``roi_heads.``, a missing key or a shape mismatch raises a ValueError naming them, and
+    the model keeps the weights it had.
 
     Args:
         state_dict: ``{key: numpy array}`` (see `load_state_dict`).
@@ -297,8 +297,6 @@ def maskrcnn_weights(state_dict, model):
     Returns:
         `model`, with the weights assigned.
     """
-    from kerasseg.models.maskrcnn.heads import heads_weights_from_state_dict
-    from kerasseg.models.maskrcnn.rpn import rpn_head_weights_from_state_dict
 
     if not hasattr(state_dict, "keys"):
         raise TypeError(f"`state_dict` must be a mapping; got {type(state_dict).__name__}.")
@@ -323,6 +321,20 @@ def maskrcnn_weights(state_dict, model):
             f"`state_dict` is for {classes.shape[0]} classes but the model has "
             f"{detector.num_classes}; build it with num_classes={classes.shape[0]}."
         )
+    saved = [w.numpy() for w in model.weights]
+    try:
+        _assign_maskrcnn(canonical, keys, model, detector)
+    except Exception:
+        for variable, value in zip(model.weights, saved, strict=True):
+            variable.assign(value)  # a refused state dict leaves the model as it was
+        raise
+    return model
+
+
+def _assign_maskrcnn(canonical, keys, model, detector):
+    from kerasseg.models.maskrcnn.heads import heads_weights_from_state_dict
+    from kerasseg.models.maskrcnn.rpn import rpn_head_weights_from_state_dict
+
     consumed = set(backbone_weights(canonical, model))
     try:
         rpn_head_weights_from_state_dict(canonical, detector.rpn_head)
@@ -344,25 +356,22 @@ def maskrcnn_weights(state_dict, model):
             f"`state_dict` keys that match no weight of the model ({len(unused)}): "
             + ", ".join(unused[:20])
         )
-    return model
 
 
 def torchvision_param_count(model):
     """Parameters as torchvision's ``sum(p.numel() for p in model.parameters())`` counts them.
 
     Excludes what torch keeps as buffers: all four `FrozenBatchNorm` variables and the moving
-    mean/variance of `BatchNormalization` (its gamma and beta are torch parameters).
+    mean/variance of `BatchNormalization` (its gamma and beta are torch parameters), in every
+    nested model and layer.
     """
-    total = 0
-    for layer in _leaf_layers(model):
+    buffers = set()
+    for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, FrozenBatchNorm):
-            continue
-        if isinstance(layer, keras.layers.BatchNormalization):
-            weights = [w for w in (layer.gamma, layer.beta) if w is not None]
-        else:
-            weights = layer.weights
-        total += sum(int(np.prod(w.shape)) for w in weights)
-    return total
+            buffers.update(id(w) for w in layer.weights)
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            buffers.update(id(w) for w in (layer.moving_mean, layer.moving_variance))
+    return sum(int(np.prod(w.shape)) for w in model.weights if id(w) not in buffers)
 
 
 def _from_torch(obj, path, torch):
