@@ -135,3 +135,52 @@ def test_legacy_key_spellings_load_identically(resnet18_state_dict):
     maskrcnn_weights(legacy, old)
     for a, b in zip(current.weights, old.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    return kerasseg.load(
+        "maskrcnn_resnet18_fpn", num_classes=3, min_size=64, max_size=96, detections_per_image=3
+    )
+
+
+def test_bad_detection_inputs_get_clear_errors(small_model):
+    import tensorflow as tf
+
+    image = np.random.default_rng(0).integers(0, 256, (1, 50, 60, 3)).astype("float32")
+    with pytest.raises(ValueError, match=r"RGB batch \(batch, height, width, 3\)"):
+        small_model(image[..., :1])
+    with pytest.raises(ValueError, match=r"RGB batch"):
+        small_model(image[0])
+    with pytest.raises(ValueError, match="must not be empty"):
+        small_model(np.zeros((1, 0, 60, 3), np.float32))
+    with pytest.raises(TypeError, match="numeric dtype"):
+        small_model(image.astype(bool))
+    for sizes in ([[0, 10]], [[51, 60]], [[50.0, 60.0]]):
+        with pytest.raises(ValueError, match="`image_sizes` must hold integers from 1"):
+            small_model({"images": image, "image_sizes": np.array(sizes)})
+    with pytest.raises(ValueError, match=r"`image_sizes` must have shape \(batch, 2\)"):
+        small_model({"images": image, "image_sizes": np.array([50, 60])})
+    with pytest.raises(ValueError, match=r"got the keys \['extra', 'images'\]"):
+        small_model({"images": image, "extra": image})
+    # Inside a compiled predict the values are checked in the graph.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="`image_sizes` must lie in"):
+        small_model.predict({"images": image, "image_sizes": np.array([[51, 60]])}, verbose=0)
+
+
+def test_detections_are_capped_and_padded(small_model):
+    images = np.random.default_rng(1).integers(0, 256, (2, 50, 60, 3)).astype("float32")
+    out = small_model(images)  # a bare batch: every image fills it
+    assert out["boxes"].shape == (2, 3, 4) and out["masks"].shape == (2, 3, 28, 28)
+    # Random weights give far more than 3 candidates above the 0.05 score threshold.
+    np.testing.assert_array_equal(out["num_detections"], [3, 3])
+    scores = np.asarray(out["scores"])
+    assert (np.diff(scores, axis=1) <= 0).all()  # by decreasing score
+    boxes = np.asarray(out["boxes"])
+    # Clipped to the resized image, rescaled by float32 ratios as torchvision does.
+    assert (boxes[..., :2] >= 0).all() and (boxes[..., 2:] <= [50 + 1e-3, 60 + 1e-3]).all()
+    sizes = np.array([[50, 60], [30, 40]], np.int32)
+    mixed = small_model({"images": images, "image_sizes": sizes})
+    assert (np.asarray(mixed["boxes"])[1, :, 2:] <= [30 + 1e-3, 40 + 1e-3]).all()

@@ -20,9 +20,10 @@ arXiv:2111.11429).
 """
 
 import keras
+import numpy as np
 from keras import ops
 
-from kerasseg.models.base import SegmentationModel
+from kerasseg.models.base import _ACCEPTED_DTYPES, SegmentationModel, _dtype_name
 from kerasseg.models.maskrcnn import anchors as anchor_lib
 from kerasseg.models.maskrcnn.backbone import resnet_fpn_backbone
 from kerasseg.models.maskrcnn.heads import (
@@ -202,14 +203,79 @@ class MaskRCNNDetector(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
+class MaskRCNNModel(SegmentationModel):
+    """The functional Mask R-CNN: checks its inputs and also takes a bare image batch.
+
+    `model(images)` is `model({"images": images, "image_sizes": None})`: every image fills
+    the whole batch size.
+    """
+
+    def __call__(self, inputs, *args, **kwargs):
+        if not isinstance(inputs, dict):
+            inputs = {"images": inputs, "image_sizes": None}
+        unknown = sorted(set(inputs) - {"images", "image_sizes"})
+        if unknown or "images" not in inputs:
+            raise ValueError(
+                f"Mask R-CNN takes {{'images': (B, H, W, 3), 'image_sizes': (B, 2) or None}}; "
+                f"got the keys {sorted(inputs)}."
+            )
+        inputs = {"image_sizes": None, **inputs}
+        _check_detection_inputs(inputs["images"], inputs["image_sizes"])
+        return keras.Model.__call__(self, inputs, *args, **kwargs)
+
+
+def _check_detection_inputs(images, image_sizes):
+    shape = tuple(getattr(images, "shape", np.shape(images)))
+    if len(shape) != 4 or shape[-1] != 3:
+        raise ValueError(
+            f"`images` must be an RGB batch (batch, height, width, 3); got shape {shape}. Add a "
+            "batch axis with x[None]; repeat grey images to 3 channels."
+        )
+    if 0 in shape[1:3]:
+        raise ValueError(f"`images` must not be empty; got shape {shape}.")
+    dtype = _dtype_name(images)
+    if dtype not in _ACCEPTED_DTYPES:
+        raise TypeError(
+            f"`images` must have a numeric dtype, one of {_ACCEPTED_DTYPES}; got {dtype}."
+        )
+    if image_sizes is None:
+        return
+    sizes_shape = tuple(getattr(image_sizes, "shape", np.shape(image_sizes)))
+    if len(sizes_shape) != 2 or sizes_shape[-1] != 2 or sizes_shape[0] not in (None, shape[0]):
+        raise ValueError(
+            f"`image_sizes` must have shape (batch, 2) = ({shape[0]}, 2), one (height, width) "
+            f"per image; got {sizes_shape}."
+        )
+    try:
+        sizes = np.asarray(ops.convert_to_numpy(image_sizes))
+    except Exception:  # symbolic: the graph checks the values (`ImageSizes`)
+        return
+    limits = np.array(shape[1:3])
+    if sizes.dtype.kind not in "iu" or (sizes < 1).any() or (sizes > limits).any():
+        raise ValueError(
+            f"`image_sizes` must hold integers from 1 up to the batch's (height, width) = "
+            f"{tuple(limits)}; got {sizes.tolist()}."
+        )
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
 class ImageSizes(keras.layers.Layer):
-    """(B, 2) int32 image sizes: the given ones, or every image the batch's full size."""
+    """(B, 2) int32 image sizes: the given ones (checked in the graph), or the batch's size."""
 
     def call(self, images, image_sizes=None):
-        if image_sizes is not None:
-            return ops.cast(image_sizes, "int32")
+        import tensorflow as tf
+
         shape = ops.shape(images)
-        return ops.tile(ops.reshape(ops.stack([shape[1], shape[2]]), (1, 2)), (shape[0], 1))
+        full = ops.stack([shape[1], shape[2]])
+        if image_sizes is None:
+            return ops.tile(ops.reshape(full, (1, 2)), (shape[0], 1))
+        sizes = ops.cast(image_sizes, "int32")
+        valid = tf.reduce_all((sizes >= 1) & (sizes <= full[None]))
+        check = tf.debugging.Assert(
+            valid, ["`image_sizes` must lie in 1..(height, width) of the batch", sizes, full]
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(sizes)
 
     def compute_output_spec(self, images, image_sizes=None):
         return keras.KerasTensor((images.shape[0], 2), dtype="int32")
@@ -298,7 +364,7 @@ def maskrcnn(
         name="detector",
     )(list(features), resized, sizes, PaddedSize(name="padded_size")(batch))
     suffix = "_v2" if version == 2 else ""
-    return SegmentationModel(
+    return MaskRCNNModel(
         {"images": images, "image_sizes": image_sizes},
         outputs,
         name=name or f"maskrcnn_{backbone}_fpn{suffix}",
