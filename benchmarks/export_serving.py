@@ -41,7 +41,6 @@ import io
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -52,7 +51,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
-from timing import median_ms  # noqa: E402
+from timing import cpu_seconds, interleaved, median_ms  # noqa: E402
 
 import kerasseg  # noqa: E402
 import kerasseg.export  # noqa: E402
@@ -136,31 +135,13 @@ def measure(fns, repeats, warmups, sequential=False):
         for name in names:
             for _ in range(warmups - 1):
                 fns[name]()
-            wall, cpu = time.perf_counter(), _cpu_seconds()
+            wall, cpu = time.perf_counter(), cpu_seconds()
             ms = median_ms(fns[name], repeats)  # makes the last warm-up call itself
-            results[name] = (ms, (_cpu_seconds() - cpu) / (time.perf_counter() - wall))
+            results[name] = (ms, (cpu_seconds() - cpu) / (time.perf_counter() - wall))
         return results
-    for _ in range(warmups):
-        for name in names:
-            fns[name]()
-    walls = {name: [] for name in names}
-    cpus = dict.fromkeys(names, 0.0)
-    for round_ in range(repeats):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            cpu, start = _cpu_seconds(), time.perf_counter()
-            fns[name]()
-            walls[name].append(time.perf_counter() - start)
-            cpus[name] += _cpu_seconds() - cpu
     return {
-        name: (statistics.median(walls[name]) * 1000, cpus[name] / sum(walls[name]))
-        for name in names
+        name: (ms, cores) for name, (ms, cores, _) in interleaved(fns, repeats, warmups).items()
     }
-
-
-def _cpu_seconds():
-    times = os.times()
-    return times.user + times.system
 
 
 def softmax(logits):

@@ -184,3 +184,23 @@ def test_detections_are_capped_and_padded(small_model):
     sizes = np.array([[50, 60], [30, 40]], np.int32)
     mixed = small_model({"images": images, "image_sizes": sizes})
     assert (np.asarray(mixed["boxes"])[1, :, 2:] <= [30 + 1e-3, 40 + 1e-3]).all()
+
+
+def test_predict_takes_a_bare_batch_and_mixed_precision_works(small_model):
+    import keras
+
+    images = np.random.default_rng(2).integers(0, 256, (1, 50, 60, 3)).astype("float32")
+    out = small_model.predict(images, verbose=0)
+    again = small_model.predict({"images": images}, verbose=0)
+    np.testing.assert_array_equal(out["boxes"], again["boxes"])
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = kerasseg.load(
+            "maskrcnn_resnet18_fpn", num_classes=3, min_size=64, max_size=96, detections_per_image=3
+        )
+    finally:
+        keras.config.set_dtype_policy("float32")
+    mixed.set_weights(small_model.get_weights())
+    low = mixed.predict(images, verbose=0)
+    assert low["boxes"].dtype == np.float32 and low["masks"].dtype == np.float32
+    assert low["masks"].shape == (1, 3, 28, 28) and int(low["num_detections"][0]) == 3

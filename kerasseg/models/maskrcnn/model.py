@@ -152,7 +152,12 @@ class MaskRCNNDetector(keras.layers.Layer):
             mask_logits = tf.gather(
                 tf.transpose(mask_logits, [0, 3, 1, 2]), labels, axis=1, batch_dims=1
             )
-            boxes = rescale_boxes(boxes, resized_sizes[index], original_sizes[index])
+            # Under a mixed-precision policy the heads compute in (b)float16; outputs are float32.
+            boxes = tf.cast(
+                rescale_boxes(boxes, resized_sizes[index], original_sizes[index]), tf.float32
+            )
+            scores = tf.cast(scores, tf.float32)
+            mask_logits = tf.cast(mask_logits, tf.float32)
             pad = limit - found
             return {
                 "boxes": tf.pad(boxes, [[0, pad], [0, 0]]),
@@ -211,17 +216,25 @@ class MaskRCNNModel(SegmentationModel):
     """
 
     def __call__(self, inputs, *args, **kwargs):
-        if not isinstance(inputs, dict):
-            inputs = {"images": inputs, "image_sizes": None}
-        unknown = sorted(set(inputs) - {"images", "image_sizes"})
-        if unknown or "images" not in inputs:
-            raise ValueError(
-                f"Mask R-CNN takes {{'images': (B, H, W, 3), 'image_sizes': (B, 2) or None}}; "
-                f"got the keys {sorted(inputs)}."
-            )
-        inputs = {"image_sizes": None, **inputs}
+        inputs = _standard_inputs(inputs)
         _check_detection_inputs(inputs["images"], inputs["image_sizes"])
         return keras.Model.__call__(self, inputs, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        return super().predict(_standard_inputs(x), *args, **kwargs)
+
+
+def _standard_inputs(inputs):
+    """{"images": ..., "image_sizes": ... or None} from a dict or a bare image batch."""
+    if not isinstance(inputs, dict):
+        return {"images": inputs, "image_sizes": None}
+    unknown = sorted(set(inputs) - {"images", "image_sizes"})
+    if unknown or "images" not in inputs:
+        raise ValueError(
+            f"Mask R-CNN takes {{'images': (B, H, W, 3), 'image_sizes': (B, 2) or None}}; "
+            f"got the keys {sorted(inputs)}."
+        )
+    return {"image_sizes": None, **inputs}
 
 
 def _check_detection_inputs(images, image_sizes):
