@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -7,6 +8,9 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+# The torchvision-reference fixture scripts double as importable modules (their numpy-only
+# input and weight generators): `import make_ops_reference`, `import reference_weights`.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures" / "maskrcnn"))
 DATA = Path(os.environ.get("KERASSEG_DATA", REPO.parent / "shared" / "data"))
 
 

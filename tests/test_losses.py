@@ -39,8 +39,21 @@ def multiclass_case(batch=2, height=6, width=7, classes=4, ignore=255, absent=No
 # ----------------------------------------------------------------------------- references
 
 
-def smp_region_loss(probs, y, mode, kind, ignore=None, smooth=0.0, eps=1e-7, per_image=False,
-                    classes=None, alpha=0.5, beta=0.5, log_loss=False, gamma=None):
+def smp_region_loss(
+    probs,
+    y,
+    mode,
+    kind,
+    ignore=None,
+    smooth=0.0,
+    eps=1e-7,
+    per_image=False,
+    classes=None,
+    alpha=0.5,
+    beta=0.5,
+    log_loss=False,
+    gamma=None,
+):
     """segmentation_models.pytorch DiceLoss/JaccardLoss/TverskyLoss.forward in numpy
     (layout (B, C, P), dims=(0, 2)); per_image sums over dims=(2,) instead; gamma: per-class
     focal exponent (Abraham & Khan)."""
@@ -162,8 +175,13 @@ P2 = np.array([[[0.8, 0.4], [0.6, 0.2]]], "float32")[..., None]  # (1, 2, 2, 1)
         ),
         (
             L.FocalLoss(mode="binary", gamma=2.0, alpha=0.25),
-            -(0.25 * 0.2**2 * np.log(0.8) + 0.75 * 0.4**2 * np.log(0.6)
-              + 0.25 * 0.4**2 * np.log(0.6) + 0.25 * 0.8**2 * np.log(0.2)) / 4,
+            -(
+                0.25 * 0.2**2 * np.log(0.8)
+                + 0.75 * 0.4**2 * np.log(0.6)
+                + 0.25 * 0.4**2 * np.log(0.6)
+                + 0.25 * 0.8**2 * np.log(0.2)
+            )
+            / 4,
         ),
     ],
     ids=lambda x: type(x).__name__ if isinstance(x, keras.losses.Loss) else "",
@@ -201,8 +219,9 @@ def test_lovasz_softmax_hard_prediction_is_jaccard_loss():
 # ----------------------------------------------------------------------------- smp formulas
 
 
-@pytest.mark.parametrize("kind, cls", [("dice", L.DiceLoss), ("jaccard", L.JaccardLoss),
-                                       ("tversky", L.TverskyLoss)])
+@pytest.mark.parametrize(
+    "kind, cls", [("dice", L.DiceLoss), ("jaccard", L.JaccardLoss), ("tversky", L.TverskyLoss)]
+)
 @pytest.mark.parametrize(
     "options",
     [
@@ -221,8 +240,9 @@ def test_region_losses_match_smp_multiclass(kind, cls, options):
     labels, logits = multiclass_case(ignore=ignore, absent=1)  # class 1 absent: contributes 0
     extra = {"alpha": 0.3, "beta": 0.7} if kind == "tversky" else {}
     loss = cls(mode="multiclass", from_logits=True, ignore_label=ignore, **options, **extra)
-    expected = smp_region_loss(np_softmax(logits), labels, "multiclass", kind, ignore=ignore,
-                               **options, **extra)
+    expected = smp_region_loss(
+        np_softmax(logits), labels, "multiclass", kind, ignore=ignore, **options, **extra
+    )
     assert value(loss(labels, logits)) == pytest.approx(expected, rel=1e-5)
 
 
@@ -248,8 +268,16 @@ def test_region_losses_match_smp_binary_and_multilabel(per_image):
 def test_focal_tversky_matches_formula():
     labels, logits = multiclass_case(ignore=255, absent=2)
     loss = L.FocalTverskyLoss(from_logits=True, ignore_label=255, gamma=0.75)
-    expected = smp_region_loss(np_softmax(logits), labels, "multiclass", "tversky", ignore=255,
-                               alpha=0.3, beta=0.7, gamma=0.75)
+    expected = smp_region_loss(
+        np_softmax(logits),
+        labels,
+        "multiclass",
+        "tversky",
+        ignore=255,
+        alpha=0.3,
+        beta=0.7,
+        gamma=0.75,
+    )
     assert value(loss(labels, logits)) == pytest.approx(expected, rel=1e-5)
 
 
@@ -266,8 +294,9 @@ def test_focal_binary_matches_smp_focal_loss_with_logits():
             focal = (1 - np.exp(-logpt)) ** gamma * logpt
             if alpha is not None:
                 focal *= alpha * yt + (1 - alpha) * (1 - yt)
-            loss = L.FocalLoss(mode="binary", alpha=alpha, gamma=gamma, from_logits=True,
-                               ignore_label=255)
+            loss = L.FocalLoss(
+                mode="binary", alpha=alpha, gamma=gamma, from_logits=True, ignore_label=255
+            )
             assert value(loss(y, x)) == pytest.approx(focal.mean(), rel=1e-5)
 
 
@@ -295,8 +324,9 @@ def test_cross_entropy_matches_keras_sparse_categorical(ignore, from_logits):
     labels, logits = multiclass_case(batch=3, classes=11, ignore=ignore, seed=11)
     y_pred = logits if from_logits else np_softmax(logits).astype("float32")
     ours = L.CrossEntropyLoss(from_logits=from_logits, ignore_label=ignore)
-    theirs = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits,
-                                                        ignore_class=ignore)
+    theirs = keras.losses.SparseCategoricalCrossentropy(
+        from_logits=from_logits, ignore_class=ignore
+    )
     assert value(ours(labels, y_pred)) == pytest.approx(value(theirs(labels, y_pred)), rel=1e-5)
     weights = np.random.default_rng(0).random(labels.shape).astype("float32")
     assert value(ours(labels, y_pred, sample_weight=weights)) == pytest.approx(
@@ -327,8 +357,9 @@ def test_binary_cross_entropy_matches_keras_without_ignore():
 def test_lovasz_softmax_matches_numpy_extension(per_image, classes):
     labels, logits = multiclass_case(batch=3, ignore=255, absent=2, seed=21)
     labels[2] = 255  # an image with nothing to score
-    loss = L.LovaszLoss(mode="multiclass", classes=classes, per_image=per_image,
-                        from_logits=True, ignore_label=255)
+    loss = L.LovaszLoss(
+        mode="multiclass", classes=classes, per_image=per_image, from_logits=True, ignore_label=255
+    )
     probs = np_softmax(logits.astype("float64"))
     if isinstance(classes, list):
         # the reference averages the listed classes (present or not)
@@ -368,8 +399,7 @@ def test_lovasz_hinge_matches_numpy_extension(per_image):
     # multilabel: the hinge per channel, averaged
     xm = rng.normal(size=(3, 7, 5, 2)).astype("float32")
     ym = (rng.random((3, 7, 5, 2)) < 0.5).astype("int32")
-    expected = np.mean([np_lovasz_hinge(xm[..., c], ym[..., c], None, per_image)
-                        for c in range(2)])
+    expected = np.mean([np_lovasz_hinge(xm[..., c], ym[..., c], None, per_image) for c in range(2)])
     loss = L.LovaszLoss(mode="multilabel", per_image=per_image, from_logits=True)
     assert value(loss(ym, xm)) == pytest.approx(expected, rel=1e-5)
 
@@ -410,8 +440,9 @@ def case_for(mode, ignore, seed=0):
     return y, probs, ignored
 
 
-@pytest.mark.parametrize("mode, ignore", [("multiclass", 255), ("multiclass", 4),
-                                          ("binary", 255), ("multilabel", 2)])
+@pytest.mark.parametrize(
+    "mode, ignore", [("multiclass", 255), ("multiclass", 4), ("binary", 255), ("multilabel", 2)]
+)
 def test_ignored_pixels_change_nothing(mode, ignore):
     y, probs, ignored = case_for(mode, ignore)
     rng = np.random.default_rng(99)
@@ -487,7 +518,7 @@ def test_sample_weights():
         value(dice(masked, logits)), rel=1e-6
     )
     lovasz = L.LovaszLoss(per_image=True, from_logits=True, ignore_label=255)
-    single = [value(lovasz(labels[i:i + 1], logits[i:i + 1])) for i in range(2)]
+    single = [value(lovasz(labels[i : i + 1], logits[i : i + 1])) for i in range(2)]
     assert value(lovasz(labels, logits, sample_weight=per_image)) == pytest.approx(
         (single[0] * 1 + single[1] * 3) / 2, rel=1e-5
     )
@@ -498,12 +529,14 @@ def test_sample_weights():
 def test_reductions():
     labels, logits = multiclass_case(ignore=255, seed=13)
     valid = labels != 255
-    per_pixel = value(L.CrossEntropyLoss(from_logits=True, ignore_label=255,
-                                         reduction=None)(labels, logits))
+    per_pixel = value(
+        L.CrossEntropyLoss(from_logits=True, ignore_label=255, reduction=None)(labels, logits)
+    )
     assert per_pixel.shape == labels.shape
     assert np.all(per_pixel[~valid] == 0) and np.all(per_pixel[valid] > 0)
-    total = value(L.CrossEntropyLoss(from_logits=True, ignore_label=255,
-                                     reduction="sum")(labels, logits))
+    total = value(
+        L.CrossEntropyLoss(from_logits=True, ignore_label=255, reduction="sum")(labels, logits)
+    )
     mean = value(L.CrossEntropyLoss(from_logits=True, ignore_label=255)(labels, logits))
     assert total == pytest.approx(per_pixel.sum(), rel=1e-5)
     assert mean == pytest.approx(per_pixel.sum() / valid.sum(), rel=1e-5)
@@ -567,8 +600,11 @@ def test_argument_errors_name_the_argument():
 
 def test_input_errors_name_shapes_and_values():
     labels, logits = multiclass_case(ignore=None)
-    with pytest.raises(ValueError, match=r"DiceLoss: `y_pred` must have shape .* got shape "
-                                         r"\(2, 6, 7\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"DiceLoss: `y_pred` must have shape .* got shape "
+        r"\(2, 6, 7\)",
+    ):
         L.DiceLoss()(labels, logits[..., 0])
     with pytest.raises(ValueError, match="looks one-hot"):
         L.DiceLoss()(np.eye(4)[labels], logits)
@@ -576,13 +612,19 @@ def test_input_errors_name_shapes_and_values():
         L.FocalLoss(mode="binary")(labels, logits)
     with pytest.raises(ValueError, match=r"mode='multiclass' expects `y_pred` with C >= 2"):
         L.DiceLoss()(labels, logits[..., :1])
-    with pytest.raises(ValueError, match=r"mode='multilabel' expects `y_true` of shape "
-                                         r"\(batch, height, width, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"mode='multilabel' expects `y_true` of shape "
+        r"\(batch, height, width, 4\)",
+    ):
         L.DiceLoss(mode="multilabel")(np.zeros((2, 6, 7, 3)), logits)
     with pytest.raises(ValueError, match="must agree in batch and spatial size"):
         L.DiceLoss()(labels[:, :5], logits)
-    with pytest.raises(ValueError, match=r"must hold integers 0..3 \(or ignore_label=255\); "
-                                         r"got \[7.0\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"must hold integers 0..3 \(or ignore_label=255\); "
+        r"got \[7.0\]",
+    ):
         L.CrossEntropyLoss(ignore_label=255)(np.where(labels == 1, 7, labels), logits)
     with pytest.raises(ValueError, match=r"must hold values in \[0, 1\]"):
         L.DiceLoss(mode="binary")(labels, logits[..., :1])
@@ -595,8 +637,17 @@ def test_input_errors_name_shapes_and_values():
 
 def every_loss():
     return [
-        L.DiceLoss(mode="multilabel", classes=[0, 2], smooth=1.0, eps=1e-6, log_loss=True,
-                   ignore_label=255, per_image=True, reduction="sum", name="d"),
+        L.DiceLoss(
+            mode="multilabel",
+            classes=[0, 2],
+            smooth=1.0,
+            eps=1e-6,
+            log_loss=True,
+            ignore_label=255,
+            per_image=True,
+            reduction="sum",
+            name="d",
+        ),
         L.JaccardLoss(mode="binary", from_logits=True),
         L.TverskyLoss(alpha=0.2, beta=0.8, classes=[1]),
         L.FocalTverskyLoss(alpha=0.4, beta=0.6, gamma=1.5, per_image=True),
@@ -605,9 +656,13 @@ def every_loss():
         L.CrossEntropyLoss(mode="multilabel", ignore_label=255, reduction=None),
         L.LovaszLoss(classes=[0, 3], per_image=True, from_logits=True, ignore_label=11),
         L.LovaszLoss(mode="binary", classes="all"),
-        L.WeightedSum([(L.DiceLoss(), 0.5),
-                       (L.WeightedSum([(L.FocalLoss(), 1.0), (L.LovaszLoss(), 2.0)]), 1.5),
-                       (keras.losses.SparseCategoricalCrossentropy(ignore_class=255), 1.0)]),
+        L.WeightedSum(
+            [
+                (L.DiceLoss(), 0.5),
+                (L.WeightedSum([(L.FocalLoss(), 1.0), (L.LovaszLoss(), 2.0)]), 1.5),
+                (keras.losses.SparseCategoricalCrossentropy(ignore_class=255), 1.0),
+            ]
+        ),
     ]
 
 
@@ -638,15 +693,24 @@ def test_compiled_model_save_and_load_round_trip(tmp_path):
     inputs = keras.Input((16, 16, 3))
     outputs = keras.layers.Conv2D(3, 3, padding="same", activation="softmax")(inputs)
     model = keras.Model(inputs, outputs)
-    loss = L.WeightedSum([
-        (L.DiceLoss(ignore_label=255), 1.0),
-        (L.CrossEntropyLoss(ignore_label=255), 1.0),
-        (L.WeightedSum([(L.FocalLoss(alpha=[1.0, 2.0, 1.0], ignore_label=255), 1.0),
-                        (L.LovaszLoss(ignore_label=255, per_image=True), 0.5)]), 0.5),
-        (L.JaccardLoss(ignore_label=255), 0.1),
-        (L.TverskyLoss(ignore_label=255), 0.1),
-        (L.FocalTverskyLoss(ignore_label=255), 0.1),
-    ])
+    loss = L.WeightedSum(
+        [
+            (L.DiceLoss(ignore_label=255), 1.0),
+            (L.CrossEntropyLoss(ignore_label=255), 1.0),
+            (
+                L.WeightedSum(
+                    [
+                        (L.FocalLoss(alpha=[1.0, 2.0, 1.0], ignore_label=255), 1.0),
+                        (L.LovaszLoss(ignore_label=255, per_image=True), 0.5),
+                    ]
+                ),
+                0.5,
+            ),
+            (L.JaccardLoss(ignore_label=255), 0.1),
+            (L.TverskyLoss(ignore_label=255), 0.1),
+            (L.FocalTverskyLoss(ignore_label=255), 0.1),
+        ]
+    )
     metrics = [
         M.MeanIoU(3, ignore_label=255),
         M.DiceScore(3, ignore_label=255, classes=[1, 2]),
@@ -666,5 +730,6 @@ def test_compiled_model_save_and_load_round_trip(tmp_path):
     assert set(after) == set(before)
     for key in before:
         assert after[key] == pytest.approx(before[key], rel=1e-5, abs=1e-6), key
-    np.testing.assert_allclose(loaded.predict(images, verbose=0),
-                               model.predict(images, verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-6
+    )

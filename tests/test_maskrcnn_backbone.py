@@ -7,7 +7,6 @@ of the backbone in eval mode with `make_state_dict(keys, seed)` weights on a
 """
 
 import json
-import sys
 from pathlib import Path
 
 import keras
@@ -29,7 +28,6 @@ from kerasseg.models.maskrcnn.backbone import (
 )
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "maskrcnn"
-sys.path.insert(0, str(FIXTURES))
 from reference_weights import make_image, make_state_dict  # noqa: E402
 
 # Tolerance: max |ours - torchvision| / max |torchvision| per level. Measured on this

@@ -5,7 +5,6 @@ The torchvision side comes from committed fixtures made by the scripts beside th
 """
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,6 @@ from kerasseg.cli import main as cli_main
 from kerasseg.models.maskrcnn.transform import DetectionTransform
 
 FIXTURES = Path(__file__).parent / "fixtures" / "maskrcnn"
-sys.path.insert(0, str(FIXTURES))
 
 from make_transform_reference import SIZES, images  # noqa: E402
 from reference_weights import make_state_dict  # noqa: E402

@@ -4,7 +4,6 @@ The fixture `tests/fixtures/maskrcnn/heads_reference.npz` holds torchvision's ou
 and inputs are regenerated here from the seeds of `make_heads_reference.py` (no torch needed).
 """
 
-import sys
 from pathlib import Path
 
 import keras
@@ -15,7 +14,6 @@ import tensorflow as tf
 from kerasseg.models.maskrcnn import heads, postprocess
 
 FIXTURES = Path(__file__).parent / "fixtures" / "maskrcnn"
-sys.path.insert(0, str(FIXTURES))
 
 import make_heads_reference as ref  # noqa: E402
 from reference_weights import make_state_dict  # noqa: E402

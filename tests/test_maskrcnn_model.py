@@ -9,7 +9,6 @@ Besides the final detections the fixture holds intermediates (transform output, 
 RPN proposals, box-predictor logits), so a mismatch can be located stage by stage.
 """
 
-import importlib.util
 from pathlib import Path
 
 import keras
@@ -36,16 +35,8 @@ TIE_TOL = 4e-5  # scores closer than this may come out in either order (2x the s
 FLIP_TOL = 1e-4  # a detection this close to the score threshold / the top-100 cut may flip
 
 
-def _load_maker():
-    spec = importlib.util.spec_from_file_location(
-        "make_model_reference", FIXTURES / "make_model_reference.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+import make_model_reference as maker  # noqa: E402  (tests/fixtures/maskrcnn, on sys.path via conftest)
 
-
-maker = _load_maker()
 IMAGES = maker.make_images()
 
 

@@ -23,7 +23,6 @@ from kerasseg.data import read_image
 from kerasseg.models.maskrcnn import anchors, postprocess, rpn
 
 FIXTURES = Path(__file__).parent / "fixtures" / "maskrcnn"
-sys.path.insert(0, str(FIXTURES))
 
 import make_model_reference as reference  # noqa: E402
 

@@ -4,7 +4,6 @@ The torchvision outputs are committed in tests/fixtures/maskrcnn/rpn_reference.n
 make_rpn_reference.py beside it, which also regenerates the seeded inputs used here.
 """
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -25,16 +24,7 @@ from kerasseg.models.maskrcnn.rpn import (
 FIXTURES = Path(__file__).parent / "fixtures" / "maskrcnn"
 
 
-def _load_maker():
-    spec = importlib.util.spec_from_file_location(
-        "make_rpn_reference", FIXTURES / "make_rpn_reference.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-maker = _load_maker()
+import make_rpn_reference as maker  # noqa: E402  (tests/fixtures/maskrcnn, on sys.path via conftest)
 
 
 @pytest.fixture(scope="module")

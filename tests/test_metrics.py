@@ -86,8 +86,9 @@ def test_confusion_matrix_matches_sklearn(camvid):
     np.testing.assert_array_equal(cm, expected)
     weights = np.random.default_rng(1).random(true.shape).astype("float32")
     cm = value(M.confusion_matrix(true, pred, 11, ignore_label=VOID, sample_weight=weights))
-    expected = sklearn_metrics.confusion_matrix(true[valid], pred[valid], labels=range(11),
-                                                sample_weight=weights[valid])
+    expected = sklearn_metrics.confusion_matrix(
+        true[valid], pred[valid], labels=range(11), sample_weight=weights[valid]
+    )
     np.testing.assert_allclose(cm, expected, rtol=1e-4)
 
 
@@ -108,14 +109,14 @@ def test_mean_iou_dice_accuracy_match_sklearn_on_camvid(camvid, as_labels):
     keras_iou = keras.metrics.MeanIoU(11, ignore_class=VOID, sparse_y_pred=as_labels)
     rng = np.random.default_rng(2)
     for start in range(0, 6, 2):  # three batches: state accumulates
-        y_true = true[start:start + 2, ..., None]
+        y_true = true[start : start + 2, ..., None]
         if as_labels:
-            y_pred = pred[start:start + 2]
+            y_pred = pred[start : start + 2]
         else:
             logits = rng.normal(size=(2, 360, 480, 11)).astype("float32")
-            logits += 20.0 * np.eye(11, dtype="float32")[pred[start:start + 2]]
+            logits += 20.0 * np.eye(11, dtype="float32")[pred[start : start + 2]]
             y_pred = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-            np.testing.assert_array_equal(y_pred.argmax(-1), pred[start:start + 2])
+            np.testing.assert_array_equal(y_pred.argmax(-1), pred[start : start + 2])
         for metric in (iou, iou_vector, dice, accuracy, keras_iou):
             metric.update_state(y_true, y_pred)
 
@@ -125,7 +126,8 @@ def test_mean_iou_dice_accuracy_match_sklearn_on_camvid(camvid, as_labels):
     per_class = value(iou.result_per_class())
     np.testing.assert_allclose(value(iou_vector.result()), per_class, rtol=0, equal_nan=True)
     np.testing.assert_allclose(
-        per_class[present], sklearn_metrics.jaccard_score(t, p, average=None, labels=present),
+        per_class[present],
+        sklearn_metrics.jaccard_score(t, p, average=None, labels=present),
         rtol=1e-6,
     )
     assert np.isnan(per_class[6]) and per_class[9] == 0.0
@@ -134,12 +136,14 @@ def test_mean_iou_dice_accuracy_match_sklearn_on_camvid(camvid, as_labels):
     )
     np.testing.assert_allclose(
         value(dice.result_per_class())[present],
-        sklearn_metrics.f1_score(t, p, average=None, labels=present), rtol=1e-6,
+        sklearn_metrics.f1_score(t, p, average=None, labels=present),
+        rtol=1e-6,
     )
-    assert value(accuracy.result()) == pytest.approx(sklearn_metrics.accuracy_score(t, p),
-                                                     rel=1e-6)
-    np.testing.assert_array_equal(value(M.ConfusionMatrix.result(iou)),
-                                  sklearn_metrics.confusion_matrix(t, p, labels=range(11)))
+    assert value(accuracy.result()) == pytest.approx(sklearn_metrics.accuracy_score(t, p), rel=1e-6)
+    np.testing.assert_array_equal(
+        value(M.ConfusionMatrix.result(iou)),
+        sklearn_metrics.confusion_matrix(t, p, labels=range(11)),
+    )
     iou.reset_state()
     assert value(iou.result()) == 0.0
 
@@ -157,8 +161,7 @@ def test_classes_subset_and_sample_weight(camvid):
     metric.update_state(true, pred, sample_weight=image_weights)
     w = np.broadcast_to(image_weights[:, None, None], true.shape)[valid]
     keep = w > 0
-    expected = sklearn_metrics.f1_score(t[keep], p[keep], average="macro",
-                                        sample_weight=w[keep])
+    expected = sklearn_metrics.f1_score(t[keep], p[keep], average="macro", sample_weight=w[keep])
     assert value(metric.result()) == pytest.approx(expected, rel=1e-5)
 
 
@@ -166,8 +169,9 @@ def test_binary_probability_maps_match_sklearn(data_dir):
     true_fg = np.stack([isbi_label(data_dir, i) for i in (0, 1)])
     rng = np.random.default_rng(3)
     pred_fg = np.stack([perturbed_foreground(fg, 10 + i) for i, fg in enumerate(true_fg)])
-    probs = np.where(pred_fg, 0.5 + 0.5 * rng.random(pred_fg.shape),
-                     0.5 * rng.random(pred_fg.shape)).astype("float32")[..., None]
+    probs = np.where(
+        pred_fg, 0.5 + 0.5 * rng.random(pred_fg.shape), 0.5 * rng.random(pred_fg.shape)
+    ).astype("float32")[..., None]
     probs[0, 0, 0, 0] = 0.5  # exactly the threshold: background (p > threshold)
     pred_fg[0, 0, 0] = False
     y_true = true_fg.astype("float32")[..., None]  # ISBI label / 255
@@ -183,8 +187,7 @@ def test_binary_probability_maps_match_sklearn(data_dir):
         sklearn_metrics.jaccard_score(t, p, average="macro"), rel=1e-6
     )
     assert value(dice.result()) == pytest.approx(sklearn_metrics.f1_score(t, p), rel=1e-6)
-    assert value(accuracy.result()) == pytest.approx(sklearn_metrics.accuracy_score(t, p),
-                                                     rel=1e-6)
+    assert value(accuracy.result()) == pytest.approx(sklearn_metrics.accuracy_score(t, p), rel=1e-6)
     assert value(logits.result()) == pytest.approx(value(accuracy.result()), abs=1e-5)
 
 
@@ -334,15 +337,16 @@ def expected_means(true_fg, pred_fg):
 def test_vrand_vinfo_metrics_from_binary_maps(isbi):
     true_fg, pred_fg = isbi
     rng = np.random.default_rng(5)
-    probs = np.where(pred_fg, 0.6 + 0.4 * rng.random(pred_fg.shape),
-                     0.4 * rng.random(pred_fg.shape)).astype("float32")[..., None]
+    probs = np.where(
+        pred_fg, 0.6 + 0.4 * rng.random(pred_fg.shape), 0.4 * rng.random(pred_fg.shape)
+    ).astype("float32")[..., None]
     y_true = true_fg.astype("float32")[..., None]
     expected_rand, expected_info = expected_means(true_fg, pred_fg)
 
     v_rand, v_info = M.VRand(), M.VInfo()
     for start in (0, 2):
-        v_rand.update_state(y_true[start:start + 2], probs[start:start + 2])
-        v_info.update_state(y_true[start:start + 2], probs[start:start + 2])
+        v_rand.update_state(y_true[start : start + 2], probs[start : start + 2])
+        v_info.update_state(y_true[start : start + 2], probs[start : start + 2])
     assert value(v_rand.result()) == pytest.approx(expected_rand, rel=1e-6)
     assert value(v_info.result()) == pytest.approx(expected_info, rel=1e-6)
 
@@ -352,8 +356,11 @@ def test_vrand_vinfo_metrics_from_binary_maps(isbi):
         (M.VRand(from_logits=True), y_true, np.log(probs) - np.log1p(-probs)),
         (M.VRand(y_pred_is_labels=True), y_true, pred_fg.astype("uint8")),
         (M.VRand(), y_true, np.concatenate([1 - probs, probs], axis=-1)),  # softmax
-        (M.VRand(instance_labels=True), np.stack([label4(m) for m in true_fg]),
-         np.stack([label4(m) for m in pred_fg])),
+        (
+            M.VRand(instance_labels=True),
+            np.stack([label4(m) for m in true_fg]),
+            np.stack([label4(m) for m in pred_fg]),
+        ),
     ]
     for metric, t, p in variants:
         metric.update_state(np.asarray(t).astype("float32"), p)
@@ -383,15 +390,16 @@ def test_vrand_in_a_compiled_graph(isbi):
     true_fg, pred_fg = isbi
     y_true = true_fg[:2, 100:356, 100:356].astype("float32")[..., None]
     y_pred = pred_fg[:2, 100:356, 100:356].astype("float32")[..., None]
-    expected_rand, expected_info = expected_means(true_fg[:2, 100:356, 100:356],
-                                                  pred_fg[:2, 100:356, 100:356])
+    expected_rand, expected_info = expected_means(
+        true_fg[:2, 100:356, 100:356], pred_fg[:2, 100:356, 100:356]
+    )
     spec = [tf.TensorSpec((None, 256, 256, 1), tf.float32)] * 2
     for jit in (False, True):
-        for metric, expected in ((M.VRand(), expected_rand),
-                                 (M.VInfo(convention="skimage"), expected_info)):
-            tf.function(metric.update_state, input_signature=spec, jit_compile=jit)(
-                y_true, y_pred
-            )
+        for metric, expected in (
+            (M.VRand(), expected_rand),
+            (M.VInfo(convention="skimage"), expected_info),
+        ):
+            tf.function(metric.update_state, input_signature=spec, jit_compile=jit)(y_true, y_pred)
             assert value(metric.result()) == pytest.approx(expected, rel=1e-6)
 
 
@@ -403,8 +411,11 @@ def test_metric_argument_and_input_errors():
         M.MeanIoU(1)
     with pytest.raises(ValueError, match=r"DiceScore: `classes` must be ids < num_classes=3"):
         M.DiceScore(3, classes=[3])
-    with pytest.raises(ValueError, match=r"VRand: `convention` must be one of \('skimage', "
-                                         r"'isbi2012'\); got 'snemi'"):
+    with pytest.raises(
+        ValueError,
+        match=r"VRand: `convention` must be one of \('skimage', "
+        r"'isbi2012'\); got 'snemi'",
+    ):
         M.VRand(convention="snemi")
     with pytest.raises(ValueError, match="VInfo: `connectivity` must be 1"):
         M.VInfo(connectivity=3)
@@ -416,21 +427,31 @@ def test_metric_argument_and_input_errors():
         metric.update_state(labels, np.zeros((2, 4, 5, 4), "float32"))
     with pytest.raises(ValueError, match="needs num_classes=2; got num_classes=3"):
         metric.update_state(labels, np.zeros((2, 4, 5, 1), "float32"))
-    with pytest.raises(ValueError, match=r"`y_true` must hold integer ids .* \(one-hot\? "
-                                         r"pass its argmax\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"`y_true` must hold integer ids .* \(one-hot\? "
+        r"pass its argmax\)",
+    ):
         metric.update_state(np.zeros((2, 4, 5, 3)), np.zeros((2, 4, 5, 3), "float32"))
-    with pytest.raises(ValueError, match=r"`y_true` must hold class ids 0..2 \(or "
-                                         r"ignore_label=255\); got \[7\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"`y_true` must hold class ids 0..2 \(or "
+        r"ignore_label=255\); got \[7\]",
+    ):
         M.MeanIoU(3, ignore_label=255).update_state(labels + 7, np.zeros((2, 4, 5, 3)))
     with pytest.raises(ValueError, match="must agree in batch and spatial size"):
         metric.update_state(labels[:, :3], np.zeros((2, 4, 5, 3), "float32"))
-    with pytest.raises(ValueError, match=r"`y_pred` must have shape \(batch, height, width, "
-                                         r"channels\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"`y_pred` must have shape \(batch, height, width, "
+        r"channels\)",
+    ):
         metric.update_state(labels, labels)
     with pytest.raises(TypeError, match="rand_scores: `true_labels` must be integer"):
         M.rand_scores(np.zeros((4, 4)), np.zeros((4, 4), int))
-    with pytest.raises(ValueError, match="rand_scores: `true_labels` and `pred_labels` must "
-                                         "have the same shape"):
+    with pytest.raises(
+        ValueError, match="rand_scores: `true_labels` and `pred_labels` must have the same shape"
+    ):
         M.rand_scores(np.zeros((4, 4), int), np.zeros((4, 5), int))
     with pytest.raises(ValueError, match="confusion_matrix: `y_pred` must hold class ids"):
         M.confusion_matrix(labels, labels + 3, 3)

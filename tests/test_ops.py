@@ -4,7 +4,6 @@ The torchvision outputs are committed in tests/fixtures/maskrcnn/ops_reference.n
 make_ops_reference.py beside it (which also regenerates the seeded feature maps used here).
 """
 
-import importlib.util
 from pathlib import Path
 
 import keras
@@ -17,16 +16,7 @@ from kerasseg import ops
 FIXTURES = Path(__file__).parent / "fixtures" / "maskrcnn"
 
 
-def _load_maker():
-    spec = importlib.util.spec_from_file_location(
-        "make_ops_reference", FIXTURES / "make_ops_reference.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-maker = _load_maker()
+import make_ops_reference as maker  # noqa: E402  (tests/fixtures/maskrcnn, on sys.path via conftest)
 
 
 @pytest.fixture(scope="module")

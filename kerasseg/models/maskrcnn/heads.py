@@ -72,6 +72,34 @@ def _check_rank4(layer, input_shape, need_spatial=False):
     return shape
 
 
+def _conv_stack(owner, channels, names, norm, dilation=1):
+    """3x3 "same" convolutions (no bias when normalised) and, with `norm`, a BatchNormalization
+    after each (named `<conv>_bn`), with the owner's epsilon and dtype policy."""
+    convs = [
+        layers.Conv2D(
+            c,
+            3,
+            padding="same",
+            dilation_rate=dilation,
+            use_bias=not norm,
+            kernel_initializer=_CONV_INIT,
+            name=name,
+            dtype=owner.dtype_policy,
+        )
+        for c, name in zip(channels, names, strict=True)
+    ]
+    norms = [
+        layers.BatchNormalization(
+            epsilon=owner.epsilon,
+            momentum=_BN_MOMENTUM,
+            name=f"{name}_bn",
+            dtype=owner.dtype_policy,
+        )
+        for name in (names if norm else ())
+    ]
+    return convs, norms
+
+
 @keras.saving.register_keras_serializable(package="kerasseg")
 class BoxHead(layers.Layer):
     """torchvision `TwoMLPHead`: flatten, ``fc6`` + ReLU, ``fc7`` + ReLU.
@@ -143,27 +171,8 @@ class ConvBoxHead(layers.Layer):
             raise TypeError(f"ConvBoxHead: `norm` must be a bool; got {norm!r}.")
         self.norm = norm
         self.epsilon = _epsilon("ConvBoxHead", epsilon)
-        self.convs = [
-            layers.Conv2D(
-                c,
-                3,
-                padding="same",
-                use_bias=not norm,
-                kernel_initializer=_CONV_INIT,
-                name=f"conv{i}",
-                dtype=self.dtype_policy,
-            )
-            for i, c in enumerate(self.conv_channels)
-        ]
-        self.norms = [
-            layers.BatchNormalization(
-                epsilon=self.epsilon,
-                momentum=_BN_MOMENTUM,
-                name=f"conv{i}_bn",
-                dtype=self.dtype_policy,
-            )
-            for i in range(len(self.conv_channels) if norm else 0)
-        ]
+        names = [f"conv{i}" for i in range(len(self.conv_channels))]
+        self.convs, self.norms = _conv_stack(self, self.conv_channels, names, norm)
         self.fcs = [
             layers.Dense(u, activation="relu", name=f"fc{j}", dtype=self.dtype_policy)
             for j, u in enumerate(self.fc_units)
@@ -282,28 +291,8 @@ class MaskHead(layers.Layer):
             raise TypeError(f"MaskHead: `norm` must be a bool; got {norm!r}.")
         self.norm = norm
         self.epsilon = _epsilon("MaskHead", epsilon)
-        self.convs = [
-            layers.Conv2D(
-                c,
-                3,
-                padding="same",
-                dilation_rate=self.dilation,
-                use_bias=not norm,
-                kernel_initializer=_CONV_INIT,
-                name=f"mask_fcn{i + 1}",
-                dtype=self.dtype_policy,
-            )
-            for i, c in enumerate(self.channels)
-        ]
-        self.norms = [
-            layers.BatchNormalization(
-                epsilon=self.epsilon,
-                momentum=_BN_MOMENTUM,
-                name=f"mask_fcn{i + 1}_bn",
-                dtype=self.dtype_policy,
-            )
-            for i in range(len(self.channels) if norm else 0)
-        ]
+        names = [f"mask_fcn{i + 1}" for i in range(len(self.channels))]
+        self.convs, self.norms = _conv_stack(self, self.channels, names, norm, self.dilation)
 
     def build(self, input_shape):
         _, h, w, c = _check_rank4("MaskHead", input_shape)
