@@ -375,6 +375,11 @@ def _build(name, arguments, weights):
         raise UsageError(f"--model {name}: {error}") from None
 
 
+def _is_model_file(spec):
+    """True when `--model` / NAME names a saved model file rather than a registry entry."""
+    return spec.endswith(".keras") or Path(spec).is_file()
+
+
 def _load_for_inference(spec, arguments):
     """(model, from_logits) for a registry name or a .keras file; takes stored values."""
     import keras
@@ -382,7 +387,7 @@ def _load_for_inference(spec, arguments):
     import kerasseg
     from kerasseg.prediction import output_is_logits
 
-    if spec.endswith(".keras") or Path(spec).is_file():
+    if _is_model_file(spec):
         if arguments:
             raise UsageError("--model-arg only applies to registry names, not to .keras files.")
         if not Path(spec).is_file():
@@ -792,7 +797,7 @@ def _export(args):
     if not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold must be in [0, 1]; got {args.threshold}.")
     arguments = parse_model_arguments(args.model_arg)
-    is_file = args.name.endswith(".keras") or Path(args.name).is_file()
+    is_file = _is_model_file(args.name)
     num_classes, preprocessing = None, "none"
     if is_file:
         model, _ = _load_for_inference(args.name, arguments)

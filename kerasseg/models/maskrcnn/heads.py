@@ -100,6 +100,24 @@ def _conv_stack(owner, channels, names, norm, dilation=1):
     return convs, norms
 
 
+def _build_conv_stack(convs, norms, height, width, channels):
+    for i, conv in enumerate(convs):
+        conv.build((None, height, width, channels))
+        channels = conv.filters
+        if norms:
+            norms[i].build((None, height, width, channels))
+
+
+def _run_conv_stack(convs, norms, x, training):
+    """conv -> (BatchNorm) -> ReLU for each layer of `_conv_stack`."""
+    for i, conv in enumerate(convs):
+        x = conv(x, training=training)
+        if norms:
+            x = norms[i](x, training=training)
+        x = ops.relu(x)
+    return x
+
+
 @keras.saving.register_keras_serializable(package="kerasseg")
 class BoxHead(layers.Layer):
     """torchvision `TwoMLPHead`: flatten, ``fc6`` + ReLU, ``fc7`` + ReLU.
@@ -181,25 +199,15 @@ class ConvBoxHead(layers.Layer):
     def build(self, input_shape):
         _, h, w, c = _check_rank4("ConvBoxHead", input_shape, need_spatial=True)
         self.roi_shape = (int(h), int(w), int(c))
-        channels = c
-        for i, conv in enumerate(self.convs):
-            conv.build((None, h, w, channels))
-            channels = self.conv_channels[i]
-            if self.norm:
-                self.norms[i].build((None, h, w, channels))
-        units = h * w * channels
+        _build_conv_stack(self.convs, self.norms, h, w, c)
+        units = h * w * self.conv_channels[-1]
         for fc, out in zip(self.fcs, self.fc_units, strict=True):
             fc.build((None, units))
             units = out
         self.built = True
 
     def call(self, inputs, training=None):
-        x = inputs
-        for i, conv in enumerate(self.convs):
-            x = conv(x, training=training)
-            if self.norm:
-                x = self.norms[i](x, training=training)
-            x = ops.relu(x)
+        x = _run_conv_stack(self.convs, self.norms, inputs, training)
         h, w, _ = self.roi_shape
         x = ops.reshape(x, (-1, h * w * self.conv_channels[-1]))
         for fc in self.fcs:
@@ -296,22 +304,11 @@ class MaskHead(layers.Layer):
 
     def build(self, input_shape):
         _, h, w, c = _check_rank4("MaskHead", input_shape)
-        channels = c
-        for i, conv in enumerate(self.convs):
-            conv.build((None, h, w, channels))
-            channels = self.channels[i]
-            if self.norm:
-                self.norms[i].build((None, h, w, channels))
+        _build_conv_stack(self.convs, self.norms, h, w, c)
         self.built = True
 
     def call(self, inputs, training=None):
-        x = inputs
-        for i, conv in enumerate(self.convs):
-            x = conv(x, training=training)
-            if self.norm:
-                x = self.norms[i](x, training=training)
-            x = ops.relu(x)
-        return x
+        return _run_conv_stack(self.convs, self.norms, inputs, training)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:3]) + (self.channels[-1],)
