@@ -11,6 +11,8 @@ import inspect
 from collections.abc import Callable
 from pathlib import Path
 
+import keras
+
 from kerasseg import weights as weights_lib
 
 TASKS = ("semantic", "instance", "classical")
@@ -129,6 +131,12 @@ def register_model(
 def get_entry(name):
     """The `ModelEntry` called `name`; unknown names raise a ValueError with the closest."""
     if name not in _REGISTRY:
+        if str(name).startswith("maskrcnn") and not _tensorflow_backend():
+            raise ValueError(
+                f"`name`: {name!r} needs the TensorFlow backend (its RoIAlign and NMS are "
+                f"TensorFlow ops); Keras runs on {keras.backend.backend()!r} here. Set "
+                f"KERAS_BACKEND=tensorflow before importing keras."
+            )
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=5, cutoff=0.3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(
@@ -373,6 +381,29 @@ def _register_builtins():
         preprocessing=_unet_preprocessing,
         overwrite=True,
     )
+    if _tensorflow_backend():
+        _register_maskrcnn()
+    for name, builder, channels, classes, description, reference in _classical_models():
+        register_model(
+            name,
+            builder,
+            task="classical",
+            description=f"{description}, no weights",
+            reference=reference,
+            input_channels=channels,
+            default_input_shape=(None, None, channels),
+            num_classes=classes,
+            preprocessing="none",
+            overwrite=True,
+        )
+
+
+def _tensorflow_backend():
+    return keras.backend.backend() == "tensorflow"
+
+
+def _register_maskrcnn():
+    """Mask R-CNN's variants (TensorFlow backend only: `kerasseg` imports on any backend)."""
     from kerasseg.models.maskrcnn import VARIANTS
 
     for name, builder in VARIANTS.items():
@@ -389,19 +420,6 @@ def _register_builtins():
             input_channels=3,
             default_input_shape=(None, None, 3),
             num_classes=91,
-            preprocessing="none",
-            overwrite=True,
-        )
-    for name, builder, channels, classes, description, reference in _classical_models():
-        register_model(
-            name,
-            builder,
-            task="classical",
-            description=f"{description}, no weights",
-            reference=reference,
-            input_channels=channels,
-            default_input_shape=(None, None, channels),
-            num_classes=classes,
             preprocessing="none",
             overwrite=True,
         )

@@ -1,5 +1,8 @@
 import json
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -177,3 +180,30 @@ def test_readme_quick_start_runs():
     assert namespace["probabilities"].shape == (1, 256, 256, 2)
     assert namespace["logits"].shape == (1, 256, 256, 1)
     assert namespace["result"]["mask"].shape == (2, 128, 128, 1)
+
+
+def test_import_stays_backend_neutral_and_names_mask_rcnn_backend():
+    """On another Keras backend `import kerasseg` loads no TensorFlow, the U-Net builds, and
+    Mask R-CNN (TensorFlow ops inside) is refused with the backend named."""
+    pytest.importorskip("torch")
+    script = (
+        "import sys, numpy as np, kerasseg\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
+        "model = kerasseg.load('unet', input_shape=(None, None, 1), base_filters=4, depth=2,"
+        " include_preprocessing=True, pad_to_fit=True, activation='sigmoid')\n"
+        "print(model.predict(np.zeros((1, 30, 41, 1), 'float32'), verbose=0).shape)\n"
+        "try:\n"
+        "    kerasseg.load('maskrcnn_resnet50_fpn')\n"
+        "except ValueError as error:\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "KERAS_BACKEND": "torch"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(1, 30, 41, 1)" in result.stdout
+    assert "needs the TensorFlow backend" in result.stdout and "'torch'" in result.stdout

@@ -1,0 +1,77 @@
+"""The shipped presets: raw images of any size in, probabilities out, and the metrics their
+manifest entries and model cards record, re-measured on the real data with scikit-learn and
+scikit-image."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from skimage.metrics import adapted_rand_error
+from sklearn.metrics import confusion_matrix
+
+import kerasseg
+from kerasseg import weights
+
+
+def _recorded_metrics(name):
+    (preset,) = [p for p in weights.read_manifest() if p["name"] == name]
+    return preset["weights"]["metrics"]
+
+
+@pytest.mark.parametrize(
+    "name, channels, classes", [("unet_isbi2012", 1, 1), ("unet_camvid", 3, 11)]
+)
+def test_preset_takes_raw_images_of_any_size(name, channels, classes):
+    model = kerasseg.load(name)
+    images = np.random.default_rng(0).integers(0, 256, (2, 45, 61, channels)).astype("float32")
+    probabilities = model.predict(images, verbose=0)
+    assert probabilities.shape == (2, 45, 61, classes)
+    assert probabilities.dtype == np.float32
+    assert 0.0 <= probabilities.min() and probabilities.max() <= 1.0
+    if classes > 1:
+        np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
+    assert all(w.dtype == "float32" for w in model.weights)
+
+
+def _predict_all(model, dataset):
+    truths, predictions = [], []
+    for images, masks in dataset:
+        truths.append(np.asarray(masks)[..., 0] if masks.shape[-1] == 1 else np.asarray(masks))
+        predictions.append(model.predict(images, verbose=0))
+    return np.concatenate(truths), np.concatenate(predictions)
+
+
+def test_unet_isbi2012_scores_what_its_card_says(data_dir):
+    model = kerasseg.load("unet_isbi2012")
+    dataset, _ = kerasseg.datasets.isbi2012(
+        data_dir / "isbi2012-membrane", subset="validation", batch_size=5
+    )
+    truth, probabilities = _predict_all(model, dataset)
+    predicted = (probabilities[..., 0] > 0.5).astype(int)
+    assert truth.shape == predicted.shape == (5, 512, 512)
+    matrix = confusion_matrix(truth.ravel(), predicted.ravel(), labels=[0, 1])
+    v_rand = np.mean(
+        [
+            1.0
+            - adapted_rand_error(ndimage.label(t)[0], ndimage.label(p)[0], ignore_labels=(0,))[0]
+            for t, p in zip(truth, predicted, strict=True)
+        ]
+    )
+    recorded = _recorded_metrics("unet_isbi2012")
+    membrane_dice = 2 * matrix[0, 0] / (matrix[0].sum() + matrix[:, 0].sum())
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(recorded["pixel_accuracy"], abs=5e-4)
+    assert v_rand == pytest.approx(recorded["v_rand"], abs=5e-4)
+    assert membrane_dice == pytest.approx(recorded["membrane_dice"], abs=5e-4)
+
+
+def test_unet_camvid_scores_what_its_card_says(data_dir):
+    model = kerasseg.load("unet_camvid")
+    dataset, _ = kerasseg.datasets.camvid(data_dir / "camvid", subset="val", batch_size=4)
+    truth, probabilities = _predict_all(model, dataset)
+    assert truth.shape == (101, 360, 480) and probabilities.shape == (101, 360, 480, 11)
+    keep = truth != 11  # void
+    matrix = confusion_matrix(truth[keep], probabilities.argmax(-1)[keep], labels=list(range(11)))
+    hits = np.diag(matrix)
+    iou = hits / (matrix.sum(0) + matrix.sum(1) - hits)
+    recorded = _recorded_metrics("unet_camvid")
+    assert iou.mean() == pytest.approx(recorded["mean_iou"], abs=5e-4)
+    assert hits.sum() / matrix.sum() == pytest.approx(recorded["pixel_accuracy"], abs=5e-4)
