@@ -242,12 +242,20 @@ def register_manifest_presets(directory=None):
 
 
 def _unet_preprocessing(arguments):
+    """0..1 images for the original U-Net (no encoder); else what the encoder needs."""
+    if arguments.get("encoder") is None and not arguments.get("include_preprocessing"):
+        return "unit"
+    return _encoder_preprocessing(arguments)
+
+
+def _encoder_preprocessing(arguments):
+    """The input normalisation of an encoder model (default encoder "resnet50"); "none" when
+    the model normalises inside (`include_preprocessing=True`)."""
     from kerasseg.models.encoders import get_encoder_spec
 
     if arguments.get("include_preprocessing"):
         return "none"
-    encoder = arguments.get("encoder")
-    return "unit" if encoder is None else get_encoder_spec(encoder).preprocessing
+    return get_encoder_spec(arguments.get("encoder", "resnet50")).preprocessing
 
 
 def _classical_models():
@@ -381,6 +389,7 @@ def _register_builtins():
         preprocessing=_unet_preprocessing,
         overwrite=True,
     )
+    _register_encoder_decoders()
     if _tensorflow_backend():
         _register_maskrcnn()
     for name, builder, channels, classes, description, reference in _classical_models():
@@ -394,6 +403,59 @@ def _register_builtins():
             default_input_shape=(None, None, channels),
             num_classes=classes,
             preprocessing="none",
+            overwrite=True,
+        )
+
+
+def _register_encoder_decoders():
+    """The decoders on keras.applications encoders besides the U-Net."""
+    from kerasseg.models.deeplab import deeplabv3, deeplabv3plus
+    from kerasseg.models.fpn import fpn
+    from kerasseg.models.linknet import linknet
+    from kerasseg.models.pspnet import pspnet
+
+    for name, builder, description, reference in (
+        (
+            "fpn",
+            fpn,
+            "FPN (panoptic FPN semantic branch) on a pretrained encoder",
+            "Kirillov et al. 2019, arXiv:1901.02446",
+        ),
+        (
+            "linknet",
+            linknet,
+            "LinkNet on a pretrained encoder, decoder blocks added to its features",
+            "Chaurasia & Culurciello 2017, arXiv:1707.03718",
+        ),
+        (
+            "pspnet",
+            pspnet,
+            "PSPNet: pyramid pooling on the stride-8 features of a pretrained encoder",
+            "Zhao et al. 2017, arXiv:1612.01105",
+        ),
+        (
+            "deeplabv3",
+            deeplabv3,
+            "DeepLabV3: atrous spatial pyramid pooling on a dilated pretrained encoder",
+            "Chen et al. 2017, arXiv:1706.05587",
+        ),
+        (
+            "deeplabv3plus",
+            deeplabv3plus,
+            "DeepLabV3+: DeepLabV3 with a stride-4 decoder, dilated pretrained encoder",
+            "Chen et al. 2018, arXiv:1802.02611",
+        ),
+    ):
+        register_model(
+            name,
+            builder,
+            task="semantic",
+            description=description,
+            reference=reference,
+            input_channels=3,
+            default_input_shape=(None, None, 3),
+            num_classes=1,
+            preprocessing=_encoder_preprocessing,
             overwrite=True,
         )
 

@@ -5,6 +5,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -12,6 +13,16 @@ REPO = Path(__file__).resolve().parents[1]
 # input and weight generators): `import make_ops_reference`, `import reference_weights`.
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures" / "maskrcnn"))
 DATA = Path(os.environ.get("KERASSEG_DATA", REPO.parent / "shared" / "data"))
+
+
+def randomise_batch_norm(model, seed=0):
+    """Moving statistics far from (0, 1), so a training-mode BatchNorm would show."""
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            size = layer.moving_mean.shape
+            layer.moving_mean.assign(rng.normal(0.0, 0.5, size).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, size).astype("float32"))
 
 
 def pytest_sessionfinish(session, exitstatus):

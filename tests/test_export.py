@@ -18,6 +18,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import randomise_batch_norm
 from PIL import Image
 
 import kerasseg
@@ -54,16 +55,6 @@ def rgb_image(height, width, seed):
 def grey_image(height, width, seed):
     image, _ = samples.nuclei(size=max(height, width), seed=seed)
     return np.ascontiguousarray(image[:height, :width])
-
-
-def randomise_batch_norm(model, seed=0):
-    """Moving statistics far from (0, 1), so a training-mode BatchNorm would show."""
-    rng = np.random.default_rng(seed)
-    for layer in model._flatten_layers():
-        if isinstance(layer, keras.layers.BatchNormalization):
-            size = layer.moving_mean.shape
-            layer.moving_mean.assign(rng.normal(0.0, 0.5, size).astype("float32"))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, size).astype("float32"))
 
 
 def saved_model_proto(path):

@@ -95,3 +95,52 @@ def segmentation_head(x, num_classes, activation, kernel_size=1, crop_to=None):
     if crop_to is not None:
         x = CenterCropLike(name="crop_to_input")([x, crop_to])
     return layers.Activation(activation or "linear", dtype="float32", name="output")(x)
+
+
+def check_int(value, argument, minimum=1):
+    """Raise a ValueError naming `argument` unless `value` is an integer >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"`{argument}` must be an integer >= {minimum}; got {value!r}.")
+
+
+def check_common_arguments(num_classes, input_shape, activation):
+    """Check the arguments every architecture takes: classes, input shape, head activation."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"`num_classes` must be an integer >= 1; got {num_classes!r}.")
+    if not isinstance(input_shape, tuple | list) or len(input_shape) != 3:
+        raise ValueError(
+            f"`input_shape` must be (height, width, channels) with height/width None or an "
+            f"integer; got {input_shape!r}."
+        )
+    channels = input_shape[2]
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise ValueError(
+            f"`input_shape`: the channel count must be a known integer >= 1; got {input_shape!r}."
+        )
+    if activation not in HEAD_ACTIVATIONS:
+        raise ValueError(
+            f"`activation` must be one of {HEAD_ACTIVATIONS} (None gives logits); got "
+            f"{activation!r}."
+        )
+
+
+def conv_bn_relu(x, filters, kernel_size, name, dilation_rate=1, separable=False, batch_norm=True):
+    """A convolution (depthwise-separable with `separable`), batch norm, ReLU.
+
+    Layers are named `{name}_conv`, `{name}_bn`, `{name}_relu`; without batch norm the
+    convolution has a bias.
+    """
+    if separable and kernel_size > 1:
+        conv = layers.SeparableConv2D(
+            filters, kernel_size, padding="same", dilation_rate=dilation_rate,
+            use_bias=not batch_norm, name=f"{name}_conv",
+        )  # fmt: skip
+    else:
+        conv = layers.Conv2D(
+            filters, kernel_size, padding="same", dilation_rate=dilation_rate,
+            use_bias=not batch_norm, kernel_initializer="he_normal", name=f"{name}_conv",
+        )  # fmt: skip
+    x = conv(x)
+    if batch_norm:
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)

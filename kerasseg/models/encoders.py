@@ -289,3 +289,43 @@ def build_encoder(name, input_shape=(None, None, 3), weights=None):
     inputs = network.get_layer(spec.cut_before).input if spec.cut_before else network.inputs[0]
     encoder = keras.Model(inputs, outputs, name="encoder")
     return encoder, [f is not None for f in features]
+
+
+def check_encoder_arguments(encoder, encoder_weights):
+    """The `EncoderSpec` of `encoder`, after checking it and `encoder_weights` (None,
+    "imagenet" or a path)."""
+    if encoder is None:
+        raise ValueError(
+            "`encoder` must name a keras.applications encoder from "
+            "`kerasseg.models.encoders.ENCODERS` (e.g. 'resnet50'); got None."
+        )
+    spec = get_encoder_spec(encoder)
+    if encoder_weights is not None and not isinstance(encoder_weights, str):
+        raise ValueError(
+            f"`encoder_weights` must be None, 'imagenet' or a path to a weights file; got "
+            f"{encoder_weights!r}."
+        )
+    return spec
+
+
+def encoder_input_stage(
+    backbone, input_shape, spec, include_preprocessing, pad_multiple, present=None
+):
+    """The input stage every encoder-decoder shares: the "images" input, the encoder's
+    normalisation when `include_preprocessing`, reflection padding to `pad_multiple` (None:
+    none), then the encoder. Returns (images, outputs); with `present` (from
+    `build_encoder`), outputs are the five stride features with None where one is missing."""
+    from kerasseg.layers.preprocessing import ImagePreprocessing
+    from kerasseg.models.blocks import ReflectPadToMultiple
+
+    images = keras.Input(input_shape, name="images")
+    x = images
+    if include_preprocessing:
+        x = ImagePreprocessing(spec.preprocessing, name="preprocessing")(x)
+    if pad_multiple:
+        x = ReflectPadToMultiple(pad_multiple, name="pad_to_fit")(x)
+    outputs = backbone(x)
+    if present is None:
+        return images, outputs
+    outputs = iter(outputs)
+    return images, [next(outputs) if exists else None for exists in present]

@@ -14,35 +14,15 @@ from keras import layers
 from kerasseg.layers.preprocessing import ImagePreprocessing
 from kerasseg.models.base import SegmentationModel, check_spatial_size
 from kerasseg.models.blocks import (
-    HEAD_ACTIVATIONS,
     CenterCropLike,
     ReflectPadToMultiple,
+    check_common_arguments,
     conv_block,
     segmentation_head,
 )
-from kerasseg.models.encoders import build_encoder, get_encoder_spec
+from kerasseg.models.encoders import build_encoder, check_encoder_arguments, encoder_input_stage
 
 DEFAULT_DECODER_FILTERS = (256, 128, 64, 32, 16)
-
-
-def _check_common(num_classes, input_shape, activation):
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"`num_classes` must be an integer >= 1; got {num_classes!r}.")
-    if not isinstance(input_shape, tuple | list) or len(input_shape) != 3:
-        raise ValueError(
-            f"`input_shape` must be (height, width, channels) with height/width None or an "
-            f"integer; got {input_shape!r}."
-        )
-    channels = input_shape[2]
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise ValueError(
-            f"`input_shape`: the channel count must be a known integer >= 1; got {input_shape!r}."
-        )
-    if activation not in HEAD_ACTIVATIONS:
-        raise ValueError(
-            f"`activation` must be one of {HEAD_ACTIVATIONS} (None gives logits); got "
-            f"{activation!r}."
-        )
 
 
 def _reject(mode, **options):
@@ -103,7 +83,7 @@ def unet(
     Returns:
         A `SegmentationModel` mapping (batch, H, W, C) images to (batch, H', W', num_classes).
     """
-    _check_common(num_classes, input_shape, activation)
+    check_common_arguments(num_classes, input_shape, activation)
     input_shape = tuple(input_shape)
     if encoder is None:
         _reject(
@@ -265,7 +245,7 @@ def _encoder_unet(
     pad_to_fit,
     name,
 ):
-    spec = get_encoder_spec(encoder)
+    spec = check_encoder_arguments(encoder, encoder_weights)
     decoder_filters = tuple(decoder_filters)
     if len(decoder_filters) != 5 or not all(
         isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in decoder_filters
@@ -274,24 +254,14 @@ def _encoder_unet(
             f"`decoder_filters` must be five integers >= 1, deepest block first; got "
             f"{decoder_filters!r}."
         )
-    if encoder_weights is not None and not isinstance(encoder_weights, str):
-        raise ValueError(
-            f"`encoder_weights` must be None, 'imagenet' or a path to a weights file; got "
-            f"{encoder_weights!r}."
-        )
     size_divisor, min_size = (1, 17) if pad_to_fit else (32, 32)
     check_spatial_size(input_shape[:2], size_divisor, "input_shape", 0, min_size)
     backbone, present = build_encoder(encoder, input_shape, weights=encoder_weights)
     backbone.trainable = not encoder_freeze
 
-    images = keras.Input(input_shape, name="images")
-    x = images
-    if include_preprocessing:
-        x = ImagePreprocessing(spec.preprocessing, name="preprocessing")(x)
-    if pad_to_fit:
-        x = ReflectPadToMultiple(32, name="pad_to_fit")(x)
-    features = iter(backbone(x))
-    features = [next(features) if exists else None for exists in present]
+    images, features = encoder_input_stage(
+        backbone, input_shape, spec, include_preprocessing, 32 if pad_to_fit else None, present
+    )
     x = features[-1]
     skips = features[3::-1] + [None]  # strides 16, 8, 4, 2, then full resolution
     for i, (skip, filters) in enumerate(zip(skips, decoder_filters, strict=True)):

@@ -1,0 +1,409 @@
+"""DeepLabV3 and DeepLabV3+ on a keras.applications encoder made dilated (atrous).
+
+References:
+    Chen, Papandreou, Schroff & Adam, "Rethinking Atrous Convolution for Semantic Image
+    Segmentation", 2017, arXiv:1706.05587 (DeepLabV3).
+    Chen, Zhu, Papandreou, Schroff & Adam, "Encoder-Decoder with Atrous Separable
+    Convolution for Semantic Image Segmentation", ECCV 2018, arXiv:1802.02611 (DeepLabV3+).
+    The layout follows segmentation_models.pytorch's `DeepLabV3` / `DeepLabV3Plus`
+    (decoders/deeplabv3/decoder.py).
+
+Output stride. DeepLab keeps the encoder's deepest features at stride 8 or 16 instead of 32
+by removing the last down-sampling steps and dilating every later convolution ("atrous
+algorithm", arXiv:1706.05587 Sec. 3.1). keras.applications networks cannot change their
+strides in place, so `dilated_encoder` rebuilds the encoder from its layer configs (same
+layers, same weights, `keras.models.clone_model`) with:
+
+- every convolution or pooling that down-samples from stride >= `output_stride` set to
+  stride 1;
+- every later convolution (and depthwise convolution) with a kernel larger than 1 given
+  the dilation rate `original input stride / output_stride` (2, or 4 for stage 5 at output
+  stride 8);
+- explicit `ZeroPadding2D` + "valid" pairs (ResNetV2, MobileNet, EfficientNet) and 2x2
+  "patchify" convolutions (ConvNeXt) turned into "same" padding, so maps keep their size.
+
+The whole encoder, stride-32 stage included, is kept; nothing is dropped. This is exactly
+the atrous algorithm where it can be: the dilated network's deepest map, sampled every
+32 / output_stride pixels, equals the original's (checked for ResNet, ResNetV2,
+MobileNetV2 and ConvNeXt at output strides 8 and 16, VGG and DenseNet at 16; the tests
+check ResNet50). Approximations, with unchanged weights: squeeze-and-excitation blocks
+(EfficientNet, EfficientNetV2, MobileNetV3) average over the whole larger map (relative
+difference ~1e-3 with random weights); VGG and DenseNet at output stride 8 keep a 2x2
+pooling at stride 16 whose window cannot be dilated (Keras pooling has no dilation; DeepLab
+v1 made VGG's poolings stride 1 the same way; segmentation_models.pytorch refuses dilation
+for these two). ImageNet weights load as usual.
+
+Design (segmentation_models.pytorch defaults):
+
+- ASPP: a 1x1 conv, three 3x3 atrous convs (rates 12, 24, 36 at output stride 8; 6, 12, 18
+  at 16 as in the papers; smp uses 12, 24, 36 for both), image pooling (global average,
+  1x1 conv, broadcast back), each with `decoder_filters` (256) filters, BN and ReLU;
+  concatenation, 1x1 projection + BN + ReLU and dropout 0.5. With `separable=True` the
+  atrous branches are depthwise-separable (depthwise 3x3 dilated, pointwise 1x1, no BN in
+  between, as smp's `SeparableConv2d`).
+- DeepLabV3: ASPP, a 3x3 conv + BN + ReLU, the 1x1 class conv, bilinear up-sampling by the
+  output stride. Default output stride 8 and regular (not separable) ASPP, as smp.
+- DeepLabV3+: ASPP, a 3x3 conv + BN + ReLU, bilinear up-sampling to stride 4; the stride-4
+  encoder features projected to 48 channels (1x1 conv + BN + ReLU) and concatenated; a 3x3
+  conv of `decoder_filters` + BN + ReLU; the 1x1 class conv and 4x bilinear up-sampling.
+  Default output stride 16 and `separable=True` (ASPP and both decoder 3x3 convs
+  separable, the paper's Xception-style design; smp always makes the decoder convs
+  separable and the ASPP by default). The paper's decoder uses two 3x3 convs after the
+  concatenation; smp (and this module) uses one, plus the one after ASPP.
+
+Bilinear up-sampling: `kerasseg.models.resize.UpSamplingBilinear2D` with half-pixel
+centres (align_corners=False, the values of Keras's UpSampling2D); smp's
+`UpsamplingBilinear2d` uses align_corners=True.
+"""
+
+import keras
+from keras import layers
+
+from kerasseg.models.base import SegmentationModel, check_spatial_size
+from kerasseg.models.blocks import (
+    CenterCropLike,
+    check_common_arguments,
+    check_int,
+    conv_bn_relu,
+)
+from kerasseg.models.encoders import (
+    build_encoder,
+    check_encoder_arguments,
+    encoder_input_stage,
+    get_encoder_spec,
+)
+from kerasseg.models.resize import BroadcastLike, UpSamplingBilinear2D
+
+OUTPUT_STRIDES = (8, 16)
+DEFAULT_ATROUS_RATES = {8: (12, 24, 36), 16: (6, 12, 18)}
+_STRIDED = (
+    layers.Conv2D,
+    layers.DepthwiseConv2D,
+    layers.SeparableConv2D,
+    layers.MaxPooling2D,
+    layers.AveragePooling2D,
+)
+_CONVS = (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D)
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, tuple | list) else (value, value)
+
+
+def _step(layer):
+    """The down-sampling factor of a layer (or of a Sequential of layers)."""
+    if isinstance(layer, keras.Sequential):
+        step = 1
+        for inner in layer.layers:
+            step *= _step(inner)
+        return step
+    return max(_pair(layer.strides)) if isinstance(layer, _STRIDED) else 1
+
+
+def _parent(layer):
+    return layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+
+
+def _copy(layer):
+    return layer.__class__.from_config(layer.get_config())
+
+
+def _dilate(layer, s_in, output_stride, parent):
+    """(replacement or None, name of a ZeroPadding2D parent made redundant or None).
+
+    `s_in`: the stride of the layer's input in the original network.
+    """
+    if isinstance(layer, keras.Sequential):  # ConvNeXt's stem and down-sampling blocks
+        new_layers, changed, stride, previous = [], False, s_in, None
+        for inner in layer.layers:
+            new, dropped = _dilate(inner, stride, output_stride, previous)
+            if dropped is not None:
+                raise ValueError(f"cannot dilate encoder layer {layer.name!r}.")
+            changed = changed or new is not None
+            new_layers.append(_copy(inner) if new is None else new)
+            stride, previous = stride * _step(inner), inner
+        return (keras.Sequential(new_layers, name=layer.name) if changed else None), None
+    if not isinstance(layer, _STRIDED) or s_in < output_stride:
+        return None, None
+    config = layer.get_config()
+    strides = _pair(layer.strides)
+    strided = max(strides) > 1
+    if not isinstance(layer, _CONVS):  # pooling: stride 1 with "same" size
+        if not strided:
+            return None, None
+        return layer.__class__.from_config({**config, "strides": (1, 1), "padding": "same"}), None
+    kernel = _pair(layer.kernel_size)
+    rate = s_in // output_stride if s_in > output_stride else 1
+    config = {**config, "strides": (1, 1), "dilation_rate": (rate, rate)}
+    if max(kernel) == 1 or layer.padding == "same":
+        return layer.__class__.from_config(config), None
+    if isinstance(parent, layers.ZeroPadding2D):  # explicit padding + "valid": now "same"
+        return layer.__class__.from_config({**config, "padding": "same"}), parent.name
+    if strided and kernel == strides:
+        # A "patchify" convolution (window = stride, no padding) reads pixels i .. i + k - 1
+        # of its input; at stride 1 with dilation it reads i, i + rate, ...: pad after.
+        after = (kernel[0] - 1) * rate, (kernel[1] - 1) * rate
+        return keras.Sequential(
+            [
+                layers.ZeroPadding2D(((0, after[0]), (0, after[1])), name=f"{layer.name}_pad"),
+                layer.__class__.from_config(config),
+            ],
+            name=layer.name,
+        ), None
+    raise ValueError(
+        f"cannot dilate encoder layer {layer.name!r}: a 'valid' convolution without explicit "
+        f"zero padding."
+    )
+
+
+def dilated_encoder(encoder, output_stride):
+    """The encoder rebuilt with its deepest features at `output_stride` (8 or 16).
+
+    Down-sampling at stride >= `output_stride` is removed and later convolutions are dilated
+    (see the module docstring); weights are copied. Returns a new `keras.Model`.
+    """
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"`output_stride` must be one of {OUTPUT_STRIDES}; got {output_stride!r}.")
+    strides_out, replacements, dropped = {}, {}, set()
+    for operation in encoder.operations:  # topological order; includes ops that are not layers
+        parents = [
+            t._keras_history.operation.name
+            for node in operation._inbound_nodes[:1]
+            for t in node.input_tensors
+        ]
+        s_in = max((strides_out.get(p, 1) for p in parents), default=1)  # 1: model input
+        strides_out[operation.name] = s_in * _step(operation)
+        if isinstance(operation, _STRIDED + (keras.Sequential,)):
+            parent = _parent(operation) if parents else None
+            new, padding = _dilate(operation, s_in, output_stride, parent)
+            if new is not None:
+                replacements[operation.name] = new
+            if padding is not None:
+                dropped.add(padding)
+
+    def clone(layer):
+        if layer.name in dropped:
+            return layers.Identity(name=layer.name)
+        return replacements.get(layer.name) or _copy(layer)
+
+    dilated = keras.models.clone_model(encoder, clone_function=clone)
+    for old, new in zip(encoder.layers, dilated.layers, strict=True):
+        if old.weights:
+            new.set_weights(old.get_weights())
+    return dilated
+
+
+def _check_arguments(
+    num_classes, input_shape, activation, encoder, encoder_weights, output_stride, atrous_rates,
+    decoder_filters, dropout,
+):  # fmt: skip
+    check_common_arguments(num_classes, input_shape, activation)
+    check_encoder_arguments(encoder, encoder_weights)
+    if isinstance(output_stride, bool) or output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"`output_stride` must be one of {OUTPUT_STRIDES}; got {output_stride!r}.")
+    rates = tuple(atrous_rates) if isinstance(atrous_rates, tuple | list) else None
+    if (
+        rates is None
+        or len(rates) != 3
+        or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in rates)
+    ):
+        raise ValueError(
+            f"`atrous_rates` must be three integers >= 1 (the ASPP's dilation rates, e.g. "
+            f"(6, 12, 18)); got {atrous_rates!r}."
+        )
+    check_int(decoder_filters, "decoder_filters")
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        raise ValueError(f"`aspp_dropout` must be a number in [0, 1); got {dropout!r}.")
+
+
+def aspp(x, filters, atrous_rates, separable, dropout, name="aspp"):
+    """Atrous spatial pyramid pooling (arXiv:1706.05587 Sec. 3.3), as smp's `ASPP`."""
+    branches = [conv_bn_relu(x, filters, 1, f"{name}_1x1")]
+    for i, rate in enumerate(atrous_rates, start=1):
+        branches.append(
+            conv_bn_relu(
+                x, filters, 3, f"{name}_atrous{i}", dilation_rate=rate, separable=separable
+            )
+        )
+    pooled = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_pool")(x)
+    pooled = conv_bn_relu(pooled, filters, 1, f"{name}_pool")
+    branches.append(BroadcastLike(name=f"{name}_pool_broadcast")([pooled, x]))
+    x = layers.Concatenate(name=f"{name}_concat")(branches)
+    x = conv_bn_relu(x, filters, 1, f"{name}_project")
+    return layers.Dropout(dropout, name=f"{name}_dropout")(x)
+
+
+def _prepare(
+    num_classes, input_shape, encoder, encoder_weights, encoder_freeze, output_stride,
+    atrous_rates, decoder_filters, aspp_dropout, activation, include_preprocessing, pad_to_fit,
+):  # fmt: skip
+    if atrous_rates is None and output_stride in OUTPUT_STRIDES:
+        atrous_rates = DEFAULT_ATROUS_RATES[output_stride]
+    _check_arguments(
+        num_classes, input_shape, activation, encoder, encoder_weights, output_stride,
+        atrous_rates, decoder_filters, aspp_dropout,
+    )  # fmt: skip
+    input_shape = tuple(input_shape)
+    spec = get_encoder_spec(encoder)
+    size_divisor, min_size = (1, output_stride // 2 + 1) if pad_to_fit else (output_stride,) * 2
+    check_spatial_size(input_shape[:2], size_divisor, "input_shape", 0, min_size)
+    # Built for any size: known sizes need only be multiples of the output stride here.
+    backbone, present = build_encoder(encoder, (None, None, input_shape[2]), encoder_weights)
+    backbone = dilated_encoder(backbone, output_stride)
+    backbone.trainable = not encoder_freeze
+
+    images, features = encoder_input_stage(
+        backbone,
+        input_shape,
+        spec,
+        include_preprocessing,
+        output_stride if pad_to_fit else None,
+        present,
+    )
+    return images, features, tuple(atrous_rates), size_divisor, min_size
+
+
+def _head(x, images, num_classes, activation, upsampling, pad_to_fit):
+    x = layers.Conv2D(num_classes, 1, padding="same", name="head")(x)
+    x = UpSamplingBilinear2D(upsampling, align_corners=False, name="head_upsample")(x)
+    if pad_to_fit:
+        x = CenterCropLike(name="crop_to_input")([x, images])
+    return layers.Activation(activation or "linear", dtype="float32", name="output")(x)
+
+
+def deeplabv3(
+    num_classes=1,
+    input_shape=(None, None, 3),
+    encoder="resnet50",
+    encoder_weights=None,
+    encoder_freeze=False,
+    output_stride=8,
+    atrous_rates=None,
+    decoder_filters=256,
+    separable=False,
+    aspp_dropout=0.5,
+    activation=None,
+    include_preprocessing=False,
+    pad_to_fit=False,
+    name=None,
+):
+    """Build DeepLabV3 (Chen et al. 2017, arXiv:1706.05587) on a dilated encoder.
+
+    The encoder's last stages are dilated so its deepest features are at `output_stride`
+    (see the module docstring for how, and where that is exact); ASPP, a 3x3 conv-BN-ReLU,
+    a 1x1 class convolution and bilinear up-sampling by `output_stride` follow.
+
+    Args:
+        num_classes: output channels (1 for binary segmentation with a sigmoid).
+        input_shape: (height, width, channels); height and width may be None.
+        encoder: a name from `kerasseg.models.encoders.ENCODERS` (default "resnet50").
+        encoder_weights: None, "imagenet" or a path to the encoder network's weights
+            (3-channel weights are adapted to other channel counts).
+        encoder_freeze: if True, the encoder's weights are not trained.
+        output_stride: 8 (default, as smp) or 16: the stride of the deepest features.
+        atrous_rates: the three ASPP dilation rates (default (12, 24, 36) at output stride 8,
+            (6, 12, 18) at 16).
+        decoder_filters: filters of the ASPP branches and the head conv (default 256).
+        separable: depthwise-separable 3x3 atrous convolutions in the ASPP (default False).
+        aspp_dropout: dropout rate after the ASPP projection (default 0.5).
+        activation: None (logits), "sigmoid" or "softmax".
+        include_preprocessing: put the input normalisation the encoder's weights expect
+            (`ImagePreprocessing`) inside the model, so it takes 0..255 images.
+        pad_to_fit: pad inputs inside the model by reflection up to a multiple of
+            `output_stride` and crop the output back, so the model takes any height and
+            width of at least `output_stride // 2 + 1`.
+        name: model name (default "deeplabv3_<encoder>").
+
+    Returns:
+        A `SegmentationModel` mapping (batch, H, W, C) images to (batch, H, W, num_classes);
+        H and W must be multiples of `output_stride` unless `pad_to_fit`.
+    """
+    images, features, rates, size_divisor, min_size = _prepare(
+        num_classes, input_shape, encoder, encoder_weights, encoder_freeze,
+        output_stride, atrous_rates, decoder_filters, aspp_dropout, activation,
+        include_preprocessing, pad_to_fit,
+    )  # fmt: skip
+    x = aspp(features[-1], decoder_filters, rates, bool(separable), aspp_dropout)
+    x = conv_bn_relu(x, decoder_filters, 3, "decoder")
+    outputs = _head(x, images, num_classes, activation, output_stride, pad_to_fit)
+    return SegmentationModel(
+        images,
+        outputs,
+        name=name or f"deeplabv3_{encoder}",
+        size_divisor=size_divisor,
+        min_size=min_size,
+    )
+
+
+def deeplabv3plus(
+    num_classes=1,
+    input_shape=(None, None, 3),
+    encoder="resnet50",
+    encoder_weights=None,
+    encoder_freeze=False,
+    output_stride=16,
+    atrous_rates=None,
+    decoder_filters=256,
+    low_level_filters=48,
+    separable=True,
+    aspp_dropout=0.5,
+    activation=None,
+    include_preprocessing=False,
+    pad_to_fit=False,
+    name=None,
+):
+    """Build DeepLabV3+ (Chen et al. 2018, arXiv:1802.02611) on a dilated encoder.
+
+    ASPP on the encoder's deepest features (at `output_stride`, see the module docstring),
+    a 3x3 conv-BN-ReLU, bilinear up-sampling to stride 4, concatenation with the stride-4
+    encoder features projected to `low_level_filters` channels, a 3x3 conv-BN-ReLU, a 1x1
+    class convolution and 4x bilinear up-sampling.
+
+    Args:
+        num_classes: output channels (1 for binary segmentation with a sigmoid).
+        input_shape: (height, width, channels); height and width may be None.
+        encoder: a name from `kerasseg.models.encoders.ENCODERS` (default "resnet50").
+        encoder_weights: None, "imagenet" or a path to the encoder network's weights
+            (3-channel weights are adapted to other channel counts).
+        encoder_freeze: if True, the encoder's weights are not trained.
+        output_stride: 16 (default, as the paper and smp) or 8.
+        atrous_rates: the three ASPP dilation rates (default (6, 12, 18) at output stride 16,
+            (12, 24, 36) at 8).
+        decoder_filters: filters of the ASPP branches and decoder convs (default 256).
+        low_level_filters: channels of the projected stride-4 features (default 48).
+        separable: depthwise-separable 3x3 convolutions in the ASPP and the decoder
+            (default True, as smp and the paper's Xception model).
+        aspp_dropout: dropout rate after the ASPP projection (default 0.5).
+        activation: None (logits), "sigmoid" or "softmax".
+        include_preprocessing: put the input normalisation the encoder's weights expect
+            (`ImagePreprocessing`) inside the model, so it takes 0..255 images.
+        pad_to_fit: pad inputs inside the model by reflection up to a multiple of
+            `output_stride` and crop the output back, so the model takes any height and
+            width of at least `output_stride // 2 + 1`.
+        name: model name (default "deeplabv3plus_<encoder>").
+
+    Returns:
+        A `SegmentationModel` mapping (batch, H, W, C) images to (batch, H, W, num_classes);
+        H and W must be multiples of `output_stride` unless `pad_to_fit`.
+    """
+    check_int(low_level_filters, "low_level_filters")
+    images, features, rates, size_divisor, min_size = _prepare(
+        num_classes, input_shape, encoder, encoder_weights, encoder_freeze,
+        output_stride, atrous_rates, decoder_filters, aspp_dropout, activation,
+        include_preprocessing, pad_to_fit,
+    )  # fmt: skip
+    separable = bool(separable)
+    x = aspp(features[-1], decoder_filters, rates, separable, aspp_dropout)
+    x = conv_bn_relu(x, decoder_filters, 3, "aspp_head", separable=separable)
+    x = UpSamplingBilinear2D(output_stride // 4, align_corners=False, name="decoder_upsample")(x)
+    low = conv_bn_relu(features[1], low_level_filters, 1, "decoder_low_level")
+    x = layers.Concatenate(name="decoder_concat")([x, low])
+    x = conv_bn_relu(x, decoder_filters, 3, "decoder", separable=separable)
+    outputs = _head(x, images, num_classes, activation, 4, pad_to_fit)
+    return SegmentationModel(
+        images,
+        outputs,
+        name=name or f"deeplabv3plus_{encoder}",
+        size_divisor=size_divisor,
+        min_size=min_size,
+    )

@@ -1,0 +1,143 @@
+"""Resizing layers of the decoders, with stock ops that trace for unknown sizes.
+
+Keras's `UpSampling2D(interpolation="bilinear")` fails in graph mode when height and width
+are unknown (Keras 3.15, TensorFlow backend), which `predict` on varying sizes and
+`kerasseg.export` both need; these layers compute bilinear resizing and adaptive average
+pooling as small matrix products instead (PyTorch `F.interpolate` / `AdaptiveAvgPool2d`
+semantics, as segmentation_models.pytorch uses them).
+"""
+
+import keras
+from keras import layers, ops
+
+
+def interpolation_matrix(out_length, in_length, align_corners, dtype):
+    """(out_length, in_length) 1-D bilinear weights, PyTorch `F.interpolate` semantics.
+
+    align_corners=True: output i samples input i * (in - 1) / (out - 1); False: half-pixel
+    centres, (i + 0.5) * in / out - 0.5 clamped to [0, in - 1]. Each row is the tent kernel
+    max(0, 1 - |source - j|) over input positions j, so rows sum to 1.
+    """
+    out_f = ops.cast(out_length, "float32")
+    in_f = ops.cast(in_length, "float32")
+    position = ops.cast(ops.arange(out_length), "float32")
+    if align_corners:
+        source = position * ((in_f - 1.0) / ops.maximum(out_f - 1.0, 1.0))
+    else:
+        source = ops.clip((position + 0.5) * (in_f / out_f) - 0.5, 0.0, in_f - 1.0)
+    grid = ops.cast(ops.arange(in_length), "float32")
+    weights = ops.relu(1.0 - ops.abs(source[:, None] - grid[None, :]))
+    return ops.cast(weights, dtype)
+
+
+def bilinear_resize(x, height, width, align_corners):
+    """Resize (B, h, w, C) to (B, height, width, C) bilinearly; sizes may be tensors."""
+    shape = ops.shape(x)
+    rows = interpolation_matrix(height, shape[1], align_corners, x.dtype)
+    cols = interpolation_matrix(width, shape[2], align_corners, x.dtype)
+    x = ops.einsum("hi,bijc->bhjc", rows, x)
+    return ops.einsum("wj,bhjc->bhwc", cols, x)
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class UpSamplingBilinear2D(layers.Layer):
+    """Bilinear up-sampling by an integer factor, like PyTorch's `nn.UpsamplingBilinear2d`.
+
+    `align_corners=True` (default, PyTorch's `UpsamplingBilinear2d` and smp's decoders) or
+    False (half-pixel centres, `F.interpolate`'s default). Works with unknown height and
+    width in graph mode, unlike Keras's `UpSampling2D(interpolation="bilinear")`.
+    """
+
+    def __init__(self, size=2, align_corners=True, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"`size` must be an integer >= 1; got {size!r}.")
+        self.size = size
+        self.align_corners = bool(align_corners)
+
+    def call(self, inputs, training=None):
+        shape = ops.shape(inputs)
+        return bilinear_resize(
+            inputs, shape[1] * self.size, shape[2] * self.size, self.align_corners
+        )
+
+    def compute_output_shape(self, input_shape):
+        def scaled(n):
+            return None if n is None else n * self.size
+
+        return (input_shape[0], scaled(input_shape[1]), scaled(input_shape[2]), input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size, "align_corners": self.align_corners}
+
+
+def _adaptive_pool_matrix(length, bins, dtype):
+    """(bins, length) averaging weights with PyTorch's AdaptiveAvgPool bin boundaries."""
+    index = ops.arange(bins, dtype="int32")
+    start = (index * length) // bins
+    end = -((-(index + 1) * length) // bins)  # ceil((i + 1) * length / bins)
+    position = ops.arange(length, dtype="int32")
+    inside = ops.logical_and(position[None, :] >= start[:, None], position[None, :] < end[:, None])
+    inside = ops.cast(inside, dtype)
+    return inside / ops.sum(inside, axis=1, keepdims=True)
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class AdaptiveAveragePooling2D(layers.Layer):
+    """Average pooling to a fixed (bins, bins) grid, PyTorch `AdaptiveAvgPool2d` semantics.
+
+    Bin i of n over a length L averages positions floor(i * L / n) to ceil((i + 1) * L / n)
+    (exclusive), so any input size works, including sizes not divisible by n or smaller
+    than n (bins then overlap). Computed as two small matrix products, with stock ops.
+    """
+
+    def __init__(self, bins, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+            raise ValueError(f"`bins` must be an integer >= 1; got {bins!r}.")
+        self.bins = bins
+
+    def call(self, inputs, training=None):
+        shape = ops.shape(inputs)
+        rows = _adaptive_pool_matrix(shape[1], self.bins, inputs.dtype)
+        cols = _adaptive_pool_matrix(shape[2], self.bins, inputs.dtype)
+        x = ops.einsum("ih,bhwc->biwc", rows, inputs)
+        return ops.einsum("jw,biwc->bijc", cols, x)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.bins, self.bins, input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "bins": self.bins}
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class ResizeLike(layers.Layer):
+    """Bilinear resize of the first input to the second's height and width, align_corners=True.
+
+    PyTorch's `F.interpolate(x, size, mode="bilinear", align_corners=True)`: the corner
+    pixels of input and output coincide. Works with unknown sizes.
+    """
+
+    def call(self, inputs, training=None):
+        features, reference = inputs
+        shape = ops.shape(reference)
+        return bilinear_resize(features, shape[1], shape[2], align_corners=True)
+
+    def compute_output_shape(self, input_shapes):
+        features, reference = input_shapes
+        return (features[0], reference[1], reference[2], features[3])
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class BroadcastLike(layers.Layer):
+    """Broadcast a (B, 1, 1, C) map to the height and width of a reference (B, H, W, C')."""
+
+    def call(self, inputs, training=None):
+        pooled, reference = inputs
+        shape = ops.shape(reference)
+        return ops.broadcast_to(pooled, (shape[0], shape[1], shape[2], ops.shape(pooled)[3]))
+
+    def compute_output_shape(self, input_shapes):
+        pooled, reference = input_shapes
+        return (reference[0], reference[1], reference[2], pooled[3])
