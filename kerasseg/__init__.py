@@ -11,7 +11,9 @@ import importlib
 
 __version__ = "0.1.0"
 
-from kerasseg import layers, losses, metrics, models  # noqa: F401  (registers serializable classes)
+# layers, losses, metrics and models register their serializable classes; samples holds the
+# built-in demo images (kerasseg.samples.load_sample).
+from kerasseg import layers, losses, metrics, models, samples  # noqa: F401
 from kerasseg.registry import (  # noqa: F401
     get_entry,
     list_models,
@@ -23,7 +25,7 @@ from kerasseg.registry import (  # noqa: F401
 __all__ = ["get_entry", "list_models", "load", "preprocessing_layer", "register_model"]
 
 # TensorFlow-only parts, imported when first used so that the models stay backend-neutral.
-_LAZY_MODULES = ("data", "datasets", "export")
+_LAZY_MODULES = ("convert", "data", "datasets", "evaluation", "export", "prediction", "training")
 
 
 def __getattr__(name):
