@@ -85,16 +85,30 @@ def conv_block(x, filters, name, batch_norm=True, padding="same", convs=2):
 HEAD_ACTIVATIONS = (None, "sigmoid", "softmax")
 
 
-def segmentation_head(x, num_classes, activation, kernel_size=1, crop_to=None):
+def segmentation_head(
+    x, num_classes, activation, kernel_size=1, crop_to=None, upsample=1, align_corners=True
+):
     """Class logits, plus an optional sigmoid or softmax, in float32 (mixed-precision safe).
 
-    `crop_to`: a tensor whose height and width the logits are centre-cropped to (after the
-    head's convolution, so its border sees the padded context).
+    `upsample`: a bilinear up-sampling factor applied to the logits (`align_corners` as in
+    `kerasseg.models.resize.UpSamplingBilinear2D`). `crop_to`: a tensor whose height and
+    width the logits are then centre-cropped to (after the head's convolution, so its border
+    sees the padded context).
     """
+    from kerasseg.models.resize import UpSamplingBilinear2D
+
     x = layers.Conv2D(num_classes, kernel_size, padding="same", name="head")(x)
+    if upsample > 1:
+        x = UpSamplingBilinear2D(upsample, align_corners=align_corners, name="head_upsample")(x)
     if crop_to is not None:
         x = CenterCropLike(name="crop_to_input")([x, crop_to])
     return layers.Activation(activation or "linear", dtype="float32", name="output")(x)
+
+
+def check_rate(value, argument):
+    """Raise a ValueError naming `argument` unless `value` is a number in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ValueError(f"`{argument}` must be a number in [0, 1); got {value!r}.")
 
 
 def check_int(value, argument, minimum=1):

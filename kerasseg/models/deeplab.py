@@ -61,10 +61,11 @@ from keras import layers
 
 from kerasseg.models.base import SegmentationModel, check_spatial_size
 from kerasseg.models.blocks import (
-    CenterCropLike,
     check_common_arguments,
     check_int,
+    check_rate,
     conv_bn_relu,
+    segmentation_head,
 )
 from kerasseg.models.encoders import (
     build_encoder,
@@ -212,8 +213,7 @@ def _check_arguments(
             f"(6, 12, 18)); got {atrous_rates!r}."
         )
     check_int(decoder_filters, "decoder_filters")
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-        raise ValueError(f"`aspp_dropout` must be a number in [0, 1); got {dropout!r}.")
+    check_rate(dropout, "aspp_dropout")
 
 
 def aspp(x, filters, atrous_rates, separable, dropout, name="aspp"):
@@ -261,14 +261,6 @@ def _prepare(
         present,
     )
     return images, features, tuple(atrous_rates), size_divisor, min_size
-
-
-def _head(x, images, num_classes, activation, upsampling, pad_to_fit):
-    x = layers.Conv2D(num_classes, 1, padding="same", name="head")(x)
-    x = UpSamplingBilinear2D(upsampling, align_corners=False, name="head_upsample")(x)
-    if pad_to_fit:
-        x = CenterCropLike(name="crop_to_input")([x, images])
-    return layers.Activation(activation or "linear", dtype="float32", name="output")(x)
 
 
 def deeplabv3(
@@ -325,7 +317,14 @@ def deeplabv3(
     )  # fmt: skip
     x = aspp(features[-1], decoder_filters, rates, bool(separable), aspp_dropout)
     x = conv_bn_relu(x, decoder_filters, 3, "decoder")
-    outputs = _head(x, images, num_classes, activation, output_stride, pad_to_fit)
+    outputs = segmentation_head(
+        x,
+        num_classes,
+        activation,
+        crop_to=images if pad_to_fit else None,
+        upsample=output_stride,
+        align_corners=False,
+    )
     return SegmentationModel(
         images,
         outputs,
@@ -399,7 +398,14 @@ def deeplabv3plus(
     low = conv_bn_relu(features[1], low_level_filters, 1, "decoder_low_level")
     x = layers.Concatenate(name="decoder_concat")([x, low])
     x = conv_bn_relu(x, decoder_filters, 3, "decoder", separable=separable)
-    outputs = _head(x, images, num_classes, activation, 4, pad_to_fit)
+    outputs = segmentation_head(
+        x,
+        num_classes,
+        activation,
+        crop_to=images if pad_to_fit else None,
+        upsample=4,
+        align_corners=False,
+    )
     return SegmentationModel(
         images,
         outputs,

@@ -22,9 +22,10 @@ from keras import layers
 
 from kerasseg.models.base import SegmentationModel, check_spatial_size
 from kerasseg.models.blocks import (
-    CenterCropLike,
     check_common_arguments,
     check_int,
+    check_rate,
+    segmentation_head,
 )
 from kerasseg.models.encoders import (
     build_encoder,
@@ -126,8 +127,7 @@ def fpn(
             f"normalization='group' (GroupNorm with {GROUPS} groups); got "
             f"{segmentation_filters!r}."
         )
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-        raise ValueError(f"`dropout` must be a number in [0, 1); got {dropout!r}.")
+    check_rate(dropout, "dropout")
     size_divisor, min_size = (1, 17) if pad_to_fit else (32, 32)
     check_spatial_size(input_shape[:2], size_divisor, "input_shape", 0, min_size)
     backbone, present = build_encoder(encoder, input_shape, weights=encoder_weights)
@@ -156,11 +156,10 @@ def fpn(
         x = layers.Concatenate(name="merge_concat")(maps)
     if dropout:
         x = layers.SpatialDropout2D(dropout, name="merge_dropout")(x)
-    x = layers.Conv2D(num_classes, 1, padding="same", name="head")(x)
-    x = UpSamplingBilinear2D(4, name="head_upsample")(x)
-    if pad_to_fit:
-        x = CenterCropLike(name="crop_to_input")([x, images])
-    outputs = layers.Activation(activation or "linear", dtype="float32", name="output")(x)
+    crop_to = images if pad_to_fit else None
+    outputs = segmentation_head(
+        x, num_classes, activation, kernel_size=1, crop_to=crop_to, upsample=4
+    )
     return SegmentationModel(
         images,
         outputs,

@@ -20,9 +20,9 @@ from keras import layers
 
 from kerasseg.models.base import SegmentationModel, check_spatial_size
 from kerasseg.models.blocks import (
-    CenterCropLike,
     check_common_arguments,
     conv_bn_relu,
+    segmentation_head,
 )
 from kerasseg.models.encoders import (
     build_encoder,
@@ -116,10 +116,8 @@ def linknet(
         if skip is not None:
             out_filters = skip.shape[-1]
         x = _decoder_block(x, skip, out_filters, upsampling, f"decoder{i + 1}")
-    x = layers.Conv2D(num_classes, 1, padding="same", name="head")(x)
-    if pad_to_fit:
-        x = CenterCropLike(name="crop_to_input")([x, images])
-    outputs = layers.Activation(activation or "linear", dtype="float32", name="output")(x)
+    crop_to = images if pad_to_fit else None
+    outputs = segmentation_head(x, num_classes, activation, kernel_size=1, crop_to=crop_to)
     return SegmentationModel(
         images,
         outputs,

@@ -24,16 +24,17 @@ from keras import layers
 
 from kerasseg.models.base import SegmentationModel, check_spatial_size
 from kerasseg.models.blocks import (
-    CenterCropLike,
     check_common_arguments,
+    check_rate,
     conv_bn_relu,
+    segmentation_head,
 )
 from kerasseg.models.encoders import (
     build_encoder,
     check_encoder_arguments,
     encoder_input_stage,
 )
-from kerasseg.models.resize import AdaptiveAveragePooling2D, ResizeLike, UpSamplingBilinear2D
+from kerasseg.models.resize import AdaptiveAveragePooling2D, ResizeLike
 
 REFERENCE = "Zhao et al. 2017, Pyramid Scene Parsing Network, arXiv:1612.01105"
 DEFAULT_BINS = (1, 2, 3, 6)
@@ -102,8 +103,7 @@ def pspnet(
     bins = tuple(bins)
     if isinstance(psp_filters, bool) or not isinstance(psp_filters, int) or psp_filters < 1:
         raise ValueError(f"`psp_filters` must be an integer >= 1; got {psp_filters!r}.")
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-        raise ValueError(f"`dropout` must be a number in [0, 1); got {dropout!r}.")
+    check_rate(dropout, "dropout")
     stride = 2**encoder_depth
     size_divisor, min_size = (1, stride // 2 + 1) if pad_to_fit else (stride, stride)
     check_spatial_size(input_shape[:2], size_divisor, "input_shape", 0, min_size)
@@ -133,11 +133,10 @@ def pspnet(
     x = conv_bn_relu(x, psp_filters, 1, "psp_bottleneck")
     if dropout:
         x = layers.SpatialDropout2D(dropout, name="psp_dropout")(x)
-    x = layers.Conv2D(num_classes, 3, padding="same", name="head")(x)
-    x = UpSamplingBilinear2D(stride, name="head_upsample")(x)
-    if pad_to_fit:
-        x = CenterCropLike(name="crop_to_input")([x, images])
-    outputs = layers.Activation(activation or "linear", dtype="float32", name="output")(x)
+    crop_to = images if pad_to_fit else None
+    outputs = segmentation_head(
+        x, num_classes, activation, kernel_size=3, crop_to=crop_to, upsample=stride
+    )
     return SegmentationModel(
         images,
         outputs,
