@@ -156,6 +156,13 @@ class _Plan:
             self._plan_classical(num_classes, probabilities, preprocessing)
 
     def _plan_semantic(self, probabilities):
+        if len(self.model.outputs) > 1:
+            raise ValueError(
+                f"`model` has {len(self.model.outputs)} outputs {list(self.model.output_names)}; "
+                "export takes a semantic model with one output. For a U-Net++ built with "
+                "`deep_supervision=True`, export `kerasseg.models.unetplusplus."
+                "inference_model(model)` (the mean of its heads, or `head=j` for one)."
+            )
         classes = self.model.output.shape[-1]
         if len(self.model.output.shape) != 4 or classes is None:
             raise ValueError(

@@ -408,13 +408,28 @@ def _register_builtins():
 
 
 def _register_encoder_decoders():
-    """The decoders on keras.applications encoders besides the U-Net."""
+    """The decoders on keras.applications encoders besides the U-Net, and SegFormer."""
+    from kerasseg.models.attention_unet import attention_unet
     from kerasseg.models.deeplab import deeplabv3, deeplabv3plus
     from kerasseg.models.fpn import fpn
     from kerasseg.models.linknet import linknet
     from kerasseg.models.pspnet import pspnet
+    from kerasseg.models.unetplusplus import unetplusplus
 
     for name, builder, description, reference in (
+        (
+            "unetplusplus",
+            unetplusplus,
+            "U-Net++: nested dense skip pathways on a pretrained encoder, optional deep "
+            "supervision",
+            "Zhou et al. 2018, arXiv:1807.10165",
+        ),
+        (
+            "attention_unet",
+            attention_unet,
+            "Attention U-Net: U-Net decoder with additive attention gates on the encoder skips",
+            "Oktay et al. 2018, arXiv:1804.03999",
+        ),
         (
             "fpn",
             fpn,
@@ -458,6 +473,21 @@ def _register_encoder_decoders():
             preprocessing=_encoder_preprocessing,
             overwrite=True,
         )
+    from kerasseg.models.segformer import preprocessing_rule, segformer
+
+    register_model(
+        "segformer",
+        segformer,
+        task="semantic",
+        description="SegFormer: Mix Transformer encoder (MiT-B0..B5, `variant`) and all-MLP "
+        "decoder",
+        reference="Xie et al. 2021, arXiv:2105.15203",
+        input_channels=3,
+        default_input_shape=(None, None, 3),
+        num_classes=1,
+        preprocessing=preprocessing_rule,
+        overwrite=True,
+    )
 
 
 def _tensorflow_backend():

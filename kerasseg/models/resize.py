@@ -113,20 +113,28 @@ class AdaptiveAveragePooling2D(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="kerasseg")
 class ResizeLike(layers.Layer):
-    """Bilinear resize of the first input to the second's height and width, align_corners=True.
+    """Bilinear resize of the first input to the second's height and width.
 
-    PyTorch's `F.interpolate(x, size, mode="bilinear", align_corners=True)`: the corner
-    pixels of input and output coincide. Works with unknown sizes.
+    PyTorch's `F.interpolate(x, size, mode="bilinear", align_corners=...)`: with
+    `align_corners=True` (the default) the corner pixels of input and output coincide; with
+    False pixel centres are used (half-pixel). Works with unknown sizes.
     """
+
+    def __init__(self, align_corners=True, **kwargs):
+        super().__init__(**kwargs)
+        self.align_corners = bool(align_corners)
 
     def call(self, inputs, training=None):
         features, reference = inputs
         shape = ops.shape(reference)
-        return bilinear_resize(features, shape[1], shape[2], align_corners=True)
+        return bilinear_resize(features, shape[1], shape[2], align_corners=self.align_corners)
 
     def compute_output_shape(self, input_shapes):
         features, reference = input_shapes
         return (features[0], reference[1], reference[2], features[3])
+
+    def get_config(self):
+        return {**super().get_config(), "align_corners": self.align_corners}
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
