@@ -25,7 +25,16 @@ from kerasseg.registry import (  # noqa: F401
 __all__ = ["get_entry", "list_models", "load", "preprocessing_layer", "register_model"]
 
 # TensorFlow-only parts, imported when first used so that the models stay backend-neutral.
-_LAZY_MODULES = ("convert", "data", "datasets", "evaluation", "export", "prediction", "training")
+_LAZY_MODULES = (
+    "convert",
+    "data",
+    "datasets",
+    "evaluation",
+    "export",
+    "instance_evaluation",
+    "prediction",
+    "training",
+)
 
 
 def __getattr__(name):
