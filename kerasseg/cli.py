@@ -954,7 +954,8 @@ def _instance_data(args):
 
 
 def _evaluate_instance_model(args, model, data):
-    from kerasseg.instance_evaluation import evaluate_instances, format_markdown, write_report
+    from kerasseg.evaluation import format_markdown, write_report
+    from kerasseg.instance_evaluation import evaluate_instances
 
     data, names = data
     try:

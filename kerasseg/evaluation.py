@@ -131,21 +131,29 @@ def evaluate(
     }
 
 
-def _cell(value):
+def cell(value):
     return "n/a" if value is None else f"{value:.4f}"
 
 
 def format_markdown(results, title="Evaluation"):
-    """The results of `evaluate` as Markdown: a per-class table and an overall table."""
+    """The results of `evaluate` as Markdown: a per-class table and an overall table.
+
+    Results of `kerasseg.instance_evaluation.evaluate_instances` (``"task": "instance"``) get
+    that module's box / mask AP tables.
+    """
+    if results.get("task") == "instance":
+        from kerasseg.instance_evaluation import format_markdown as instance_markdown
+
+        return instance_markdown(results, title=title)
     lines = [f"# {title}", "", "| class | IoU | Dice | pixels |", "|---|---:|---:|---:|"]
     for name, scores in results["per_class"].items():
         lines.append(
-            f"| {name} | {_cell(scores['iou'])} | {_cell(scores['dice'])} | {scores['pixels']} |"
+            f"| {name} | {cell(scores['iou'])} | {cell(scores['dice'])} | {scores['pixels']} |"
         )
     overall = results["overall"]
     total = sum(scores["pixels"] for scores in results["per_class"].values())
     lines.append(
-        f"| **mean** | {_cell(overall['mean_iou'])} | {_cell(overall['mean_dice'])} | {total} |"
+        f"| **mean** | {cell(overall['mean_iou'])} | {cell(overall['mean_dice'])} | {total} |"
     )
     labels = {
         "pixel_accuracy": "pixel accuracy",
@@ -155,13 +163,14 @@ def format_markdown(results, title="Evaluation"):
         "v_info": "V_info",
     }
     lines += ["", "| metric | value |", "|---|---:|"]
-    lines += [f"| {labels.get(key, key)} | {_cell(value)} |" for key, value in overall.items()]
+    lines += [f"| {labels.get(key, key)} | {cell(value)} |" for key, value in overall.items()]
     lines.append(f"| images | {results['images']} |")
     return "\n".join(lines) + "\n"
 
 
 def write_report(results, path_stem, *, title="Evaluation"):
-    """Write `path_stem.json` and `path_stem.md` (Markdown tables); returns both paths."""
+    """Write `path_stem.json` and `path_stem.md` (Markdown tables) of `evaluate` or
+    `kerasseg.instance_evaluation.evaluate_instances`; returns both paths."""
     stem = os.fspath(path_stem)
     json_path, markdown_path = Path(stem + ".json"), Path(stem + ".md")
     json_path.parent.mkdir(parents=True, exist_ok=True)

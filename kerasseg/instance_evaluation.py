@@ -3,7 +3,7 @@ V_rand / V_info of the instance map made by pasting the predicted masks.
 
     results = kerasseg.instance_evaluation.evaluate_instances(model, pairs)  # (image, targets)
     results["overall"]["mask_AP"], results["overall"]["v_rand"]
-    kerasseg.instance_evaluation.write_report(results, "runs/isbi_val")  # .json and .md
+    kerasseg.evaluation.write_report(results, "runs/isbi_val")  # .json and .md
 
 Building blocks, usable on their own (e.g. on detections you already have):
 
@@ -51,13 +51,12 @@ the COCO detection evaluation (cocodataset.org/#detection-eval); pycocotools
 import contextlib
 import copy
 import io
-import json
 import math
 import numbers
-import os
-from pathlib import Path
 
 import numpy as np
+
+from kerasseg.evaluation import cell
 
 __all__ = [
     "AREA_RANGES",
@@ -72,7 +71,6 @@ __all__ = [
     "instance_map",
     "masks_to_rle",
     "outputs_to_coco_results",
-    "write_report",
 ]
 
 IOU_TYPES = ("bbox", "segm")
@@ -968,10 +966,6 @@ def evaluate_instances(
 # --------------------------------------------------------------------------- report
 
 
-def _cell(value):
-    return "n/a" if value is None else f"{value:.4f}"
-
-
 def format_markdown(results, title="Evaluation"):
     """The results of `evaluate_instances` as Markdown: a box / mask AP table and the rest."""
     overall = results["overall"]
@@ -980,15 +974,15 @@ def format_markdown(results, title="Evaluation"):
     lines = [f"# {title}", "", "| metric | box | mask |", "|---|---:|---:|"]
     for metric in METRICS:
         lines.append(
-            f"| {labels.get(metric, metric)} | {_cell(overall.get(f'box_{metric}'))} | "
-            f"{_cell(overall.get(f'mask_{metric}'))} |"
+            f"| {labels.get(metric, metric)} | {cell(overall.get(f'box_{metric}'))} | "
+            f"{cell(overall.get(f'mask_{metric}'))} |"
         )
     lines += [
         "",
         "| metric | value |",
         "|---|---:|",
-        f"| V_rand | {_cell(overall.get('v_rand'))} |",
-        f"| V_info | {_cell(overall.get('v_info'))} |",
+        f"| V_rand | {cell(overall.get('v_rand'))} |",
+        f"| V_info | {cell(overall.get('v_info'))} |",
     ]
     for key in ("images", "instances", "crowd_instances", "detections"):
         if key in results:
@@ -1001,13 +995,3 @@ def format_markdown(results, title="Evaluation"):
     for warning in results.get("warnings", ()):
         lines += ["", f"Warning: {warning}"]
     return "\n".join(lines) + "\n"
-
-
-def write_report(results, path_stem, *, title="Evaluation"):
-    """Write `path_stem.json` and `path_stem.md` for `evaluate_instances`; returns both paths."""
-    stem = os.fspath(path_stem)
-    json_path, markdown_path = Path(stem + ".json"), Path(stem + ".md")
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
-    markdown_path.write_text(format_markdown(results, title=title))
-    return json_path, markdown_path

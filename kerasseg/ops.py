@@ -200,8 +200,9 @@ def roi_align(
 
     Parameters
     ----------
-    features : tensor (B, H, W, C), float
-        Feature maps. Computed in float32; the result has the dtype of `features`.
+    features : tensor (B, H, W, C), float (or integer/bool with ``sampling_ratio <= 0``)
+        Feature maps. Computed in float32; the result has the dtype of float `features`,
+        float32 for integer maps (e.g. uint8 instance masks for mask targets).
     boxes : tensor (N, 4)
         ``[y1, x1, y2, x2]`` in input-image pixels (multiplied by `spatial_scale`).
     box_indices : int tensor (N,)
@@ -227,18 +228,21 @@ def roi_align(
         raise ValueError(f"`aligned` must be a bool; got {aligned!r}.")
     aligned = bool(aligned)
     features = tf.convert_to_tensor(features)
-    if features.dtype not in _FLOAT_DTYPES:
+    integer = features.dtype.is_integer or features.dtype == tf.bool
+    if features.dtype not in _FLOAT_DTYPES and not (integer and sampling_ratio <= 0):
         raise TypeError(
             f"`features` must be a float tensor; got dtype {features.dtype.name}. "
-            "Accepted: float16, bfloat16, float32, float64."
+            "Accepted: float16, bfloat16, float32, float64; with `sampling_ratio <= 0` also "
+            "integer or bool maps such as instance masks (result float32)."
         )
     _check_rank(features, 4, "features", "(batch, height, width, channels)")
     boxes = _boxes_tensor(boxes, rank=2)
     box_indices = _index_tensor(box_indices, "box_indices")
     scale = _positive_scalar(spatial_scale, "spatial_scale")
 
-    out_dtype = features.dtype
-    feats = tf.cast(features, tf.float32)
+    out_dtype = tf.float32 if integer else features.dtype
+    # Integer maps (masks) stay as they are: the adaptive path converts each box's window.
+    feats = features if integer else tf.cast(features, tf.float32)
     boxes = tf.cast(boxes, tf.float32)
     if sampling_ratio > 0:
         result = _roi_align_crop_and_resize(
@@ -336,6 +340,7 @@ def _roi_align_adaptive(features, boxes, box_indices, scale, out_h, out_w, align
         y_first, y_window, wy, grid_h = _axis_weights(sy, rh, out_h, height)
         x_first, x_window, wx, grid_w = _axis_weights(sx, rw, out_w, width)
         patch = features[index, y_first : y_first + y_window, x_first : x_first + x_window]
+        patch = tf.cast(patch, tf.float32)
         rows = tf.tensordot(wy, patch, axes=[[1], [0]])  # (out_h, x_window, C)
         pooled = tf.einsum("pxc,qx->pqc", rows, wx)
         count = tf.cast(tf.maximum(grid_h * grid_w, 1), tf.float32)

@@ -18,6 +18,7 @@ from kerasseg.data.decode import (
     read_image,
     read_mask,
 )
+from kerasseg.data.instance_pipeline import instance_dataset
 from kerasseg.data.instances import (
     boxes_from_masks,
     instances_from_binary_mask,
@@ -37,6 +38,7 @@ __all__ = [
     "decode_mask",
     "decode_pair",
     "file_pairs",
+    "instance_dataset",
     "instances_from_binary_mask",
     "instances_from_label_image",
     "load_pair",

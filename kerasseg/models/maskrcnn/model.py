@@ -12,7 +12,8 @@ Inside: the detection transform (normalise, resize to short side `min_size` / lo
 <= `max_size`, pad to a multiple of 32), the ResNet-FPN backbone, the RPN and its proposal
 selection, RoIAlign, the box head and class-wise NMS, the mask head on the final boxes, and
 the rescaling of boxes to the original image size. Everything runs in the TensorFlow graph,
-so the model exports to a SavedModel. Training is not supported yet.
+so the model exports to a SavedModel. `model.fit` trains it with torchvision's sampling and
+losses (`train_step`; see `maskrcnn`).
 
 Reference: He et al. 2017, "Mask R-CNN", arXiv:1703.06870; torchvision
 `maskrcnn_resnet50_fpn` (v1) and `maskrcnn_resnet50_fpn_v2` (Li et al. 2021,
@@ -61,6 +62,16 @@ class MaskRCNNDetector(keras.layers.Layer):
         box_score_threshold=0.05,
         box_nms_threshold=0.5,
         detections_per_image=100,
+        rpn_pre_nms_top_n_train=2000,
+        rpn_post_nms_top_n_train=2000,
+        rpn_batch_size_per_image=256,
+        rpn_positive_fraction=0.5,
+        rpn_fg_iou_threshold=0.7,
+        rpn_bg_iou_threshold=0.3,
+        box_batch_size_per_image=512,
+        box_positive_fraction=0.25,
+        box_fg_iou_threshold=0.5,
+        box_bg_iou_threshold=0.5,
         **kwargs,
     ):
         kwargs.setdefault("dtype", "float32")
@@ -81,6 +92,24 @@ class MaskRCNNDetector(keras.layers.Layer):
         self.box_score_threshold = float(box_score_threshold)
         self.box_nms_threshold = float(box_nms_threshold)
         self.detections_per_image = int(detections_per_image)
+        self.rpn_pre_nms_top_n_train = _count("rpn_pre_nms_top_n_train", rpn_pre_nms_top_n_train)
+        self.rpn_post_nms_top_n_train = _count("rpn_post_nms_top_n_train", rpn_post_nms_top_n_train)
+        self.training_options = {
+            "rpn": _sampling_options(
+                "rpn",
+                rpn_batch_size_per_image,
+                rpn_positive_fraction,
+                rpn_fg_iou_threshold,
+                rpn_bg_iou_threshold,
+            ),
+            "roi": _sampling_options(
+                "box",
+                box_batch_size_per_image,
+                box_positive_fraction,
+                box_fg_iou_threshold,
+                box_bg_iou_threshold,
+            ),
+        }
         v2 = version == 2
         self.rpn_head = RPNHead(num_anchors=3, channels=256, conv_depth=2 if v2 else 1, name="rpn")
         self.box_head = ConvBoxHead(name="box_head") if v2 else BoxHead(1024, name="box_head")
@@ -203,8 +232,49 @@ class MaskRCNNDetector(keras.layers.Layer):
             box_score_threshold=self.box_score_threshold,
             box_nms_threshold=self.box_nms_threshold,
             detections_per_image=self.detections_per_image,
+            rpn_pre_nms_top_n_train=self.rpn_pre_nms_top_n_train,
+            rpn_post_nms_top_n_train=self.rpn_post_nms_top_n_train,
         )
+        for prefix, key in (("rpn", "rpn"), ("box", "roi")):
+            options = self.training_options[key]
+            config.update(
+                {
+                    f"{prefix}_batch_size_per_image": options["batch_size"],
+                    f"{prefix}_positive_fraction": options["positive_fraction"],
+                    f"{prefix}_fg_iou_threshold": options["fg_iou"],
+                    f"{prefix}_bg_iou_threshold": options["bg_iou"],
+                }
+            )
         return config
+
+
+def _count(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+    return int(value)
+
+
+def _sampling_options(prefix, batch_size, positive_fraction, fg_iou, bg_iou):
+    """The sampler and matcher settings of the RPN or the box head, checked."""
+    batch_size = _count(f"{prefix}_batch_size_per_image", batch_size)
+    for name, value in (
+        ("positive_fraction", positive_fraction),
+        ("fg_iou_threshold", fg_iou),
+        ("bg_iou_threshold", bg_iou),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"`{prefix}_{name}` must be a number in [0, 1]; got {value!r}.")
+    if bg_iou > fg_iou:
+        raise ValueError(
+            f"`{prefix}_bg_iou_threshold` ({bg_iou}) must not exceed `{prefix}_fg_iou_threshold` "
+            f"({fg_iou})."
+        )
+    return {
+        "batch_size": batch_size,
+        "positive_fraction": float(positive_fraction),
+        "fg_iou": float(fg_iou),
+        "bg_iou": float(bg_iou),
+    }
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
@@ -222,6 +292,100 @@ class MaskRCNNModel(SegmentationModel):
 
     def predict(self, x, *args, **kwargs):
         return super().predict(_standard_inputs(x), *args, **kwargs)
+
+    @property
+    def backbone_name(self):
+        """Name of the ResNet-FPN sub-model."""
+        return next(layer.name for layer in self.layers if isinstance(layer, keras.Model))
+
+    @property
+    def metrics(self):
+        return [*self._loss_trackers(), *super().metrics]
+
+    def _loss_trackers(self):
+        if not hasattr(self, "_detection_trackers"):
+            from kerasseg.models.maskrcnn.losses import LOSS_NAMES
+
+            self._detection_trackers = [
+                keras.metrics.Mean(name=name) for name in ("loss", *LOSS_NAMES)
+            ]
+        return self._detection_trackers
+
+    def _loss_terms(self, data, training):
+        import tensorflow as tf
+
+        from kerasseg.models.maskrcnn.losses import detection_losses
+
+        x, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if not isinstance(targets, dict):
+            raise ValueError(
+                "Training Mask R-CNN needs (inputs, targets) with targets the padded instance "
+                "dict of `kerasseg.data.instances.to_padded` (boxes, class_ids, masks, "
+                f"num_instances); got {type(targets).__name__}."
+            )
+        _check_training_targets(targets)
+        inputs = _standard_inputs(x)
+        _check_detection_inputs(inputs["images"], inputs["image_sizes"])
+        terms = detection_losses(
+            self, inputs["images"], inputs["image_sizes"], targets, training=training
+        )
+        total = tf.add_n(list(terms.values()))
+        return total, terms
+
+    def _track(self, total, terms):
+        from keras.src.losses.loss import unscale_loss_for_distribution
+
+        values = (total, *terms.values())
+        for tracker, value in zip(self._loss_trackers(), values, strict=True):
+            tracker.update_state(unscale_loss_for_distribution(value))
+        return {tracker.name: tracker.result() for tracker in self._loss_trackers()}
+
+    def train_step(self, data):
+        """One optimiser step on the sum of the five losses (torchvision's weighting: 1 each)."""
+        import tensorflow as tf
+        from keras.src.losses.loss import scale_loss_for_distribution
+
+        with tf.GradientTape() as tape:
+            total, terms = self._loss_terms(data, training=True)
+            total = scale_loss_for_distribution(total)
+            terms = {name: scale_loss_for_distribution(value) for name, value in terms.items()}
+            scaled = self.optimizer.scale_loss(total)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        return self._track(total, terms)
+
+    def test_step(self, data):
+        """The training losses with the network in inference mode (no update)."""
+        from keras.src.losses.loss import scale_loss_for_distribution
+
+        total, terms = self._loss_terms(data, training=False)
+        terms = {name: scale_loss_for_distribution(value) for name, value in terms.items()}
+        return self._track(scale_loss_for_distribution(total), terms)
+
+
+_TARGET_KEYS = ("boxes", "class_ids", "masks", "num_instances")
+
+
+def _check_training_targets(targets):
+    missing = [key for key in _TARGET_KEYS if key not in targets]
+    if missing:
+        raise ValueError(
+            f"Mask R-CNN targets need the keys {list(_TARGET_KEYS)} (padded and batched with "
+            f"`kerasseg.data.instances.to_padded`); missing {missing}."
+        )
+    if "is_crowd" in targets:
+        raise ValueError(
+            "Mask R-CNN training does not take crowd regions ('is_crowd'); remove the crowd "
+            "instances (or the key when none is set) from the targets."
+        )
+    for key, rank in (("boxes", 3), ("class_ids", 2), ("masks", 4), ("num_instances", 1)):
+        shape = tuple(targets[key].shape)
+        if len(shape) != rank:
+            raise ValueError(
+                f"targets[{key!r}] must have rank {rank} (a batch of padded instances); got "
+                f"shape {shape}."
+            )
 
 
 def _standard_inputs(inputs):
@@ -320,8 +484,9 @@ def maskrcnn(
     box_nms_threshold=0.5,
     detections_per_image=100,
     name=None,
+    **training_options,
 ):
-    """Build Mask R-CNN with a ResNet-FPN backbone (inference).
+    """Build Mask R-CNN with a ResNet-FPN backbone (inference and `model.fit`).
 
     Args:
         num_classes: classes including the background class 0 (COCO: 91, torchvision's
@@ -337,6 +502,19 @@ def maskrcnn(
             per slice) need more than the defaults.
         box_score_threshold, box_nms_threshold, detections_per_image: final detections.
         name: model name (default "maskrcnn_<backbone>_fpn[_v2]").
+        **training_options: torchvision's training settings, its defaults in brackets:
+            `rpn_pre_nms_top_n_train` (2000), `rpn_post_nms_top_n_train` (2000),
+            `rpn_batch_size_per_image` (256), `rpn_positive_fraction` (0.5),
+            `rpn_fg_iou_threshold` (0.7), `rpn_bg_iou_threshold` (0.3),
+            `box_batch_size_per_image` (512), `box_positive_fraction` (0.25),
+            `box_fg_iou_threshold` (0.5), `box_bg_iou_threshold` (0.5).
+
+    Training: `model.compile(optimizer=...)` (no loss: the model computes its five losses,
+    `kerasseg.models.maskrcnn.losses`), then `model.fit` on batches `(inputs, targets)`:
+    inputs ``{"images": (B, H, W, 3) 0..255, "image_sizes": (B, 2)}`` (or a bare image
+    batch), targets the padded instance dict of `kerasseg.data.instances.to_padded`
+    (boxes, class_ids, masks (B, M, H, W), num_instances), e.g. from
+    `kerasseg.data.instance_dataset`. Frozen stages follow `trainable_backbone_layers`.
 
     Returns:
         A `SegmentationModel` with inputs `images` (B, H, W, 3) and optional `image_sizes`
@@ -375,6 +553,7 @@ def maskrcnn(
         box_nms_threshold=box_nms_threshold,
         detections_per_image=detections_per_image,
         name="detector",
+        **training_options,
     )(list(features), resized, sizes, PaddedSize(name="padded_size")(batch))
     suffix = "_v2" if version == 2 else ""
     return MaskRCNNModel(
