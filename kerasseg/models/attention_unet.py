@@ -25,16 +25,17 @@ Encoders without a stride-2 feature (ConvNeXt): that block has no skip and so no
 
 from keras import layers
 
-from kerasseg.models.base import SegmentationModel, check_spatial_size
+from kerasseg.models.base import SegmentationModel
 from kerasseg.models.blocks import (
+    DECODER_FILTERS_RULE,
     check_common_arguments,
+    check_ints,
     conv_block,
     segmentation_head,
 )
 from kerasseg.models.encoders import (
-    build_encoder,
     check_encoder_arguments,
-    encoder_input_stage,
+    stride32_encoder_stage,
 )
 from kerasseg.models.resize import UpSamplingBilinear2D
 
@@ -62,18 +63,10 @@ def attention_gate(skip, gating, filters, name):
     return layers.Multiply(name=f"{name}_multiply")([skip, alpha])
 
 
-def _check_filters(value, count, argument, accepted):
-    """`value` as a tuple of `count` integers >= 1, or a ValueError naming `argument`."""
-    if isinstance(value, tuple | list) and len(value) == count:
-        if all(isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in value):
-            return tuple(value)
-    raise ValueError(f"`{argument}` must be {accepted}; got {value!r}.")
-
-
 def _check_attention_filters(attention_filters):
     if attention_filters is None:
         return None
-    return _check_filters(
+    return check_ints(
         attention_filters,
         GATES,
         "attention_filters",
@@ -127,17 +120,10 @@ def attention_unet(
     check_common_arguments(num_classes, input_shape, activation)
     input_shape = tuple(input_shape)
     spec = check_encoder_arguments(encoder, encoder_weights)
-    decoder_filters = _check_filters(
-        decoder_filters, 5, "decoder_filters", "five integers >= 1, deepest block first"
-    )
+    decoder_filters = check_ints(decoder_filters, 5, "decoder_filters", DECODER_FILTERS_RULE)
     attention_filters = _check_attention_filters(attention_filters)
-    size_divisor, min_size = (1, 17) if pad_to_fit else (32, 32)
-    check_spatial_size(input_shape[:2], size_divisor, "input_shape", 0, min_size)
-    backbone, present = build_encoder(encoder, input_shape, weights=encoder_weights)
-    backbone.trainable = not encoder_freeze
-
-    images, features = encoder_input_stage(
-        backbone, input_shape, spec, include_preprocessing, 32 if pad_to_fit else None, present
+    images, features, size_divisor, min_size = stride32_encoder_stage(
+        spec, input_shape, encoder_weights, encoder_freeze, include_preprocessing, pad_to_fit
     )
     x = features[-1]
     skips = features[3::-1] + [None]  # strides 16, 8, 4, 2, then full resolution

@@ -117,6 +117,18 @@ def check_int(value, argument, minimum=1):
         raise ValueError(f"`{argument}` must be an integer >= {minimum}; got {value!r}.")
 
 
+def check_ints(value, count, argument, accepted):
+    """`value` as a tuple of `count` integers >= 1, or a ValueError naming `argument` and
+    saying what is `accepted`."""
+    if isinstance(value, tuple | list) and len(value) == count:
+        if all(isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in value):
+            return tuple(value)
+    raise ValueError(f"`{argument}` must be {accepted}; got {value!r}.")
+
+
+DECODER_FILTERS_RULE = "five integers >= 1, deepest block first"
+
+
 def check_common_arguments(num_classes, input_shape, activation):
     """Check the arguments every architecture takes: classes, input shape, head activation."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:

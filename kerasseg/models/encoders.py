@@ -329,3 +329,22 @@ def encoder_input_stage(
         return images, outputs
     outputs = iter(outputs)
     return images, [next(outputs) if exists else None for exists in present]
+
+
+def stride32_encoder_stage(
+    spec, input_shape, encoder_weights, encoder_freeze, include_preprocessing, pad_to_fit
+):
+    """The start of the decoders on an encoder's five stride-2..32 features (U-Net, U-Net++,
+    Attention U-Net, FPN, LinkNet): the size rule (multiples of 32, or any size from 17 with
+    `pad_to_fit`), the encoder (frozen if `encoder_freeze`) and `encoder_input_stage`.
+
+    Returns (images, features, size_divisor, min_size); features has None where the encoder
+    has no map at a stride."""
+    size_divisor, min_size = (1, 17) if pad_to_fit else (32, 32)
+    check_spatial_size(input_shape[:2], size_divisor, "input_shape", 0, min_size)
+    backbone, present = build_encoder(spec.name, input_shape, weights=encoder_weights)
+    backbone.trainable = not encoder_freeze
+    images, features = encoder_input_stage(
+        backbone, input_shape, spec, include_preprocessing, 32 if pad_to_fit else None, present
+    )
+    return images, features, size_divisor, min_size

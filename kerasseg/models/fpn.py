@@ -20,7 +20,7 @@ The bilinear up-sampling is `kerasseg.models.resize.UpSamplingBilinear2D` with P
 
 from keras import layers
 
-from kerasseg.models.base import SegmentationModel, check_spatial_size
+from kerasseg.models.base import SegmentationModel
 from kerasseg.models.blocks import (
     check_common_arguments,
     check_int,
@@ -28,9 +28,8 @@ from kerasseg.models.blocks import (
     segmentation_head,
 )
 from kerasseg.models.encoders import (
-    build_encoder,
     check_encoder_arguments,
-    encoder_input_stage,
+    stride32_encoder_stage,
 )
 from kerasseg.models.resize import UpSamplingBilinear2D
 
@@ -128,13 +127,8 @@ def fpn(
             f"{segmentation_filters!r}."
         )
     check_rate(dropout, "dropout")
-    size_divisor, min_size = (1, 17) if pad_to_fit else (32, 32)
-    check_spatial_size(input_shape[:2], size_divisor, "input_shape", 0, min_size)
-    backbone, present = build_encoder(encoder, input_shape, weights=encoder_weights)
-    backbone.trainable = not encoder_freeze
-
-    images, features = encoder_input_stage(
-        backbone, input_shape, spec, include_preprocessing, 32 if pad_to_fit else None, present
+    images, features, size_divisor, min_size = stride32_encoder_stage(
+        spec, input_shape, encoder_weights, encoder_freeze, include_preprocessing, pad_to_fit
     )
     c2, c3, c4, c5 = features[1:]  # strides 4, 8, 16, 32
 

@@ -18,16 +18,15 @@ keeps its in/4 width.
 
 from keras import layers
 
-from kerasseg.models.base import SegmentationModel, check_spatial_size
+from kerasseg.models.base import SegmentationModel
 from kerasseg.models.blocks import (
     check_common_arguments,
     conv_bn_relu,
     segmentation_head,
 )
 from kerasseg.models.encoders import (
-    build_encoder,
     check_encoder_arguments,
-    encoder_input_stage,
+    stride32_encoder_stage,
 )
 
 REFERENCE = "Chaurasia & Culurciello 2017, LinkNet, arXiv:1707.03718"
@@ -101,13 +100,8 @@ def linknet(
         raise ValueError(f"`upsampling` must be one of {UPSAMPLING}; got {upsampling!r}.")
     if isinstance(final_filters, bool) or not isinstance(final_filters, int) or final_filters < 1:
         raise ValueError(f"`final_filters` must be an integer >= 1; got {final_filters!r}.")
-    size_divisor, min_size = (1, 17) if pad_to_fit else (32, 32)
-    check_spatial_size(input_shape[:2], size_divisor, "input_shape", 0, min_size)
-    backbone, present = build_encoder(encoder, input_shape, weights=encoder_weights)
-    backbone.trainable = not encoder_freeze
-
-    images, features = encoder_input_stage(
-        backbone, input_shape, spec, include_preprocessing, 32 if pad_to_fit else None, present
+    images, features, size_divisor, min_size = stride32_encoder_stage(
+        spec, input_shape, encoder_weights, encoder_freeze, include_preprocessing, pad_to_fit
     )
     x = features[-1]
     skips = features[3::-1] + [None]  # strides 16, 8, 4, 2, then full resolution

@@ -14,13 +14,15 @@ from keras import layers
 from kerasseg.layers.preprocessing import ImagePreprocessing
 from kerasseg.models.base import SegmentationModel, check_spatial_size
 from kerasseg.models.blocks import (
+    DECODER_FILTERS_RULE,
     CenterCropLike,
     ReflectPadToMultiple,
     check_common_arguments,
+    check_ints,
     conv_block,
     segmentation_head,
 )
-from kerasseg.models.encoders import build_encoder, check_encoder_arguments, encoder_input_stage
+from kerasseg.models.encoders import check_encoder_arguments, stride32_encoder_stage
 
 DEFAULT_DECODER_FILTERS = (256, 128, 64, 32, 16)
 
@@ -246,21 +248,9 @@ def _encoder_unet(
     name,
 ):
     spec = check_encoder_arguments(encoder, encoder_weights)
-    decoder_filters = tuple(decoder_filters)
-    if len(decoder_filters) != 5 or not all(
-        isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in decoder_filters
-    ):
-        raise ValueError(
-            f"`decoder_filters` must be five integers >= 1, deepest block first; got "
-            f"{decoder_filters!r}."
-        )
-    size_divisor, min_size = (1, 17) if pad_to_fit else (32, 32)
-    check_spatial_size(input_shape[:2], size_divisor, "input_shape", 0, min_size)
-    backbone, present = build_encoder(encoder, input_shape, weights=encoder_weights)
-    backbone.trainable = not encoder_freeze
-
-    images, features = encoder_input_stage(
-        backbone, input_shape, spec, include_preprocessing, 32 if pad_to_fit else None, present
+    decoder_filters = check_ints(decoder_filters, 5, "decoder_filters", DECODER_FILTERS_RULE)
+    images, features, size_divisor, min_size = stride32_encoder_stage(
+        spec, input_shape, encoder_weights, encoder_freeze, include_preprocessing, pad_to_fit
     )
     x = features[-1]
     skips = features[3::-1] + [None]  # strides 16, 8, 4, 2, then full resolution

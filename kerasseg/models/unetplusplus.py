@@ -29,17 +29,18 @@ single-output one: the mean of the heads (the paper's "accurate" mode) or one he
 import keras
 from keras import layers
 
-from kerasseg.models.base import SegmentationModel, check_spatial_size
+from kerasseg.models.base import SegmentationModel
 from kerasseg.models.blocks import (
+    DECODER_FILTERS_RULE,
     CenterCropLike,
     check_common_arguments,
+    check_ints,
     conv_block,
     segmentation_head,
 )
 from kerasseg.models.encoders import (
-    build_encoder,
     check_encoder_arguments,
-    encoder_input_stage,
+    stride32_encoder_stage,
 )
 from kerasseg.models.resize import UpSamplingBilinear2D
 
@@ -48,22 +49,6 @@ DEFAULT_DECODER_FILTERS = (256, 128, 64, 32, 16)
 LEVELS = 4  # nested levels, at strides 2, 4, 8 and 16; X^{4,0} is the stride-32 bottleneck
 HEADS = 4  # deep-supervision outputs, one per X^{0,j}, j = 1..4
 OUTPUT_NAMES = tuple(f"output_{j}" for j in range(1, HEADS + 1))
-
-
-def _check_decoder_filters(decoder_filters, argument="decoder_filters"):
-    """`decoder_filters` as a tuple, after checking it holds five integers >= 1."""
-    if not isinstance(decoder_filters, tuple | list) or len(decoder_filters) != 5:
-        valid = False
-    else:
-        valid = all(
-            isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in decoder_filters
-        )
-    if not valid:
-        raise ValueError(
-            f"`{argument}` must be five integers >= 1, deepest block first; got "
-            f"{decoder_filters!r}."
-        )
-    return tuple(decoder_filters)
 
 
 def unetplusplus(
@@ -122,16 +107,11 @@ def unetplusplus(
     check_common_arguments(num_classes, input_shape, activation)
     input_shape = tuple(input_shape)
     spec = check_encoder_arguments(encoder, encoder_weights)
-    decoder_filters = _check_decoder_filters(decoder_filters)
+    decoder_filters = check_ints(decoder_filters, 5, "decoder_filters", DECODER_FILTERS_RULE)
     if not isinstance(deep_supervision, bool):
         raise TypeError(f"`deep_supervision` must be True or False; got {deep_supervision!r}.")
-    size_divisor, min_size = (1, 17) if pad_to_fit else (32, 32)
-    check_spatial_size(input_shape[:2], size_divisor, "input_shape", 0, min_size)
-    backbone, present = build_encoder(encoder, input_shape, weights=encoder_weights)
-    backbone.trainable = not encoder_freeze
-
-    images, features = encoder_input_stage(
-        backbone, input_shape, spec, include_preprocessing, 32 if pad_to_fit else None, present
+    images, features, size_divisor, min_size = stride32_encoder_stage(
+        spec, input_shape, encoder_weights, encoder_freeze, include_preprocessing, pad_to_fit
     )
     nodes = _nested_decoder(features, decoder_filters)
     x = layers.UpSampling2D(2, interpolation="nearest", name="final_upsample")(nodes[0, LEVELS])
