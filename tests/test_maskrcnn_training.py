@@ -286,7 +286,7 @@ def test_fit_under_mirrored_strategy_on_two_cpu_devices():
     script = textwrap.dedent(
         f"""
         import sys
-        sys.path.insert(0, {str(REPO / "tests")!r})
+        sys.path[:0] = [{str(REPO / "tests")!r}, {str(FIXTURES)!r}]
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
