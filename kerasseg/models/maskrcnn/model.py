@@ -35,7 +35,12 @@ from kerasseg.models.maskrcnn.heads import (
     MaskPredictor,
 )
 from kerasseg.models.maskrcnn.postprocess import detections_from_head_outputs, rescale_boxes
-from kerasseg.models.maskrcnn.rpn import RPNHead, flatten_rpn_outputs, select_proposals
+from kerasseg.models.maskrcnn.rpn import (
+    RPNHead,
+    _positive_int,
+    flatten_rpn_outputs,
+    select_proposals,
+)
 from kerasseg.models.maskrcnn.transform import DetectionTransform
 
 OUTPUTS = ("boxes", "scores", "classes", "masks", "num_detections")
@@ -92,8 +97,12 @@ class MaskRCNNDetector(keras.layers.Layer):
         self.box_score_threshold = float(box_score_threshold)
         self.box_nms_threshold = float(box_nms_threshold)
         self.detections_per_image = int(detections_per_image)
-        self.rpn_pre_nms_top_n_train = _count("rpn_pre_nms_top_n_train", rpn_pre_nms_top_n_train)
-        self.rpn_post_nms_top_n_train = _count("rpn_post_nms_top_n_train", rpn_post_nms_top_n_train)
+        self.rpn_pre_nms_top_n_train = _positive_int(
+            "rpn_pre_nms_top_n_train", rpn_pre_nms_top_n_train
+        )
+        self.rpn_post_nms_top_n_train = _positive_int(
+            "rpn_post_nms_top_n_train", rpn_post_nms_top_n_train
+        )
         self.training_options = {
             "rpn": _sampling_options(
                 "rpn",
@@ -248,15 +257,9 @@ class MaskRCNNDetector(keras.layers.Layer):
         return config
 
 
-def _count(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-    return int(value)
-
-
 def _sampling_options(prefix, batch_size, positive_fraction, fg_iou, bg_iou):
     """The sampler and matcher settings of the RPN or the box head, checked."""
-    batch_size = _count(f"{prefix}_batch_size_per_image", batch_size)
+    batch_size = _positive_int(f"{prefix}_batch_size_per_image", batch_size)
     for name, value in (
         ("positive_fraction", positive_fraction),
         ("fg_iou_threshold", fg_iou),
