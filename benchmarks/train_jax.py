@@ -5,8 +5,8 @@ Recipes (each builds `kerasseg.load("unet", **MODEL_ARGUMENTS[recipe])`):
   (`kerasseg.datasets.isbi2012`); one sigmoid channel = probability of cell interior.
   Augmentation as in Ronneberger et al. 2015: any rotation, flips, scale 0.8-1.25, elastic
   deformation (random displacements on a coarse grid, bicubic), contrast / brightness /
-  gamma / noise; 256x256 crops. Loss binary cross-entropy + Dice; the epoch with the lowest
-  validation loss (full 512x512 slices) is kept.
+  gamma / noise; 256x256 crops. Loss binary cross-entropy (`--loss ce+dice` adds Dice, which
+  scored lower on the validation slices); the final moving average of the weights is kept.
 - `camvid` -> `unet_camvid`: CamVid train (367 frames) only; val (101) is measured, never
   used for choosing. 11 softmax channels in the class order of the data README, void (11)
   ignored. Augmentation: scale 0.5-1.4, rotation +-10 degrees, horizontal flip, brightness /
@@ -30,6 +30,7 @@ writing the number to the summary, so the run can be repeated with that `--steps
 """
 
 import argparse
+import copy
 import io
 import json
 import os
@@ -71,6 +72,7 @@ RECIPES = {
             "mode": "reflect",
             "label_interpolation": "linear",
         },
+        "loss": "ce",
         "steps_per_epoch": 250,
         "ema_momentum": 0.999,
     },
@@ -103,6 +105,7 @@ RECIPES = {
             "mode": "constant",
             "label_interpolation": "nearest",
         },
+        "loss": "ce+dice",
         "steps_per_epoch": 250,
         "ema_momentum": None,
     },
@@ -276,25 +279,37 @@ def augment_batch(key, images, labels, crop, batch_size, options, label_fill):
 # --- fit (any Keras backend for the model; JAX for the augmentation) ---
 
 
+def recipe_of(args):
+    """The recipe `args.recipe` with the overrides given on the command line."""
+    recipe = copy.deepcopy(RECIPES[args.recipe])
+    recipe["name"] = args.recipe
+    if getattr(args, "base_filters", None):
+        recipe["model"]["base_filters"] = args.base_filters
+    if getattr(args, "crop", None):
+        recipe["crop"] = (args.crop, args.crop)
+    if getattr(args, "loss", None):
+        recipe["loss"] = args.loss
+    return recipe
+
+
 def _model(recipe):
     import kerasseg
 
-    return kerasseg.load("unet", **RECIPES[recipe]["model"])
+    return kerasseg.load("unet", **recipe["model"])
 
 
 def _loss(recipe):
+    """Cross-entropy ("ce") or cross-entropy + Dice ("ce+dice"), equally weighted."""
     from kerasseg import losses
 
-    if recipe == "isbi2012":
-        terms = [
-            (losses.CrossEntropyLoss(mode="binary"), 1.0),
-            (losses.DiceLoss(mode="binary"), 1.0),
-        ]
+    if recipe["name"] == "isbi2012":
+        terms = [(losses.CrossEntropyLoss(mode="binary"), 1.0)]
+        if recipe["loss"] == "ce+dice":
+            terms.append((losses.DiceLoss(mode="binary"), 1.0))
     else:
-        terms = [
-            (losses.CrossEntropyLoss(mode="multiclass", ignore_label=CAMVID_VOID), 1.0),
-            (losses.DiceLoss(mode="multiclass", ignore_label=CAMVID_VOID), 1.0),
-        ]
+        terms = [(losses.CrossEntropyLoss(mode="multiclass", ignore_label=CAMVID_VOID), 1.0)]
+        if recipe["loss"] == "ce+dice":
+            terms.append((losses.DiceLoss(mode="multiclass", ignore_label=CAMVID_VOID), 1.0))
     return losses.WeightedSum(terms)
 
 
@@ -321,7 +336,7 @@ def fit(args):
     import jax
     import keras
 
-    recipe = RECIPES[args.recipe]
+    recipe = recipe_of(args)
     keras.mixed_precision.set_global_policy(args.precision)
     keras.utils.set_random_seed(args.seed)
     images, labels, val_images, val_labels = load_data(args.recipe, args.file)
@@ -354,7 +369,7 @@ def fit(args):
             return draw(jax.random.fold_in(self.key, self.count))
 
     def build(total_steps):
-        model = _model(args.recipe)
+        model = _model(recipe)
         warmup = max(1, min(200, total_steps // 10))
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0, total_steps - warmup, warmup_target=args.learning_rate or recipe["learning_rate"],
@@ -364,7 +379,7 @@ def fit(args):
         optimizer = keras.optimizers.Adam(
             schedule, use_ema=ema is not None, ema_momentum=ema or 0.99
         )
-        model.compile(optimizer, loss=_loss(args.recipe))
+        model.compile(optimizer, loss=_loss(recipe))
         return model
 
     steps_per_epoch = args.steps_per_epoch or recipe["steps_per_epoch"]
@@ -389,7 +404,7 @@ def fit(args):
         """Measure the validation split at each epoch end; keep the weights to ship."""
 
         def on_epoch_end(self, epoch, logs=None):
-            result = evaluate(model, args.recipe, val_images, val_labels)
+            result = evaluate(model, recipe, val_images, val_labels)
             row = {
                 "epoch": epoch + 1,
                 "seconds": round(time.time() - started, 1),
@@ -423,7 +438,7 @@ def fit(args):
         callbacks=[Validate(), Stop()],
     )
     # After fit: the final weights (the moving average of the weights where `ema_momentum`).
-    final = evaluate(model, args.recipe, val_images, val_labels)
+    final = evaluate(model, recipe, val_images, val_labels)
     np.savez(out / "weights_f16.npz", *[w.astype(np.float16) for w in model.get_weights()])
     summary = {
         "recipe": args.recipe,
@@ -456,7 +471,7 @@ def evaluate(model, recipe, images, labels):
         ]
     )
     result = {"val_loss": float(loss(labels.astype("float32"), probabilities))}
-    if recipe == "isbi2012":
+    if recipe["name"] == "isbi2012":
         from skimage.metrics import adapted_rand_error
 
         predicted = probabilities[..., 0] > 0.5
@@ -489,7 +504,7 @@ def to_preset(args):
 
     import h5py
 
-    model = _model(args.recipe)
+    model = _model(recipe_of(args))
     arrays = np.load(args.file)
     model.set_weights([arrays[f"arr_{i}"].astype(np.float32) for i in range(len(arrays.files))])
     with tempfile.TemporaryDirectory() as folder:
@@ -530,6 +545,9 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--steps-per-epoch", type=int)
     parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--base-filters", type=int, help="fit, to-preset: the U-Net's width")
+    parser.add_argument("--crop", type=int, help="fit: square training crop side")
+    parser.add_argument("--loss", choices=("ce", "ce+dice"), help="fit: the loss")
     parser.add_argument(
         "--precision", default="mixed_bfloat16", choices=("mixed_bfloat16", "float32")
     )
