@@ -16,6 +16,7 @@ from kerasseg.layers.threshold import (
     TriangleThreshold,
     YenThreshold,
 )
+from kerasseg.layers.watershed import SeededWatershed  # noqa: F401
 
 __all__ = [
     "AdaptiveThreshold",
