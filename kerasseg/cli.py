@@ -198,6 +198,13 @@ def _parser():
         help="for sigmoid models, and the mask probability threshold of instance models",
     )
     evaluate.add_argument(
+        "--watershed-seeds",
+        type=float,
+        metavar="T",
+        help="with --instance-metrics, sigmoid models: cells from a seeded watershed "
+        "(seeds p > T, every pixel assigned to a cell) instead of the regions of p > --threshold",
+    )
+    evaluate.add_argument(
         "--max-detections",
         type=_positive,
         metavar="N",
@@ -227,6 +234,17 @@ def _parser():
         "--overlay", action="store_true", help="also write <stem>_overlay.png (RGB)"
     )
     predict.add_argument("--threshold", type=float, default=0.5, help="for sigmoid models")
+    predict.add_argument(
+        "--instances",
+        action="store_true",
+        help="also write <stem>_instances.png: 16-bit labels of the regions of class 1",
+    )
+    predict.add_argument(
+        "--watershed-seeds",
+        type=float,
+        metavar="T",
+        help="with --instances, sigmoid models: cells from a seeded watershed (seeds p > T)",
+    )
     predict.add_argument("--channels", type=_positive, help="require this many image channels")
     export = commands.add_parser(
         "export",
@@ -803,10 +821,15 @@ def _evaluate(args):
     data = _instance_data(args) if task == "instance" else None
     model, logits = _load_for_inference(args.model, parse_model_arguments(args.model_arg))
     if task == "instance" or _is_instance_model(model):
+        if args.watershed_seeds is not None:
+            raise UsageError("--watershed-seeds is for semantic (sigmoid) models.")
         _evaluate_instance_model(args, model, data or _instance_data(args))
         return
     _refuse_instance_flags(args)
     outputs = _output_channels(model)
+    _check_watershed_flags(
+        args.watershed_seeds, outputs, args.instance_metrics, "--instance-metrics"
+    )
     options = dict(batch_size=args.batch_size)
     if args.dataset is not None:
         if args.dataset == "isbi2012":
@@ -853,6 +876,7 @@ def _evaluate(args):
         ignore_label=ignore,
         instance_metrics=args.instance_metrics,
         threshold=args.threshold,
+        watershed_seeds=args.watershed_seeds,
         from_logits=logits,
     )
     title = f"{args.model} on {args.dataset or args.images}"
@@ -981,6 +1005,20 @@ def _evaluate_instance_model(args, model, data):
 # ----------------------------------------------------------------------------- predict
 
 
+def _check_watershed_flags(seeds, outputs, enabled, needed):
+    """--watershed-seeds: a value in (0, 1], a 1-channel model, and the flag it serves."""
+    if seeds is None:
+        return
+    if not 0.0 < seeds <= 1.0:
+        raise UsageError(f"--watershed-seeds must be in (0, 1]; got {seeds}.")
+    if outputs != 1:
+        raise UsageError(
+            f"--watershed-seeds needs a 1-channel (sigmoid) model; this one has {outputs}."
+        )
+    if not enabled:
+        raise UsageError(f"--watershed-seeds needs {needed}.")
+
+
 def _predict(args):
     from kerasseg.prediction import predict_file
 
@@ -997,23 +1035,28 @@ def _predict(args):
     if not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold must be in [0, 1]; got {args.threshold}.")
     model, logits = _load_for_inference(args.model, parse_model_arguments(args.model_arg))
-    _output_channels(model)
+    outputs = _output_channels(model)
+    _check_watershed_flags(args.watershed_seeds, outputs, args.instances, "--instances")
     out = Path(args.out)
     for path, stem in zip(args.inputs, stems, strict=True):
         overlay = out / f"{stem}_overlay.png" if args.overlay else None
+        instances = out / f"{stem}_instances.png" if args.instances else None
         try:
             predict_file(
                 model,
                 path,
                 out / f"{stem}.png",
                 overlay_path=overlay,
+                instances_path=instances,
+                watershed_seeds=args.watershed_seeds,
                 channels=args.channels,
                 threshold=args.threshold,
                 from_logits=logits,
             )
         except ValueError as error:
             raise UsageError(str(error)) from None
-        print(f"{path} -> {out / f'{stem}.png'}" + (f", {overlay}" if overlay else ""))
+        extra = "".join(f", {file}" for file in (overlay, instances) if file)
+        print(f"{path} -> {out / f'{stem}.png'}{extra}")
 
 
 # ----------------------------------------------------------------------------- export

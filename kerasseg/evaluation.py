@@ -20,7 +20,7 @@ from keras import ops
 
 from kerasseg import metrics as metrics_lib
 from kerasseg.layers.region import label_components
-from kerasseg.prediction import labels_from_probabilities, probabilities
+from kerasseg.prediction import cell_instances, probabilities
 
 __all__ = ["evaluate", "format_markdown", "write_report"]
 
@@ -30,10 +30,11 @@ def _number(value):
     return None if math.isnan(value) else value
 
 
-def _instance_scores(masks, probs, threshold):
-    """Per-image V_rand and V_info of the 4-connected regions of class 1 (one labelling)."""
+def _instance_scores(masks, probs, threshold, watershed_seeds):
+    """Per-image V_rand and V_info of the true 4-connected regions of class 1 against
+    `cell_instances` of the prediction."""
     true_labels = label_components(masks[..., 0] == 1, 1)[0]
-    pred_labels = label_components(labels_from_probabilities(probs, threshold) == 1, 1)[0]
+    pred_labels = cell_instances(probs, threshold=threshold, watershed_seeds=watershed_seeds)
     scores = metrics_lib.rand_scores(true_labels, pred_labels)
     return {key: ops.convert_to_numpy(scores[key]).tolist() for key in ("v_rand", "v_info")}
 
@@ -47,6 +48,7 @@ def evaluate(
     ignore_label=None,
     instance_metrics=False,
     threshold=0.5,
+    watershed_seeds=None,
     from_logits=None,
 ):
     """Score `model` on every (images, masks) batch of `dataset`.
@@ -67,6 +69,9 @@ def evaluate(
             interior for ISBI 2012), labelled once per image and averaged over images with
             foreground (None when no image has any).
         threshold: probability threshold for 1-channel outputs.
+        watershed_seeds: for the instance metrics of a 1-channel model, label the predicted
+            cells with `kerasseg.prediction.cell_instances`' seeded watershed (seeds
+            p > `watershed_seeds`) instead of the regions of p > `threshold`.
         from_logits: None detects logits from the model's "output" layer (kerasseg heads).
 
     Returns:
@@ -76,6 +81,11 @@ def evaluate(
         "pixels" counts the true (not ignored) pixels of a class; a class absent from both
         the ground truth and the prediction has IoU and Dice None and is left out of the means.
     """
+    if watershed_seeds is not None and not instance_metrics:
+        raise ValueError(
+            "`watershed_seeds` labels the cells of the instance metrics: set "
+            "`instance_metrics=True` too."
+        )
     if class_names is None:
         class_names = [str(i) for i in range(num_classes)]
     class_names = [str(name) for name in class_names]
@@ -102,7 +112,8 @@ def evaluate(
             masks = masks[..., None]
         confusion.update_state(masks, probs)
         if instance_metrics:
-            for key, values in _instance_scores(masks, probs, threshold).items():
+            scores = _instance_scores(masks, probs, threshold, watershed_seeds)
+            for key, values in scores.items():
                 instance_scores[key].extend(values)
         images += int(probs.shape[0])
     if images == 0:

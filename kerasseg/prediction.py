@@ -9,6 +9,7 @@ models trained with `kerasseg train` normalise inside. Images whose size does no
 model's `size_divisor` are padded at the bottom/right with 0 and the output is cropped back.
 """
 
+import functools
 import os
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import keras
 import numpy as np
 
 __all__ = [
+    "cell_instances",
     "display_image",
     "labels_from_probabilities",
     "output_is_logits",
@@ -92,6 +94,42 @@ def labels_from_probabilities(probs, threshold=0.5):
     return probs.argmax(axis=-1).astype(np.int32)
 
 
+@functools.lru_cache(maxsize=4)
+def _compiled_watershed(seed_threshold):
+    import tensorflow as tf
+
+    from kerasseg.layers.watershed import SeededWatershed
+
+    return tf.function(SeededWatershed(seed_threshold=seed_threshold), jit_compile=True)
+
+
+def cell_instances(probs, *, threshold=0.5, watershed_seeds=None):
+    """Instance labels (B, H, W) int32 of class 1 (cell interior for ISBI 2012).
+
+    Without `watershed_seeds`: the 4-connected regions of class 1 (`labels_from_probabilities`),
+    so pixels of other classes (membranes) are 0. With `watershed_seeds` (a 1-channel model
+    only): `kerasseg.layers.SeededWatershed` seeds cells at the 4-connected regions of
+    p > `watershed_seeds` and floods 1 - p from them, so every pixel belongs to a cell and a
+    gap in a membrane no longer merges two cells.
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.ndim != 4:
+        raise ValueError(f"`probs` must have shape (batch, H, W, channels); got {probs.shape}.")
+    if watershed_seeds is None:
+        from kerasseg.layers.region import label_components
+
+        foreground = labels_from_probabilities(probs, threshold) == 1
+        return np.asarray(label_components(foreground, 1)[0]).astype(np.int32)
+    if probs.shape[-1] != 1:
+        raise ValueError(
+            "`watershed_seeds` needs a 1-channel (sigmoid) probability map; got "
+            f"{probs.shape[-1]} channels."
+        )
+    if isinstance(watershed_seeds, bool) or not 0.0 < watershed_seeds <= 1.0:
+        raise ValueError(f"`watershed_seeds` must be in (0, 1]; got {watershed_seeds!r}.")
+    return np.asarray(_compiled_watershed(float(watershed_seeds))(probs)).astype(np.int32)
+
+
 def predict_image(model, image, *, threshold=0.5, from_logits=None):
     """Segment one image.
 
@@ -139,6 +177,8 @@ def predict_file(
     output_path,
     *,
     overlay_path=None,
+    instances_path=None,
+    watershed_seeds=None,
     channels=None,
     threshold=0.5,
     from_logits=None,
@@ -159,6 +199,9 @@ def predict_file(
         input_path: the image file.
         output_path: the label map PNG to write (folders are created).
         overlay_path: optional overlay PNG to write.
+        instances_path: optional 16-bit PNG of the instance labels of class 1
+            (`cell_instances`; 0 = no instance).
+        watershed_seeds: `cell_instances`' seeded watershed threshold for `instances_path`.
         channels: None keeps the file's channel count; an int requires it.
         threshold: probability threshold of binary models.
         from_logits: None detects it from the model's "output" layer.
@@ -195,4 +238,13 @@ def predict_file(
         overlay_path = Path(overlay_path)
         overlay_path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(overlay(display_image(image), labels)).save(overlay_path, format="PNG")
+    if instances_path is not None:
+        instances = cell_instances(
+            probs[None], threshold=threshold, watershed_seeds=watershed_seeds
+        )[0]
+        if instances.max() > np.iinfo(np.uint16).max:
+            raise ValueError(f"predict_file: {instances.max()} instances do not fit a 16-bit PNG.")
+        instances_path = Path(instances_path)
+        instances_path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(instances.astype(np.uint16)).save(instances_path, format="PNG")
     return labels

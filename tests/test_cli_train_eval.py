@@ -16,11 +16,12 @@ import keras
 import numpy as np
 import pytest
 from PIL import Image
+from skimage import measure
 
 import kerasseg
 from kerasseg import cli
 from kerasseg.evaluation import evaluate, write_report
-from kerasseg.prediction import predict_file, predict_image
+from kerasseg.prediction import cell_instances, predict_file, predict_image
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model", "unet", "--model-arg", "base_filters=4", "--model-arg", "depth=2"]
@@ -158,6 +159,29 @@ def test_evaluate_instance_metrics_match_skimage_on_isbi(data_dir):
     assert perfect["overall"]["v_rand"] == pytest.approx(1.0)
     assert perfect["overall"]["v_info"] == pytest.approx(1.0)
     assert perfect["per_class"]["membrane"]["iou"] == 1.0
+    # Cells from the seeded watershed (every pixel assigned), against scikit-image's.
+    from skimage.segmentation import watershed
+
+    flooded = evaluate(
+        _identity,
+        [(probabilities, truth)],
+        num_classes=2,
+        instance_metrics=True,
+        watershed_seeds=0.7,
+    )
+    expected = np.mean(
+        [
+            1
+            - adapted_rand_error(
+                label(t, connectivity=1),
+                watershed(1 - p[..., 0], label(p[..., 0] > 0.7, connectivity=1), connectivity=1),
+            )[0]
+            for t, p in zip(truth, probabilities, strict=True)
+        ]
+    )
+    assert flooded["overall"]["v_rand"] == pytest.approx(expected, abs=0.01)
+    with pytest.raises(ValueError, match="instance_metrics"):
+        evaluate(_identity, [(probabilities, truth)], num_classes=2, watershed_seeds=0.7)
 
 
 # ----------------------------------------------------------------------------- predict
@@ -184,6 +208,20 @@ def test_predict_file_writes_label_png_and_overlay(data_dir, tmp_path):
     np.testing.assert_array_equal(labels, expected)
     assert probabilities.shape == (250, 301, 1)
     np.testing.assert_array_equal(expected, probabilities[..., 0] > 0.5)
+    # Instance labels: the 4-connected regions of class 1 as scikit-image numbers them, or
+    # the seeded watershed, which labels every pixel.
+    predict_file(model, source, tmp_path / "a.png", instances_path=tmp_path / "cells.png")
+    cells = np.asarray(Image.open(tmp_path / "cells.png"))
+    np.testing.assert_array_equal(cells, measure.label(expected == 1, connectivity=1))
+    seeds = float(np.quantile(probabilities, 0.99))
+    predict_file(
+        model, source, tmp_path / "b.png", instances_path=tmp_path / "ws.png", watershed_seeds=seeds
+    )
+    flooded = np.asarray(Image.open(tmp_path / "ws.png"))
+    assert flooded.dtype == np.uint16 and flooded.min() >= 1
+    np.testing.assert_array_equal(
+        flooded, cell_instances(probabilities[None], watershed_seeds=seeds)[0]
+    )
 
     logits_model = kerasseg.load(
         "unet", num_classes=3, base_filters=4, depth=2, input_shape=(None, None, 1)
@@ -222,6 +260,7 @@ def test_cli_arguments_and_usage_errors(data_dir, tmp_path, capsys):
         (["train", *TINY, *isbi, "--input-size", "30", "30", *out], "multiples of 4"),
         (["evaluate", "--model", str(tmp_path / "no.keras"), *isbi, *out], "does not exist"),
         (["predict", *TINY, str(tmp_path / "missing.png"), *out], "missing.png"),
+        (["evaluate", *TINY, *isbi, "--watershed-seeds", "1.5", *out], "--watershed-seeds"),
     ]
     for argv, message in cases:
         assert cli.main(argv) == 2, argv

@@ -5,11 +5,14 @@ scikit-image."""
 import numpy as np
 import pytest
 from scipy import ndimage
+from skimage.measure import label
 from skimage.metrics import adapted_rand_error
+from skimage.segmentation import watershed
 from sklearn.metrics import confusion_matrix
 
 import kerasseg
 from kerasseg import weights
+from kerasseg.prediction import cell_instances
 
 
 def _recorded_metrics(name):
@@ -61,6 +64,20 @@ def test_unet_isbi2012_scores_what_its_card_says(data_dir):
     assert np.trace(matrix) / matrix.sum() == pytest.approx(recorded["pixel_accuracy"], abs=5e-4)
     assert v_rand == pytest.approx(recorded["v_rand"], abs=5e-4)
     assert membrane_dice == pytest.approx(recorded["membrane_dice"], abs=5e-4)
+    # The seeded watershed of `kerasseg predict --instances --watershed-seeds 0.9`, against
+    # scikit-image's exact watershed from the same seeds.
+    cells = cell_instances(probabilities, watershed_seeds=0.9)
+    reference = [
+        watershed(1 - p[..., 0], markers=label(p[..., 0] > 0.9, connectivity=1), connectivity=1)
+        for p in probabilities
+    ]
+    true_cells = [ndimage.label(t)[0] for t in truth]
+    scores = [
+        [1.0 - adapted_rand_error(t, c)[0] for t, c in zip(true_cells, labels, strict=True)]
+        for labels in (cells, reference)
+    ]
+    assert np.mean(scores[0]) == pytest.approx(recorded["v_rand_watershed_seeds_0.9"], abs=5e-4)
+    assert np.mean(scores[0]) == pytest.approx(np.mean(scores[1]), abs=5e-3)
 
 
 def test_unet_camvid_scores_what_its_card_says(data_dir):
