@@ -283,11 +283,11 @@ def recipe_of(args):
     """The recipe `args.recipe` with the overrides given on the command line."""
     recipe = copy.deepcopy(RECIPES[args.recipe])
     recipe["name"] = args.recipe
-    if getattr(args, "base_filters", None):
+    if args.base_filters:
         recipe["model"]["base_filters"] = args.base_filters
-    if getattr(args, "crop", None):
+    if args.crop:
         recipe["crop"] = (args.crop, args.crop)
-    if getattr(args, "loss", None):
+    if args.loss:
         recipe["loss"] = args.loss
     return recipe
 

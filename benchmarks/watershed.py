@@ -64,9 +64,7 @@ def main():
     agreement = np.mean(
         [1 - adapted_rand_error(r, o)[0] for r, o in zip(reference, ours, strict=True)]
     )
-    print(
-        f"\nsame label: {same:.4f} of pixels; adapted Rand F vs scikit-image: {agreement:.4f}"
-    )
+    print(f"\nsame label: {same:.4f} of pixels; adapted Rand F vs scikit-image: {agreement:.4f}")
     cells = [label(t == 255, connectivity=1) for t in truth]
     for name, labels in (("kerasseg", ours), ("scikit-image", reference)):
         v_rand = np.mean(

@@ -215,6 +215,10 @@ def predict_file(
     from kerasseg.data import read_image
     from kerasseg.demo import overlay
 
+    if watershed_seeds is not None and instances_path is None:
+        raise ValueError(
+            "predict_file: `watershed_seeds` labels the cells of `instances_path`; give both."
+        )
     input_path = os.fspath(input_path)
     if not Path(input_path).is_file():
         raise FileNotFoundError(f"predict_file: `input_path` {input_path!r} is not a file.")

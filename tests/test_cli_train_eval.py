@@ -217,6 +217,8 @@ def test_predict_file_writes_label_png_and_overlay(data_dir, tmp_path):
     predict_file(
         model, source, tmp_path / "b.png", instances_path=tmp_path / "ws.png", watershed_seeds=seeds
     )
+    with pytest.raises(ValueError, match="instances_path"):
+        predict_file(model, source, tmp_path / "c.png", watershed_seeds=seeds)
     flooded = np.asarray(Image.open(tmp_path / "ws.png"))
     assert flooded.dtype == np.uint16 and flooded.min() >= 1
     np.testing.assert_array_equal(

@@ -16,7 +16,7 @@ from kerasseg.layers.threshold import (
     TriangleThreshold,
     YenThreshold,
 )
-from kerasseg.layers.watershed import SeededWatershed  # noqa: F401
+from kerasseg.layers.watershed import SeededWatershed
 
 __all__ = [
     "AdaptiveThreshold",
@@ -24,6 +24,7 @@ __all__ = [
     "NiblackThreshold",
     "RegionGrowing",
     "SauvolaThreshold",
+    "SeededWatershed",
     "Canny",
     "GradientMagnitude",
     "LaplacianOfGaussian",
