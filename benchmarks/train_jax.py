@@ -500,34 +500,13 @@ def _v_rand(truth, predicted, adapted_rand_error):
 
 def to_preset(args):
     """The float16 arrays of `fit` as a `.weights.h5` (float16 storage, float32 once loaded)."""
-    import tempfile
-
-    import h5py
+    from kerasseg.weights import save_weights_float16
 
     model = _model(recipe_of(args))
     arrays = np.load(args.file)
     model.set_weights([arrays[f"arr_{i}"].astype(np.float32) for i in range(len(arrays.files))])
-    with tempfile.TemporaryDirectory() as folder:
-        full = pathlib.Path(folder) / "float32.weights.h5"
-        model.save_weights(full)
-        with h5py.File(full, "r") as source, h5py.File(args.out, "w") as target:
-            _copy_as_float16(source, target)
+    save_weights_float16(model, args.out)
     return {"bytes": pathlib.Path(args.out).stat().st_size}
-
-
-def _copy_as_float16(source, target):
-    """Copy an HDF5 group recursively, attributes included, storing float32 data as float16."""
-    import h5py
-
-    target.attrs.update(source.attrs)
-    for name, node in source.items():
-        if isinstance(node, h5py.Group):
-            _copy_as_float16(node, target.create_group(name))
-        else:
-            data = node[()]
-            if data.dtype == np.float32:
-                data = data.astype(np.float16)
-            target.create_dataset(name, data=data).attrs.update(node.attrs)
 
 
 def main(argv=None):

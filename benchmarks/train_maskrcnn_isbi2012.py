@@ -4,17 +4,22 @@ Instances: each 4-connected region of cell interior (label 255) of a slice
 (`kerasseg.datasets.isbi2012_instances`, about 130 per slice); slices 20..24 validate,
 00..19 train. Model: Mask R-CNN with a ResNet-18 FPN trained from scratch (no ImageNet
 weights can be downloaded here), BatchNorm everywhere (version 2 layout) so that random
-initial weights train, every stage trainable; two classes (background, cell). The detection
+initial weights train, every stage trainable; two classes (background, cell). Lighter than
+torchvision's heads where that costs little here: a box-head FC of 256 units instead of 1024
+(23.2M parameters in all, 46 MB as float16) and 128 sampled RoIs per 256x256 crop instead of
+512 (a crop holds about 30 cells), which makes a step 2.8x faster on a CPU. The detection
 transform keeps the crops' size (`min_size` = `max_size` = crop) during training; the
 evaluated model keeps the slices' 512x512 size and allows 300 detections and 2000 proposals
 (the dense-image settings of the reference notes). Augmentation: flips, 90-degree turns and
 random crops, with zero fill. Loss: torchvision's five terms (`model.fit`, custom
-`train_step`); AdamW with a cosine schedule.
+`train_step`); AdamW with a warm-up and cosine decay to zero; the last step's weights kept.
 
-    python benchmarks/train_maskrcnn_isbi2012.py --data PATH/isbi2012-membrane --out runs/m
+    python benchmarks/train_maskrcnn_isbi2012.py --data PATH/isbi2012-membrane --out runs/m \
+        --epochs 50 --steps-per-epoch 50 --seed 0
 
-Writes `history.csv`, `weights.weights.h5` and `summary.json` (box / mask AP at 300
-detections and V_rand of the pasted instance map on the validation slices).
+Writes `history.csv`, `weights.weights.h5` (float16 storage, the preset's file) and
+`summary.json` (box / mask AP at 300 detections and V_rand of the pasted instance map on the
+validation slices, measured on the stored float16 weights).
 """
 
 import argparse
@@ -31,6 +36,7 @@ import tensorflow as tf  # noqa: E402
 from kerasseg.data import JointAugment, instance_dataset  # noqa: E402
 from kerasseg.datasets import isbi2012_instances  # noqa: E402
 from kerasseg.models.maskrcnn.model import maskrcnn  # noqa: E402
+from kerasseg.weights import load_weights_file, save_weights_float16  # noqa: E402
 
 MODEL_ARGUMENTS = dict(
     num_classes=2,
@@ -40,6 +46,8 @@ MODEL_ARGUMENTS = dict(
     rpn_pre_nms_top_n=2000,
     rpn_post_nms_top_n=2000,
     detections_per_image=300,
+    box_representation_size=256,
+    box_batch_size_per_image=128,
 )
 MAX_INSTANCES = 200  # the densest slice has 137 cells
 
@@ -100,18 +108,20 @@ def main(argv=None):
         verbose=2,
     )
     seconds = time.time() - start
-    model.save_weights(out / "weights.weights.h5")
+    # float16 storage (half the size, what a preset ships); evaluated as stored.
+    save_weights_float16(model, out / "weights.weights.h5")
 
     from kerasseg.instance_evaluation import evaluate_instances
 
     evaluated = build(512)
-    evaluated.load_weights(out / "weights.weights.h5")
+    load_weights_file(evaluated, out / "weights.weights.h5")
     validation, _ = isbi2012_instances(args.data, subset="validation")
     report = evaluate_instances(evaluated, validation, max_detections=300)
     summary = {
         "arguments": vars(args),
         "model": MODEL_ARGUMENTS,
         "train_seconds": round(seconds, 1),
+        "steps": len(model.history.epoch) * args.steps_per_epoch,
         "device": tf.config.list_logical_devices()[-1].device_type,
         "validation": report["overall"],
     }

@@ -217,6 +217,8 @@ def preprocessing_layer(name, **kwargs):
 def register_manifest_presets(directory=None):
     """Register the presets listed in `saved_models/manifest.json`."""
     for item in weights_lib.read_manifest(directory):
+        if item["architecture"].startswith("maskrcnn") and not _tensorflow_backend():
+            continue  # `get_entry` explains that Mask R-CNN needs TensorFlow
         info = weights_lib.WeightsInfo(**item["weights"])
         base = get_entry(item["architecture"])
         arguments = dict(item.get("arguments", {}))

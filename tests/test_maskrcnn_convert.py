@@ -44,6 +44,7 @@ def test_instance_models_are_registered():
     names = {row["name"]: row for row in kerasseg.list_models(task="instance")}
     assert set(names) == {
         "maskrcnn_resnet18_fpn",
+        "maskrcnn_resnet18_fpn_v2",
         "maskrcnn_resnet50_fpn",
         "maskrcnn_resnet50_fpn_v2",
         "maskrcnn_resnet101_fpn",

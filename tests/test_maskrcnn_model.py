@@ -444,3 +444,32 @@ def test_legacy_keys_load_identically(v1):
             np.testing.assert_array_equal(got, want)
     finally:
         model.set_weights(expected)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_box_representation_size_sets_the_box_head_width(version):
+    """torchvision's `representation_size`: only the box head's FC layers and the predictor's
+    input change; the parameter difference is counted by hand from their shapes."""
+
+    def detector(size):
+        model = maskrcnn(
+            num_classes=2,
+            backbone="resnet18",
+            version=version,
+            **({} if size is None else {"box_representation_size": size}),
+        )
+        return model.get_layer("detector")
+
+    default, light = detector(None), detector(256)
+    assert default.box_representation_size == 1024
+    assert light.get_config()["box_representation_size"] == 256
+    flat = 7 * 7 * 256  # RoIAlign output of 256 channels, flattened
+    predictor = 2 + 2 * 4  # class logits and per-class deltas of 2 classes, per input unit
+
+    def head(r):
+        fc = (flat + 1) * r + ((r + 1) * r if version == 1 else 0)  # v1 has fc6 and fc7
+        return fc + r * predictor
+
+    assert default.count_params() - light.count_params() == head(1024) - head(256)
+    with pytest.raises(ValueError, match="`box_representation_size` must be a positive"):
+        maskrcnn(num_classes=2, backbone="resnet18", box_representation_size=0)

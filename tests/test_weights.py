@@ -235,3 +235,22 @@ def test_keras_file_with_lambda_is_refused(tmp_path):
 def test_unknown_named_weights():
     with pytest.raises(ValueError, match=r"`weights`: 'imagenet' is neither a named weights"):
         kerasseg.load("unet", weights="imagenet")
+
+
+def test_float16_storage_loads_as_float32(weights_file, tmp_path):
+    import h5py
+
+    model, _ = weights_file
+    half = weights.save_weights_float16(model, tmp_path / "half.weights.h5")
+    stored = []
+    with h5py.File(half, "r") as f:
+        f.visititems(lambda _, o: stored.append(o.dtype) if isinstance(o, h5py.Dataset) else None)
+    assert len(stored) == len(model.weights) and set(stored) == {np.dtype(np.float16)}
+    reloaded = kerasseg.load(
+        "unet", base_filters=4, depth=2, input_shape=(None, None, 1), weights=str(half)
+    )
+    assert all(w.dtype == "float32" for w in reloaded.weights)
+    for got, stored in zip(reloaded.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, stored.astype(np.float16).astype(np.float32))
+    with pytest.raises(ValueError, match=r"`path` must end in \.weights\.h5"):
+        weights.save_weights_float16(model, tmp_path / "half.h5")

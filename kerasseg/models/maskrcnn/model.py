@@ -67,6 +67,7 @@ class MaskRCNNDetector(keras.layers.Layer):
         box_score_threshold=0.05,
         box_nms_threshold=0.5,
         detections_per_image=100,
+        box_representation_size=1024,
         rpn_pre_nms_top_n_train=2000,
         rpn_post_nms_top_n_train=2000,
         rpn_batch_size_per_image=256,
@@ -97,6 +98,9 @@ class MaskRCNNDetector(keras.layers.Layer):
         self.box_score_threshold = float(box_score_threshold)
         self.box_nms_threshold = float(box_nms_threshold)
         self.detections_per_image = int(detections_per_image)
+        self.box_representation_size = _positive_int(
+            "box_representation_size", box_representation_size
+        )
         self.rpn_pre_nms_top_n_train = _positive_int(
             "rpn_pre_nms_top_n_train", rpn_pre_nms_top_n_train
         )
@@ -121,7 +125,12 @@ class MaskRCNNDetector(keras.layers.Layer):
         }
         v2 = version == 2
         self.rpn_head = RPNHead(num_anchors=3, channels=256, conv_depth=2 if v2 else 1, name="rpn")
-        self.box_head = ConvBoxHead(name="box_head") if v2 else BoxHead(1024, name="box_head")
+        units = self.box_representation_size
+        self.box_head = (
+            ConvBoxHead(fc_units=(units,), name="box_head")
+            if v2
+            else BoxHead(units, name="box_head")
+        )
         self.box_predictor = BoxPredictor(num_classes, name="box_predictor")
         self.mask_head = MaskHead(norm=v2, name="mask_head")
         self.mask_predictor = MaskPredictor(num_classes, name="mask_predictor")
@@ -129,7 +138,7 @@ class MaskRCNNDetector(keras.layers.Layer):
     def build(self, input_shape=None):
         self.rpn_head.build([(None, None, None, 256)] * 5)
         self.box_head.build((None, 7, 7, 256))
-        self.box_predictor.build((None, 1024))
+        self.box_predictor.build((None, self.box_representation_size))
         self.mask_head.build((None, 14, 14, 256))
         self.mask_predictor.build((None, 14, 14, 256))
         self.built = True
@@ -241,6 +250,7 @@ class MaskRCNNDetector(keras.layers.Layer):
             box_score_threshold=self.box_score_threshold,
             box_nms_threshold=self.box_nms_threshold,
             detections_per_image=self.detections_per_image,
+            box_representation_size=self.box_representation_size,
             rpn_pre_nms_top_n_train=self.rpn_pre_nms_top_n_train,
             rpn_post_nms_top_n_train=self.rpn_post_nms_top_n_train,
         )
@@ -486,6 +496,7 @@ def maskrcnn(
     box_score_threshold=0.05,
     box_nms_threshold=0.5,
     detections_per_image=100,
+    box_representation_size=1024,
     name=None,
     **training_options,
 ):
@@ -504,6 +515,9 @@ def maskrcnn(
             (per level before NMS; per image after). Dense images (ISBI 2012 cells, about 130
             per slice) need more than the defaults.
         box_score_threshold, box_nms_threshold, detections_per_image: final detections.
+        box_representation_size: units of the box head's fully connected layers (torchvision's
+            `representation_size`, 1024; the FC after the v2 head's convolutions). Smaller
+            values make a lighter model (256 for the ISBI 2012 preset).
         name: model name (default "maskrcnn_<backbone>_fpn[_v2]").
         **training_options: torchvision's training settings, its defaults in brackets:
             `rpn_pre_nms_top_n_train` (2000), `rpn_post_nms_top_n_train` (2000),
@@ -555,6 +569,7 @@ def maskrcnn(
         box_score_threshold=box_score_threshold,
         box_nms_threshold=box_nms_threshold,
         detections_per_image=detections_per_image,
+        box_representation_size=box_representation_size,
         name="detector",
         **training_options,
     )(list(features), resized, sizes, PaddedSize(name="padded_size")(batch))
@@ -587,4 +602,5 @@ VARIANTS = {
     "maskrcnn_resnet50_fpn_v2": _variant("resnet50", 2),
     "maskrcnn_resnet101_fpn": _variant("resnet101", 1),
     "maskrcnn_resnet18_fpn": _variant("resnet18", 1),
+    "maskrcnn_resnet18_fpn_v2": _variant("resnet18", 2),
 }
