@@ -225,7 +225,9 @@ def _parser():
     evaluate.add_argument("--out", required=True, metavar="STEM", help="report path stem")
 
     predict = commands.add_parser(
-        "predict", help="segment image files, write label PNGs (and overlays)"
+        "predict",
+        help="segment image files, write label PNGs (and overlays); instance models write "
+        "16-bit instance labels (0 background, 1..n by decreasing score)",
     )
     _add_model(predict, path_ok=True)
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="PNG, JPEG or TIFF files")
@@ -233,7 +235,15 @@ def _parser():
     predict.add_argument(
         "--overlay", action="store_true", help="also write <stem>_overlay.png (RGB)"
     )
-    predict.add_argument("--threshold", type=float, default=0.5, help="for sigmoid models")
+    predict.add_argument(
+        "--threshold", type=float, default=0.5, help="for sigmoid models and instance masks"
+    )
+    predict.add_argument(
+        "--min-score",
+        type=float,
+        metavar="S",
+        help="instance models: keep detections scoring >= S (default 0.5)",
+    )
     predict.add_argument(
         "--instances",
         action="store_true",
@@ -779,12 +789,6 @@ def _registry_task(spec):
         return None  # `_load_for_inference` reports it
 
 
-def _is_instance_model(model):
-    """True for a Mask R-CNN style model: its outputs are a dict of detections."""
-    output = getattr(model, "output", None)
-    return isinstance(output, dict) and {"boxes", "masks", "num_detections"} <= set(output)
-
-
 def _refuse_instance_flags(args):
     used = _given(args, INSTANCE_FLAGS)
     if used:
@@ -809,6 +813,7 @@ def _check_coco_flags(args):
 def _evaluate(args):
     import kerasseg
     from kerasseg.evaluation import evaluate, format_markdown, write_report
+    from kerasseg.prediction import is_instance_model
 
     if args.coco is not None:
         _check_coco_flags(args)
@@ -820,7 +825,7 @@ def _evaluate(args):
     # Registry instance models: check the data flags before building the model.
     data = _instance_data(args) if task == "instance" else None
     model, logits = _load_for_inference(args.model, parse_model_arguments(args.model_arg))
-    if task == "instance" or _is_instance_model(model):
+    if task == "instance" or is_instance_model(model):
         if args.watershed_seeds is not None:
             raise UsageError("--watershed-seeds is for semantic (sigmoid) models.")
         _evaluate_instance_model(args, model, data or _instance_data(args))
@@ -1020,7 +1025,7 @@ def _check_watershed_flags(seeds, outputs, enabled, needed):
 
 
 def _predict(args):
-    from kerasseg.prediction import predict_file
+    from kerasseg.prediction import is_instance_model, predict_file
 
     missing = [p for p in args.inputs if not Path(p).is_file()]
     if missing:
@@ -1035,8 +1040,20 @@ def _predict(args):
     if not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold must be in [0, 1]; got {args.threshold}.")
     model, logits = _load_for_inference(args.model, parse_model_arguments(args.model_arg))
-    outputs = _output_channels(model)
-    _check_watershed_flags(args.watershed_seeds, outputs, args.instances, "--instances")
+    min_score = 0.5 if args.min_score is None else args.min_score
+    if is_instance_model(model):
+        if args.instances or args.watershed_seeds is not None:
+            raise UsageError(
+                "--instances and --watershed-seeds are for semantic models; an instance model "
+                "writes its instance labels as <stem>.png already."
+            )
+        if not 0.0 <= min_score <= 1.0:
+            raise UsageError(f"--min-score must be in [0, 1]; got {min_score}.")
+    else:
+        if args.min_score is not None:
+            raise UsageError("--min-score applies to instance models (Mask R-CNN) only.")
+        outputs = _output_channels(model)
+        _check_watershed_flags(args.watershed_seeds, outputs, args.instances, "--instances")
     out = Path(args.out)
     for path, stem in zip(args.inputs, stems, strict=True):
         overlay = out / f"{stem}_overlay.png" if args.overlay else None
@@ -1052,6 +1069,7 @@ def _predict(args):
                 channels=args.channels,
                 threshold=args.threshold,
                 from_logits=logits,
+                min_score=min_score,
             )
         except ValueError as error:
             raise UsageError(str(error)) from None

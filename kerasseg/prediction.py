@@ -19,10 +19,12 @@ import numpy as np
 __all__ = [
     "cell_instances",
     "display_image",
+    "is_instance_model",
     "labels_from_probabilities",
     "output_is_logits",
     "predict_file",
     "predict_image",
+    "predict_instances",
     "probabilities",
 ]
 
@@ -157,6 +159,56 @@ def predict_image(model, image, *, threshold=0.5, from_logits=None):
     return labels_from_probabilities(probs, threshold), probs
 
 
+def is_instance_model(model):
+    """True for a Mask R-CNN style model: its outputs are a dict of detections."""
+    output = getattr(model, "output", None)
+    return isinstance(output, dict) and {"boxes", "masks", "num_detections"} <= set(output)
+
+
+def predict_instances(model, image, *, min_score=0.5, mask_threshold=0.5):
+    """Instance labels of one image from a Mask R-CNN (`is_instance_model`).
+
+    Grey images are repeated to RGB. The masks of the detections scoring >= `min_score` are
+    pasted at the image size (probability > `mask_threshold`) and painted best on top
+    (`kerasseg.instance_evaluation.instance_map`); ids are then renumbered 1..n by
+    decreasing score, 0 = background.
+
+    Args:
+        model: a Mask R-CNN (e.g. `kerasseg.load("maskrcnn_resnet18_isbi2012")`).
+        image: (H, W), (H, W, 1) or (H, W, 3) array with the values as stored (0..255).
+        min_score: in [0, 1]; detections below it are left out.
+        mask_threshold: in [0, 1]; torchvision's 0.5.
+
+    Returns:
+        (labels, detections): int32 (H, W) instance ids and the image's detections of
+        `kerasseg.instance_evaluation.detections_from_outputs` (all of them, by score).
+    """
+    from kerasseg.instance_evaluation import detections_from_outputs, instance_map
+
+    for name, value in (("min_score", min_score), ("mask_threshold", mask_threshold)):
+        if isinstance(value, bool) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"`{name}` must be in [0, 1]; got {value!r}.")
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 3):
+        raise ValueError(
+            "`image` must have shape (height, width), (height, width, 1) or (height, width, 3); "
+            f"got {image.shape}."
+        )
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    size = image.shape[:2]
+    outputs = model.predict(
+        {"images": image[None], "image_sizes": np.array([size], "int32")}, verbose=0
+    )
+    detections = detections_from_outputs(outputs, size, mask_threshold=mask_threshold)[0]
+    painted = instance_map(detections["masks"], detections["scores"], min_score=min_score)
+    ids, labels = np.unique(painted, return_inverse=True)  # ids sorted: row order = score order
+    labels = labels.reshape(painted.shape).astype(np.int32)
+    return (labels if ids[0] == 0 else labels + 1), detections
+
+
 def display_image(image):
     """uint8 (H, W) or (H, W, 3) version of an image with stored values, for overlays."""
     image = np.asarray(image)
@@ -182,6 +234,7 @@ def predict_file(
     channels=None,
     threshold=0.5,
     from_logits=None,
+    min_score=0.5,
 ):
     """Segment an image file and write its label map (and an overlay) as PNG.
 
@@ -194,6 +247,10 @@ def predict_file(
     `overlay_path`: an RGB PNG of the image with the classes > 0 blended in the colours of
     `kerasseg.demo.overlay` (class 0 stays uncoloured).
 
+    An instance model (Mask R-CNN, `is_instance_model`) writes 16-bit instance labels
+    instead (`predict_instances`: 0 = background, 1..n by decreasing score), with `threshold`
+    as the mask threshold and `min_score` as the detection score cut.
+
     Args:
         model: a `keras.Model` (or callable) as in `probabilities`.
         input_path: the image file.
@@ -203,14 +260,14 @@ def predict_file(
             (`cell_instances`; 0 = no instance).
         watershed_seeds: `cell_instances`' seeded watershed threshold for `instances_path`.
         channels: None keeps the file's channel count; an int requires it.
-        threshold: probability threshold of binary models.
+        threshold: probability threshold of binary models (of the masks, instance models).
         from_logits: None detects it from the model's "output" layer.
+        min_score: instance models: detections scoring below it are left out.
 
     Returns:
-        The int32 (H, W) label map (class ids, 0/1 for a binary model).
+        The int32 (H, W) label map (class ids, 0/1 for a binary model; instance ids).
     """
     import tensorflow as tf
-    from PIL import Image
 
     from kerasseg.data import read_image
     from kerasseg.demo import overlay
@@ -226,29 +283,44 @@ def predict_file(
         image = read_image(input_path, channels=channels, dtype="uint16").numpy()
     except tf.errors.InvalidArgumentError as error:
         raise ValueError(f"predict_file: cannot read {input_path!r}: {error.message}") from None
-    labels, probs = predict_image(
-        model, image.astype(np.float32), threshold=threshold, from_logits=from_logits
-    )
-    if probs.shape[-1] == 1:
-        stored = (labels * 255).astype(np.uint8)
-    elif probs.shape[-1] <= 256:
-        stored = labels.astype(np.uint8)
+    if is_instance_model(model):
+        if instances_path is not None:
+            raise ValueError(
+                "predict_file: an instance model writes its instance labels to `output_path`; "
+                "drop `instances_path`."
+            )
+        labels, _ = predict_instances(model, image, min_score=min_score, mask_threshold=threshold)
+        _write_png(_instance_png(labels), output_path)
     else:
-        stored = labels.astype(np.uint16)
-    output_path = Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(stored).save(output_path, format="PNG")
+        labels, probs = predict_image(
+            model, image.astype(np.float32), threshold=threshold, from_logits=from_logits
+        )
+        if probs.shape[-1] == 1:
+            stored = (labels * 255).astype(np.uint8)
+        elif probs.shape[-1] <= 256:
+            stored = labels.astype(np.uint8)
+        else:
+            stored = labels.astype(np.uint16)
+        _write_png(stored, output_path)
     if overlay_path is not None:
-        overlay_path = Path(overlay_path)
-        overlay_path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(overlay(display_image(image), labels)).save(overlay_path, format="PNG")
+        _write_png(overlay(display_image(image), labels), overlay_path)
     if instances_path is not None:
         instances = cell_instances(
             probs[None], threshold=threshold, watershed_seeds=watershed_seeds
         )[0]
-        if instances.max() > np.iinfo(np.uint16).max:
-            raise ValueError(f"predict_file: {instances.max()} instances do not fit a 16-bit PNG.")
-        instances_path = Path(instances_path)
-        instances_path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(instances.astype(np.uint16)).save(instances_path, format="PNG")
+        _write_png(_instance_png(instances), instances_path)
     return labels
+
+
+def _instance_png(labels):
+    if labels.max() > np.iinfo(np.uint16).max:
+        raise ValueError(f"predict_file: {labels.max()} instances do not fit a 16-bit PNG.")
+    return labels.astype(np.uint16)
+
+
+def _write_png(array, path):
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format="PNG")

@@ -21,11 +21,19 @@ from skimage import measure
 import kerasseg
 from kerasseg import cli
 from kerasseg.evaluation import evaluate, write_report
-from kerasseg.prediction import cell_instances, predict_file, predict_image
+from kerasseg.models.maskrcnn.postprocess import paste_masks
+from kerasseg.prediction import (
+    cell_instances,
+    is_instance_model,
+    predict_file,
+    predict_image,
+    predict_instances,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model", "unet", "--model-arg", "base_filters=4", "--model-arg", "depth=2"]
 TINY_SIGMOID = [*TINY, "--model-arg", 'activation="sigmoid"']
+MASKRCNN = ["--model", "maskrcnn_resnet18_fpn", "--model-arg", "num_classes=2"]
 
 
 def _identity(x):
@@ -242,6 +250,68 @@ def test_predict_file_writes_label_png_and_overlay(data_dir, tmp_path):
     assert not grey[multi > 0].all()
 
 
+class _FixedDetector:
+    """Stands in for a Mask R-CNN: the same four detections (by decreasing score) and one
+    padding row whatever the image, full 28x28 masks."""
+
+    output = {"boxes": None, "scores": None, "masks": None, "num_detections": None}
+    boxes = np.array([[2, 2, 12, 12], [6, 6, 16, 16], [20, 2, 28, 10], [20, 20, 28, 28]], "f4")
+    scores = np.array([0.95, 0.9, 0.6, 0.3], "f4")
+
+    def __init__(self):
+        self.calls = []
+
+    def predict(self, inputs, verbose=0):
+        self.calls.append(inputs)
+        pad = lambda a: np.concatenate([a, np.zeros_like(a[:1])])[None]  # noqa: E731
+        return {
+            "boxes": pad(self.boxes),
+            "scores": pad(self.scores),
+            "classes": pad(np.ones(4, "i4")),
+            "masks": pad(np.ones((4, 28, 28), "f4")),
+            "num_detections": np.array([4], "i4"),
+        }
+
+
+def test_predict_instances_paints_the_best_detection_on_top(tmp_path):
+    detector = _FixedDetector()
+    assert is_instance_model(detector) and not is_instance_model(kerasseg.load("otsu"))
+    grey = np.arange(32 * 30, dtype=np.uint8).reshape(32, 30)
+    labels, detections = predict_instances(detector, grey, min_score=0.5)
+    sent = detector.calls[0]
+    assert sent["images"].shape == (1, 32, 30, 3)  # grey repeated to RGB
+    np.testing.assert_array_equal(sent["images"][0, ..., 2], grey)
+    np.testing.assert_array_equal(sent["image_sizes"], [[32, 30]])
+    assert len(detections["scores"]) == 4  # all of them returned; the map keeps 3
+    pasted = np.asarray(paste_masks(np.ones((4, 28, 28), "f4"), detector.boxes, 32, 30)) > 0.5
+    expected = np.zeros((32, 30), np.int32)
+    for rank in (2, 1, 0):  # the 0.3 detection is below min_score
+        expected[pasted[rank]] = rank + 1
+    np.testing.assert_array_equal(labels, expected)
+    assert labels[10, 10] == 1 and labels[14, 14] == 2 and labels[24, 6] == 3
+    assert labels[24, 24] == 0
+    everything, _ = predict_instances(detector, grey, min_score=0.0)
+    assert everything[24, 24] == 4
+    for bad in (dict(min_score=1.5), dict(mask_threshold=-0.1), dict(min_score=True)):
+        with pytest.raises(ValueError, match="must be in \\[0, 1\\]"):
+            predict_instances(detector, grey, **bad)
+    with pytest.raises(ValueError, match="`image` must have shape"):
+        predict_instances(detector, np.zeros((4, 4, 2)))
+
+    source = tmp_path / "grey.png"
+    Image.fromarray(grey).save(source)
+    written = predict_file(
+        detector, source, tmp_path / "cells.png", overlay_path=tmp_path / "o.png", min_score=0.5
+    )
+    stored = np.asarray(Image.open(tmp_path / "cells.png"))
+    assert stored.dtype == np.uint16
+    np.testing.assert_array_equal(stored, expected)
+    np.testing.assert_array_equal(written, expected)
+    assert np.asarray(Image.open(tmp_path / "o.png")).shape == (32, 30, 3)
+    with pytest.raises(ValueError, match="drop `instances_path`"):
+        predict_file(detector, source, tmp_path / "x.png", instances_path=tmp_path / "y.png")
+
+
 # ----------------------------------------------------------------------------- cli
 
 
@@ -252,6 +322,7 @@ def test_cli_arguments_and_usage_errors(data_dir, tmp_path, capsys):
     assert cli.parse_class_map("0:0,255:1") == {0: 0, 255: 1}
     isbi = ["--dataset", "isbi2012", "--data-root", str(data_dir / "isbi2012-membrane")]
     out = ["--out", str(tmp_path / "run")]
+    slice_file = str(data_dir / "isbi2012-membrane" / "test" / "00.png")
     cases = [
         (["train", "--model", "unett", *isbi, *out], "unknown model 'unett'"),
         (["train", *TINY, "--model-arg", "depth", *isbi, *out], "KEY=VALUE"),
@@ -263,6 +334,9 @@ def test_cli_arguments_and_usage_errors(data_dir, tmp_path, capsys):
         (["evaluate", "--model", str(tmp_path / "no.keras"), *isbi, *out], "does not exist"),
         (["predict", *TINY, str(tmp_path / "missing.png"), *out], "missing.png"),
         (["evaluate", *TINY, *isbi, "--watershed-seeds", "1.5", *out], "--watershed-seeds"),
+        (["predict", *TINY, slice_file, "--min-score", "0.3", *out], "instance models"),
+        (["predict", *MASKRCNN, slice_file, "--instances", *out], "semantic models"),
+        (["predict", *MASKRCNN, slice_file, "--min-score", "2", *out], "--min-score must"),
     ]
     for argv, message in cases:
         assert cli.main(argv) == 2, argv
