@@ -78,7 +78,8 @@ one): COCO box and mask AP (AP, AP50, AP75, AP small / medium / large, AR) throu
 (pip install "kerasseg[coco]"), counting up to --max-detections detections per image (default
 300, not COCO's 100: an ISBI 2012 slice holds 88 to 137 cells), and V_rand / V_info of the
 instance map (each pixel takes the highest-scoring predicted mask over it; masks are
-probabilities > --threshold). Ground-truth instances:
+probabilities > --threshold; with --min-score S only detections scoring >= S, as
+`kerasseg predict` draws them). Ground-truth instances:
   --dataset isbi2012          each 4-connected region of cell interior (label 255)
   --images DIR --masks DIR    each 4-connected region of one class >= 1 (after --class-map;
                               the --ignore-label is left out); with --instance-masks labels,
@@ -209,6 +210,13 @@ def _parser():
         type=_positive,
         metavar="N",
         help="instance models: detections per image COCO AP counts (default 300)",
+    )
+    evaluate.add_argument(
+        "--min-score",
+        type=float,
+        metavar="S",
+        help="instance models: only detections scoring >= S enter the V_rand instance map "
+        "(AP counts all; default: all)",
     )
     evaluate.add_argument(
         "--class-agnostic",
@@ -768,7 +776,13 @@ def _train(args, argv):
 # ----------------------------------------------------------------------------- evaluate
 
 
-INSTANCE_FLAGS = ("--coco", "--max-detections", "--class-agnostic", "--instance-masks")
+INSTANCE_FLAGS = (
+    "--coco",
+    "--max-detections",
+    "--min-score",
+    "--class-agnostic",
+    "--instance-masks",
+)
 
 
 def _given(args, flags):
@@ -987,12 +1001,15 @@ def _evaluate_instance_model(args, model, data):
     from kerasseg.instance_evaluation import evaluate_instances
 
     data, names = data
+    if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
+        raise UsageError(f"--min-score must be in [0, 1]; got {args.min_score}.")
     try:
         results = evaluate_instances(
             model,
             data,
             max_detections=args.max_detections or 300,
             mask_threshold=args.threshold,
+            min_score=args.min_score,
             class_agnostic=args.class_agnostic,
             batch_size=args.batch_size,
             category_names=names,

@@ -506,7 +506,8 @@ def test_cli_evaluates_an_instance_model(data_dir, tmp_path, capsys):
     stem = tmp_path / "report" / "isbi"
     folders = ["--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks")]
     argv = ["evaluate", "--model", str(tmp_path / "maskrcnn.keras"), *folders]
-    code = cli.main([*argv, "--class-map", "0:0,255:1", "--batch-size", "2", "--out", str(stem)])
+    options = ["--class-map", "0:0,255:1", "--batch-size", "2", "--min-score", "0.3"]
+    code = cli.main([*argv, *options, "--out", str(stem)])
     assert code == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert "| metric | box | mask |" in printed and "| V_rand |" in printed
@@ -522,6 +523,7 @@ def test_cli_evaluates_an_instance_model(data_dir, tmp_path, capsys):
     for key, value in report["overall"].items():
         assert value is None or 0.0 <= value <= 1.0, key
     assert report["settings"]["max_detections"] == 300
+    assert report["settings"]["min_score"] == 0.3
     assert "| AP |" in stem.with_suffix(".md").read_text()
 
 
@@ -538,6 +540,8 @@ def test_cli_instance_usage_errors(data_dir, tmp_path, capsys):
         (["evaluate", *tiny, *isbi, "--subset", "test", *out], "--subset for isbi2012"),
         (["evaluate", *tiny, *isbi, "--instance-masks", "labels", *out], "--instance-masks"),
         (["evaluate", *unet, *isbi, "--max-detections", "10", *out], "only apply to instance"),
+        (["evaluate", *unet, *isbi, "--min-score", "0.5", *out], "only apply to instance"),
+        (["evaluate", *tiny, *isbi, "--min-score", "1.5", *out], "--min-score must be in"),
         (["evaluate", *tiny, "--coco", str(tmp_path / "none.json"), *out], "is not a file"),
         (["evaluate", *tiny, "--coco", __file__, *isbi, *out], "--dataset, --data-root"),
     ]
