@@ -12,6 +12,14 @@ from sklearn.metrics import confusion_matrix
 
 import kerasseg
 from kerasseg import weights
+from kerasseg.datasets import isbi2012_instances
+from kerasseg.instance_evaluation import (
+    coco_average_precision,
+    coco_ground_truth,
+    coco_results,
+    detections_from_outputs,
+    instance_map,
+)
 from kerasseg.prediction import cell_instances
 
 
@@ -92,3 +100,31 @@ def test_unet_camvid_scores_what_its_card_says(data_dir):
     recorded = _recorded_metrics("unet_camvid")
     assert iou.mean() == pytest.approx(recorded["mean_iou"], abs=5e-4)
     assert hits.sum() / matrix.sum() == pytest.approx(recorded["pixel_accuracy"], abs=5e-4)
+
+
+def test_maskrcnn_isbi2012_scores_what_its_card_says(data_dir):
+    """Box / mask AP through pycocotools and V_rand of the pasted masks through scikit-image,
+    on validation slices 20..24 fed as a user would: grey 0..255 slices repeated to RGB."""
+    model = kerasseg.load("maskrcnn_resnet18_isbi2012")
+    assert all(w.dtype == "float32" for w in model.weights)
+    slices, _ = isbi2012_instances(data_dir / "isbi2012-membrane", subset="validation")
+    pairs = list(slices.as_numpy_iterator())
+    images = np.stack([image for image, _ in pairs])
+    targets = [target for _, target in pairs]
+    outputs = model.predict(np.repeat(images, 3, axis=-1), verbose=0)
+    assert outputs["boxes"].shape == (5, 300, 4)
+    detections = detections_from_outputs(outputs, (512, 512))
+    report = coco_average_precision(coco_ground_truth(targets), coco_results(detections))
+    v_rand = np.mean(
+        [
+            1.0
+            - adapted_rand_error(instance_map(t["masks"]), instance_map(d["masks"], d["scores"]))[0]
+            for t, d in zip(targets, detections, strict=True)
+        ]
+    )
+    recorded = _recorded_metrics("maskrcnn_resnet18_isbi2012")
+    for kind, iou_type in (("box", "bbox"), ("mask", "segm")):
+        for key in ("AP", "AP50", "AP75"):
+            got = report[iou_type][key]
+            assert got == pytest.approx(recorded[f"{kind}_{key}"], abs=2e-3), (kind, key)
+    assert v_rand == pytest.approx(recorded["v_rand"], abs=2e-3)
