@@ -8,7 +8,8 @@ iterations (Lloyd 1982), with scikit-learn's `KMeans` rules:
   signed integers divided by their dtype maximum, so uint8 becomes [0, 1]; float images as
   they are), plus, if `spatial_weight > 0`, the pixel position
   `spatial_weight * (row, col) / max(H, W)`. Computation is float32 (float64 for float64
-  images). Centres are returned for the colour features only, on that scale.
+  images; cluster sums in float64, so equal pixels average to exactly their value). Centres
+  are returned for the colour features only, on that scale.
 * Seeding: greedy k-means++ with `2 + int(log(k))` candidates per centre, as scikit-learn.
   Its `n_init * k * (2 + int(log(k)))` uniform numbers come from `seed` (NumPy's PCG64,
   drawn once, a constant of the graph) and are shared by all images, so an image gets the
@@ -174,13 +175,13 @@ def _lloyd(x, centres, max_iter, tol, finite):
 
     def body(i, centres, previous, done):
         labels = _assign(x, centres)
-        onehot = ops.one_hot(labels, k, dtype=dtype)  # (batch, n_init, N, k)
+        # Sums in float64: exact for pixels of equal value, so their mean is that value.
+        onehot = ops.one_hot(labels, k, dtype="float64")  # (batch, n_init, N, k)
         counts = ops.sum(onehot, axis=2)
-        sums = ops.einsum("brnk,bnd->brkd", onehot, x)
+        sums = ops.einsum("brnk,bnd->brkd", onehot, ops.cast(x, "float64"))
         occupied = ops.expand_dims(counts > 0, -1)
-        new = ops.where(
-            occupied, sums / ops.where(occupied, ops.expand_dims(counts, -1), 1), centres
-        )
+        means = ops.cast(sums / ops.where(occupied, ops.expand_dims(counts, -1), 1), dtype)
+        new = ops.where(occupied, means, centres)
         shift = ops.sum(ops.square(new - centres), axis=(2, 3))
         same = ops.all(ops.equal(labels, previous), axis=-1)
         stop = ops.logical_or(same, shift <= threshold)
