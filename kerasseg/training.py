@@ -4,7 +4,8 @@
 compiles it and runs `fit` with callbacks that make a run safe to interrupt:
 
 * `output_dir/backup/`: `keras.callbacks.BackupAndRestore` state (weights, optimizer and
-  epoch) saved at every epoch end; running the same `train` call again resumes from the
+  epoch) saved at every epoch end, the previous one kept as well (a kill while it is
+  written falls back to it); running the same `train` call again resumes from the
   epoch after the last completed one (the input pipeline restarts its own epoch count, so
   augmentation draws of a resumed run differ from an uninterrupted one).
 * `history.csv`: one row per epoch; rows of epochs that are run again after a resume are
@@ -329,7 +330,10 @@ def train(
         _Best(output_dir, monitor, mode),
         keras.callbacks.TensorBoard(log_dir=str(output_dir / "tensorboard")),
         # Last, so that an epoch counts as done only once its logs and best model are saved.
-        keras.callbacks.BackupAndRestore(backup_dir=str(output_dir / "backup")),
+        # double_checkpoint: a kill while the backup is written leaves the previous epoch's.
+        keras.callbacks.BackupAndRestore(
+            backup_dir=str(output_dir / "backup"), double_checkpoint=True
+        ),
     ]
     network.fit(
         train_data,
