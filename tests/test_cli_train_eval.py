@@ -263,7 +263,10 @@ class _FixedDetector:
 
     def predict(self, inputs, verbose=0):
         self.calls.append(inputs)
-        pad = lambda a: np.concatenate([a, np.zeros_like(a[:1])])[None]  # noqa: E731
+
+        def pad(rows):  # one padding row past num_detections, then the batch axis
+            return np.concatenate([rows, np.zeros_like(rows[:1])])[None]
+
         return {
             "boxes": pad(self.boxes),
             "scores": pad(self.scores),
