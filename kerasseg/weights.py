@@ -22,6 +22,8 @@ import keras
 import numpy as np
 
 WEIGHT_SUFFIXES = (".weights.h5", ".keras")
+# The group of a `.weights.h5` where Keras stores a compiled model's optimizer state.
+OPTIMIZER_GROUP = "optimizer"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,9 +233,12 @@ def save_weights_float16(model, path):
 
 
 def _copy_as_float16(source, target):
-    """Copy an HDF5 group recursively, attributes included, storing float32 data as float16."""
+    """Copy an HDF5 group recursively, attributes included, storing float32 data as float16;
+    the optimizer state of a compiled model is left out."""
     target.attrs.update(source.attrs)
     for name, node in source.items():
+        if name == OPTIMIZER_GROUP and source.name == "/":
+            continue
         if isinstance(node, h5py.Group):
             _copy_as_float16(node, target.create_group(name))
         else:
@@ -244,11 +249,16 @@ def _copy_as_float16(source, target):
 
 
 def _h5_array_shapes(path):
+    """Shapes of the model arrays in a `.weights.h5`. The optimizer state that `save_weights`
+    adds for a compiled model (group `optimizer`) is not counted: `load_weights` skips it."""
     shapes = []
+
+    def visit(name, node):
+        if isinstance(node, h5py.Dataset) and not name.startswith(OPTIMIZER_GROUP + "/"):
+            shapes.append(node.shape)
+
     with h5py.File(path, "r") as f:
-        f.visititems(
-            lambda _, obj: shapes.append(obj.shape) if isinstance(obj, h5py.Dataset) else None
-        )
+        f.visititems(visit)
     return sorted(tuple(s) for s in shapes)
 
 

@@ -202,6 +202,35 @@ def test_mismatching_weights_file(weights_file, tmp_path):
         _tiny_unet(weights=keras_path)
 
 
+def test_weights_saved_with_optimizer_state(tmp_path):
+    """`save_weights` of a compiled, trained model adds the optimizer's arrays; they are
+    not part of the model, so the file loads as Keras's own `load_weights` loads it."""
+    import h5py
+
+    model = _tiny_unet(num_classes=1, activation="sigmoid")
+    model.compile("adam", "binary_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 16, 16, 1), dtype=np.float32)
+    model.fit(x, (x > 0.5).astype("float32"), epochs=1, verbose=0)
+    path = tmp_path / "trained.weights.h5"
+    model.save_weights(path)
+    with h5py.File(path, "r") as f:
+        assert weights.OPTIMIZER_GROUP in f
+    reference = _tiny_unet(num_classes=1, activation="sigmoid")
+    reference.load_weights(path)
+    loaded = _tiny_unet(num_classes=1, activation="sigmoid", weights=str(path))
+    for got, expected in zip(loaded.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, expected)
+    half = weights.save_weights_float16(model, tmp_path / "half.weights.h5")
+    with h5py.File(half, "r") as f:
+        assert weights.OPTIMIZER_GROUP not in f
+    np.testing.assert_allclose(
+        _tiny_unet(num_classes=1, activation="sigmoid", weights=str(half)).predict(x, verbose=0),
+        model.predict(x, verbose=0),
+        atol=1e-2,
+    )
+
+
 @pytest.mark.parametrize("suffix", [".pt", ".pkl", ".h5", ".npz"])
 def test_unsupported_weights_files_are_refused(tmp_path, suffix):
     path = tmp_path / f"w{suffix}"
