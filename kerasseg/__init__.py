@@ -11,9 +11,9 @@ import importlib
 
 __version__ = "0.1.0"
 
-# layers, losses, metrics and models register their serializable classes; samples holds the
-# built-in demo images (kerasseg.samples.load_sample).
-from kerasseg import layers, losses, metrics, models, samples  # noqa: F401
+# layers, losses, metrics, models and tta register their serializable classes; samples holds
+# the built-in demo images (kerasseg.samples.load_sample).
+from kerasseg import layers, losses, metrics, models, samples, tta  # noqa: F401
 from kerasseg.registry import (  # noqa: F401
     get_entry,
     list_models,

@@ -229,6 +229,7 @@ def _parser():
         help="instance models with --images/--masks: 4-connected regions of each class "
         "(components, default) or one instance per mask value (labels)",
     )
+    _add_tta(evaluate)
     evaluate.add_argument("--batch-size", type=_positive, default=1, help="default 1")
     evaluate.add_argument("--out", required=True, metavar="STEM", help="report path stem")
 
@@ -264,6 +265,7 @@ def _parser():
         help="with --instances, sigmoid models: cells from a seeded watershed (seeds p > T)",
     )
     predict.add_argument("--channels", type=_positive, help="require this many image channels")
+    _add_tta(predict)
     export = commands.add_parser(
         "export",
         help="write a TF-Serving SavedModel: encoded images in, masks out",
@@ -499,6 +501,27 @@ def _load_for_inference(spec, arguments):
         min_size=getattr(model, "min_size", 1),
     )
     return wrapped, logits
+
+
+def _add_tta(parser):
+    parser.add_argument(
+        "--tta",
+        choices=("flips", "dihedral"),
+        help="semantic models: average the outputs over 4 flips or all 8 flips and transposes "
+        "(test-time augmentation, kerasseg.tta.wrap; 4x or 8x the time)",
+    )
+
+
+def _with_tta(model, transforms):
+    """`model` averaged over `transforms` (--tta), or `model` itself when none is asked."""
+    if transforms is None:
+        return model
+    from kerasseg import tta
+
+    try:
+        return tta.wrap(model, transforms)
+    except ValueError as error:
+        raise UsageError(f"--tta {transforms}: {error}") from None
 
 
 def _output_channels(model):
@@ -840,11 +863,12 @@ def _evaluate(args):
     data = _instance_data(args) if task == "instance" else None
     model, logits = _load_for_inference(args.model, parse_model_arguments(args.model_arg))
     if task == "instance" or is_instance_model(model):
-        if args.watershed_seeds is not None:
-            raise UsageError("--watershed-seeds is for semantic (sigmoid) models.")
+        if args.watershed_seeds is not None or args.tta is not None:
+            raise UsageError("--watershed-seeds and --tta are for semantic models.")
         _evaluate_instance_model(args, model, data or _instance_data(args))
         return
     _refuse_instance_flags(args)
+    model = _with_tta(model, args.tta)
     outputs = _output_channels(model)
     _check_watershed_flags(
         args.watershed_seeds, outputs, args.instance_metrics, "--instance-metrics"
@@ -1059,10 +1083,10 @@ def _predict(args):
     model, logits = _load_for_inference(args.model, parse_model_arguments(args.model_arg))
     min_score = 0.5 if args.min_score is None else args.min_score
     if is_instance_model(model):
-        if args.instances or args.watershed_seeds is not None:
+        if args.instances or args.watershed_seeds is not None or args.tta is not None:
             raise UsageError(
-                "--instances and --watershed-seeds are for semantic models; an instance model "
-                "writes its instance labels as <stem>.png already."
+                "--instances, --watershed-seeds and --tta are for semantic models; an instance "
+                "model writes its instance labels as <stem>.png already."
             )
         if not 0.0 <= min_score <= 1.0:
             raise UsageError(f"--min-score must be in [0, 1]; got {min_score}.")
@@ -1071,6 +1095,7 @@ def _predict(args):
             raise UsageError("--min-score applies to instance models (Mask R-CNN) only.")
         outputs = _output_channels(model)
         _check_watershed_flags(args.watershed_seeds, outputs, args.instances, "--instances")
+        model = _with_tta(model, args.tta)
     out = Path(args.out)
     for path, stem in zip(args.inputs, stems, strict=True):
         overlay = out / f"{stem}_overlay.png" if args.overlay else None

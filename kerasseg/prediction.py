@@ -30,11 +30,15 @@ __all__ = [
 
 
 def output_is_logits(model):
-    """True when the layer named "output" of `model` (kerasseg heads) is linear: logits."""
+    """True when the layer named "output" of `model` (kerasseg heads) is linear: logits.
+
+    A wrapper without such a layer (e.g. `kerasseg.tta.wrap`) answers for the model it wraps.
+    """
     try:
         layer = model.get_layer("output")
     except (AttributeError, ValueError):
-        return False
+        inner = [m for m in getattr(model, "layers", ()) if isinstance(m, keras.Model)]
+        return len(inner) == 1 and output_is_logits(inner[0])
     return getattr(layer, "activation", None) is keras.activations.linear
 
 
