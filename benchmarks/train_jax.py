@@ -27,6 +27,10 @@ leaves the GPU and no TensorFlow is needed.
 CSV and `summary.json`; `to-preset` turns the arrays into a `.weights.h5`. `--time-budget S`
 measures the step time first and picks the largest `--steps` (a multiple of 100) that fits,
 writing the number to the summary, so the run can be repeated with that `--steps`.
+`fit --init FILE` starts from a `.weights.h5` of the recipe's model (fine-tuning a preset)
+instead of a fresh initialisation; with the moving average, the average starts there too.
+The model can run on any Keras backend (`--precision float32` on CPUs); the augmentation
+always runs in JAX.
 """
 
 import argparse
@@ -370,6 +374,8 @@ def fit(args):
 
     def build(total_steps):
         model = _model(recipe)
+        if args.init:
+            model.load_weights(args.init)
         warmup = max(1, min(200, total_steps // 10))
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0, total_steps - warmup, warmup_target=args.learning_rate or recipe["learning_rate"],
@@ -530,6 +536,7 @@ def main(argv=None):
     parser.add_argument(
         "--precision", default="mixed_bfloat16", choices=("mixed_bfloat16", "float32")
     )
+    parser.add_argument("--init", help="fit: a .weights.h5 of the recipe's model to start from")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     needed = {"pack": ("data", "file"), "fit": ("file", "out"), "to-preset": ("file", "out")}
