@@ -11,7 +11,7 @@ from skimage.segmentation import watershed
 from sklearn.metrics import confusion_matrix
 
 import kerasseg
-from kerasseg import weights
+from kerasseg import tta, weights
 from kerasseg.datasets import isbi2012_instances
 from kerasseg.instance_evaluation import (
     coco_average_precision,
@@ -51,6 +51,17 @@ def _predict_all(model, dataset):
     return np.concatenate(truths), np.concatenate(predictions)
 
 
+def _v_rand(truth, predicted):
+    """Mean foreground-restricted Rand F-score of the 4-connected interior regions."""
+    return np.mean(
+        [
+            1.0
+            - adapted_rand_error(ndimage.label(t)[0], ndimage.label(p)[0], ignore_labels=(0,))[0]
+            for t, p in zip(truth, predicted, strict=True)
+        ]
+    )
+
+
 def test_unet_isbi2012_scores_what_its_card_says(data_dir):
     model = kerasseg.load("unet_isbi2012")
     dataset, _ = kerasseg.datasets.isbi2012(
@@ -60,13 +71,7 @@ def test_unet_isbi2012_scores_what_its_card_says(data_dir):
     predicted = (probabilities[..., 0] > 0.5).astype(int)
     assert truth.shape == predicted.shape == (5, 512, 512)
     matrix = confusion_matrix(truth.ravel(), predicted.ravel(), labels=[0, 1])
-    v_rand = np.mean(
-        [
-            1.0
-            - adapted_rand_error(ndimage.label(t)[0], ndimage.label(p)[0], ignore_labels=(0,))[0]
-            for t, p in zip(truth, predicted, strict=True)
-        ]
-    )
+    v_rand = _v_rand(truth, predicted)
     recorded = _recorded_metrics("unet_isbi2012")
     membrane_dice = 2 * matrix[0, 0] / (matrix[0].sum() + matrix[:, 0].sum())
     assert np.trace(matrix) / matrix.sum() == pytest.approx(recorded["pixel_accuracy"], abs=5e-4)
@@ -86,6 +91,22 @@ def test_unet_isbi2012_scores_what_its_card_says(data_dir):
     ]
     assert np.mean(scores[0]) == pytest.approx(recorded["v_rand_watershed_seeds_0.9"], abs=5e-4)
     assert np.mean(scores[0]) == pytest.approx(np.mean(scores[1]), abs=5e-3)
+
+
+def test_unet_isbi2012_with_test_time_augmentation(data_dir):
+    """`--tta dihedral` (the 8 flips and transposes averaged) scores what the card says."""
+    model = kerasseg.load("unet_isbi2012")
+    dataset, _ = kerasseg.datasets.isbi2012(
+        data_dir / "isbi2012-membrane", subset="validation", batch_size=5
+    )
+    truth, averaged = _predict_all(tta.wrap(model, "dihedral"), dataset)
+    predicted = averaged[..., 0] > 0.5
+    recorded = _recorded_metrics("unet_isbi2012")
+    assert np.mean(predicted == truth) == pytest.approx(
+        recorded["pixel_accuracy_tta_dihedral"], abs=5e-4
+    )
+    v_rand = _v_rand(truth, predicted)
+    assert v_rand == pytest.approx(recorded["v_rand_tta_dihedral"], abs=5e-4)
 
 
 def test_unet_camvid_scores_what_its_card_says(data_dir):
