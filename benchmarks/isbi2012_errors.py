@@ -22,9 +22,10 @@ BANDS = ((0, 2), (2, 3), (3, 5), (5, 10), (10, None))  # distances d with lo < d
 
 
 def _slices(folder, ids):
-    read = lambda kind, i: np.asarray(Image.open(f"{folder}/train/{kind}/{i:02d}.png"))  # noqa: E731
-    images = np.stack([read("image", i) for i in ids]).astype(np.float32)[..., None]
-    return images, np.stack([read("label", i) for i in ids]) > 127
+    def read(kind):
+        return np.stack([np.asarray(Image.open(f"{folder}/train/{kind}/{i:02d}.png")) for i in ids])
+
+    return read("image").astype(np.float32)[..., None], read("label") > 127
 
 
 def _edge_distance(interior):

@@ -22,7 +22,10 @@ def _tiny_unet(**kwargs):
 def _numpy_average(model, images, transforms):
     """The mean over the square's symmetries written with np.rot90 / np.flip, independently
     of the transform table: rotations by k quarter turns, then the same after a mirror."""
-    predict = lambda x: model.predict(np.ascontiguousarray(x), verbose=0)  # noqa: E731
+
+    def predict(images):
+        return model.predict(np.ascontiguousarray(images), verbose=0)
+
     axes = (1, 2)
     if transforms == "flips":
         flips = [(), (1,), (2,), (1, 2)]
