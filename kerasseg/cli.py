@@ -291,6 +291,7 @@ def _parser():
     )
     export.add_argument("--threshold", type=float, default=0.5, help="for sigmoid models")
     export.add_argument("--compute-dtype", choices=("float32", "bfloat16"), default="float32")
+    _add_tta(export)
     export.add_argument(
         "--min-size", type=_positive, default=8, help="smallest image side accepted (default 8)"
     )
@@ -1139,6 +1140,7 @@ def _export(args):
         preprocessing = entry.preprocessing_for(arguments)
         if entry.task == "classical" and not arguments:
             num_classes = entry.num_classes
+    model = _with_tta(model, args.tta)
     folder = args.model_name or (Path(args.name).stem if is_file else args.name)
     try:
         path = export(

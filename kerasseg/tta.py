@@ -94,6 +94,12 @@ def wrap(model, transforms="dihedral"):
             f"`model`'s output must keep the input's height and width; {model.name!r} maps "
             f"{input_shape} to {output_shape}."
         )
+    output_dtype = keras.backend.standardize_dtype(model.outputs[0].dtype)
+    if "float" not in output_dtype:
+        raise ValueError(
+            f"`model` must output probabilities or logits to average; {model.name!r} outputs "
+            f"{output_dtype} (labels)."
+        )
     height, width = input_shape[1:3]
     if transforms == "dihedral" and height != width:
         raise ValueError(
@@ -106,7 +112,7 @@ def wrap(model, transforms="dihedral"):
     for index in range(TRANSFORM_SETS[transforms]):
         outputs = model(DihedralTransform(index, name=f"transform_{index}")(inputs))
         passes.append(DihedralTransform(index, inverse=True, name=f"inverse_{index}")(outputs))
-    average = keras.layers.Average(name="average", dtype=model.outputs[0].dtype)(passes)
+    average = keras.layers.Average(name="average", dtype=output_dtype)(passes)
     return SegmentationModel(
         inputs,
         average,

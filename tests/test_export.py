@@ -22,7 +22,7 @@ from conftest import randomise_batch_norm
 from PIL import Image
 
 import kerasseg
-from kerasseg import samples
+from kerasseg import samples, tta
 from kerasseg.cli import main as cli_main
 from kerasseg.export import export
 from kerasseg.layers.preprocessing import ImagePreprocessing
@@ -555,6 +555,29 @@ def test_cli_export(tmp_path, capsys):
     out = call(tf.saved_model.load(str(tmp_path / "mine" / "1")), image_bytes=[encode(image)])
     labels, _ = predict_image(model, image.astype(np.float32))
     np.testing.assert_array_equal(out["mask"][0], labels)
+
+
+def test_cli_export_with_test_time_augmentation(tmp_path, capsys):
+    """`export --tta`: the served masks are those of the averaged model, image by image."""
+    keras.utils.set_random_seed(2)
+    model = kerasseg.load("unet", base_filters=4, depth=2, num_classes=3, activation="softmax")
+    model.save(tmp_path / "trained.keras")
+    argv = ["export", str(tmp_path / "trained.keras"), "--tta", "dihedral", "--out", str(tmp_path)]
+    assert cli_main([*argv, "--probabilities"]) == 0
+    loaded = tf.saved_model.load(str(tmp_path / "trained" / "1"))
+    images = [rgb_image(37, 45, seed=22), rgb_image(24, 64, seed=23)]
+    out = call(loaded, image_bytes=[encode(image) for image in images])
+    averaged = tta.wrap(model, "dihedral")
+    for i, image in enumerate(images):
+        labels, probabilities = predict_image(averaged, image.astype(np.float32))
+        height, width = labels.shape
+        np.testing.assert_allclose(
+            out["probabilities"][i, :height, :width], probabilities, atol=1e-5
+        )
+        plain, _ = predict_image(model, image.astype(np.float32))
+        assert not np.array_equal(labels, plain)  # the averaging changed the answer
+    assert cli_main(["export", "canny", "--tta", "flips", "--out", str(tmp_path)]) == 2
+    assert "--tta flips: `model` must output probabilities or logits" in capsys.readouterr().err
 
 
 def test_instance_model_exports_boxes_and_pasted_masks(tmp_path):

@@ -110,6 +110,10 @@ def test_models_it_cannot_wrap():
     two = keras.Model(inputs, [inputs, inputs])
     with pytest.raises(ValueError, match="one input and one output"):
         tta.wrap(two)
+    image = keras.Input((None, None, 1))
+    labels = keras.Model(image, keras.ops.cast(image > 0.5, "int32"))
+    with pytest.raises(ValueError, match="outputs int32 \\(labels\\)"):
+        tta.wrap(labels)
     with pytest.raises(ValueError, match="`index` must be an int in \\[0, 8\\)"):
         tta.DihedralTransform(8)
 
