@@ -2,7 +2,8 @@
 
 For each pixel, the Euclidean distance (scipy's `distance_transform_edt`) to the nearest
 pixel of the other label class; errors at threshold 0.5 are counted per distance band, on
-the validation slices 20..24 and on training slices 00, 04, .., 16.
+the validation slices 20..24 and on training slices 00, 04, .., 16 (read with
+`kerasseg.datasets.isbi2012`).
 
     python benchmarks/isbi2012_errors.py --data PATH/isbi2012-membrane
 """
@@ -13,7 +14,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 import kerasseg  # noqa: E402
@@ -21,11 +21,11 @@ import kerasseg  # noqa: E402
 BANDS = ((0, 2), (2, 3), (3, 5), (5, 10), (10, None))  # distances d with lo < d <= hi
 
 
-def _slices(folder, ids):
-    def read(kind):
-        return np.stack([np.asarray(Image.open(f"{folder}/train/{kind}/{i:02d}.png")) for i in ids])
-
-    return read("image").astype(np.float32)[..., None], read("label") > 127
+def _slices(folder, subset, every=1):
+    """(images, interior) of a `kerasseg.datasets.isbi2012` subset, every `every`-th slice."""
+    dataset, _ = kerasseg.datasets.isbi2012(folder, subset=subset, batch_size=25)
+    images, masks = next(iter(dataset))
+    return images.numpy()[::every], masks.numpy()[::every, ..., 0] == 1
 
 
 def _edge_distance(interior):
@@ -39,8 +39,8 @@ def main(argv=None):
     parser.add_argument("--data", required=True, help="the isbi2012-membrane folder")
     args = parser.parse_args(argv)
     model = kerasseg.load("unet_isbi2012")
-    for split, ids in (("validation", range(20, 25)), ("training", range(0, 20, 4))):
-        images, truth = _slices(args.data, ids)
+    for split, every in (("validation", 1), ("train", 4)):
+        images, truth = _slices(args.data, split, every)
         predicted = model.predict(images, batch_size=1, verbose=0)[..., 0] > 0.5
         wrong = predicted != truth
         distance = np.stack([_edge_distance(t) for t in truth])

@@ -33,7 +33,11 @@ class DihedralTransform(keras.layers.Layer):
 
     def __init__(self, index, inverse=False, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(index, int) or not 0 <= index < len(TRANSFORMS):
+        if (
+            isinstance(index, bool)
+            or not isinstance(index, int)
+            or not 0 <= index < len(TRANSFORMS)
+        ):
             raise ValueError(f"`index` must be an int in [0, {len(TRANSFORMS)}); got {index!r}.")
         self.index = index
         self.inverse = bool(inverse)

@@ -73,7 +73,9 @@ def test_dihedral_transforms_are_the_eight_distinct_symmetries():
 
 
 def test_saves_and_reloads_with_the_shared_model(tmp_path):
-    wrapped = tta.wrap(_tiny_unet(num_classes=1, activation="sigmoid"))
+    model = _tiny_unet(num_classes=1, activation="sigmoid")
+    wrapped = tta.wrap(model)
+    assert len(wrapped.weights) == len(model.weights)  # the 8 passes share one model
     path = tmp_path / "tta.keras"
     wrapped.save(path)
     reloaded = keras.saving.load_model(path)
@@ -116,6 +118,8 @@ def test_models_it_cannot_wrap():
         tta.wrap(labels)
     with pytest.raises(ValueError, match="`index` must be an int in \\[0, 8\\)"):
         tta.DihedralTransform(8)
+    with pytest.raises(ValueError, match="got True"):
+        tta.DihedralTransform(True)
 
 
 def test_cli_predict_and_evaluate_with_tta(data_dir, tmp_path, capsys):
