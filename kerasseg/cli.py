@@ -3,6 +3,7 @@ convert."""
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -13,6 +14,7 @@ DATASETS = ("isbi2012", "camvid")
 # label of their own. No 8- or 16-bit mask file can store -1, so it never hides real pixels;
 # 255 would not do for ISBI 2012, whose labels store cell interior as 255 (mapped to 1).
 PADDING_LABEL = -1
+MASK_SURVEY = "masks.json"  # the cached survey of the mask files, in the run folder
 AUGMENTS = {
     "flip": {"horizontal_flip": True, "vertical_flip": True},
     "rot90": {"rotate90": True},
@@ -26,6 +28,12 @@ data: either --dataset {isbi2012,camvid} --data-root DIR (ISBI 2012: slices 00..
 20..24 validate; CamVid: train / val), or --images DIR --masks DIR (pairs matched by file
 name) with optional --val-images/--val-masks, --class-map (stored mask value: class id) and
 --ignore-label.
+
+classes of --images/--masks: before training, one pass over the mask files counts their
+values (cached in --out/masks.json) and prints them. Without --num-classes or --class-map,
+ids 0..K-1 give K classes, two values {0, v} (e.g. 0/255) give a binary model with v taken
+as class 1, and anything else is refused with the class map that would fix it. With them,
+any value the model would not understand is refused, naming files that hold it.
 
 --augment NAMES (comma-separated) sets a kerasseg.data.JointAugment (fill_mode "reflect"):
   flip         horizontal_flip=True, vertical_flip=True
@@ -42,7 +50,11 @@ model: defaults are filled in where the architecture takes them and --model-arg 
 set them: input_shape=[null, null, channels of the data], num_classes = the data's class
 count (kept at 1, a sigmoid/binary head, for two-class data when that is the default) and
 include_preprocessing=true (the saved model takes images with values as stored, 0..255, as
-`kerasseg evaluate` and `kerasseg predict` give them).
+`kerasseg evaluate` and `kerasseg predict` give them). A preset trains from its weights;
+with another class count (--num-classes 3 --model unet_camvid) every layer but the head
+keeps the preset's weights and the head starts fresh. --encoder-weights sets where an
+encoder starts (imagenet, none, or a weights file). The first lines say where each part's
+weights come from.
 
 validation (and training without --input-size) uses whole images. When their size is not a
 multiple of the model's size divisor (or sizes differ within a batch), they are padded at
@@ -51,8 +63,14 @@ set's (CamVid: 11), else -1, a value no mask file can hold (255 cannot serve for
 whose labels store cell interior as 255). Models that accept any size are not padded.
 
 output: --out DIR gets history.csv, best.keras, best.json, final.keras, run.json (with the
-exact command line), backup/ and tensorboard/. Running the same command again resumes an
-interrupted run from the epoch after the last completed one.
+exact command line), masks.json, checkpoint/ and tensorboard/; each file is replaced
+atomically. One process at a time uses DIR. Running the same command again resumes an
+interrupted run at the epoch after the last completed one, changes nothing in a finished
+run, and with a larger --epochs continues it; other arguments than the first run's are
+refused. Epochs are numbered from 1, as Keras prints them.
+
+errors: one line on stderr and exit status 2 (a loss that becomes NaN: status 1); --debug
+shows the traceback.
 """
 
 
@@ -106,6 +124,25 @@ def _positive(text):
     return value
 
 
+def _learning_rate(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number; got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be finite and > 0; got {text!r}")
+    return value
+
+
+def _class_count(text):
+    value = _positive(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"is the data's class count, at least 2 (2 for binary masks); got {text!r}"
+        )
+    return value
+
+
 def _add_model(parser, *, path_ok):
     what = "registry name or path to a .keras file" if path_ok else "registry name"
     parser.add_argument("--model", required=True, help=f"model: {what} (`kerasseg list`)")
@@ -135,17 +172,26 @@ def _add_data(parser, *, training):
 
 def _parser():
     parser = argparse.ArgumentParser(prog="kerasseg", description="Keras segmentation model zoo")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", help="show the Python traceback of an error"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    listing = commands.add_parser("list", help="list architectures and presets")
+    listing = commands.add_parser("list", parents=[common], help="list architectures and presets")
     listing.add_argument("--task", choices=("semantic", "instance", "classical"))
     listing.add_argument("--json", action="store_true", help="print JSON")
-    info = commands.add_parser("info", help="show everything the registry knows about a model")
+    info = commands.add_parser(
+        "info", parents=[common], help="show everything the registry knows about a model"
+    )
     info.add_argument("name")
-    demo = commands.add_parser("demo", help="segment built-in samples, write overlay PNGs")
+    demo = commands.add_parser(
+        "demo", parents=[common], help="segment built-in samples, write overlay PNGs"
+    )
     demo.add_argument("--out", default="kerasseg-demo", help="output folder")
 
     train = commands.add_parser(
         "train",
+        parents=[common],
         help="train a model with checkpoints, logs and resume",
         description=TRAIN_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -161,7 +207,22 @@ def _parser():
         "--loss", default="auto", help='"auto" (bce+dice or ce+dice), or e.g. "0.5*focal+dice"'
     )
     train.add_argument("--optimizer", choices=("adam", "adamw", "sgd"), default="adam")
-    train.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    train.add_argument(
+        "--num-classes",
+        type=_class_count,
+        metavar="N",
+        help="the data's class count (2 for binary masks); default: read from the masks, "
+        "or the --dataset's",
+    )
+    train.add_argument(
+        "--encoder-weights",
+        metavar="W",
+        help="where a pretrained encoder starts: imagenet, none (random) or a weights file "
+        "(models with an encoder; default: the builder's, random for `unet`)",
+    )
+    train.add_argument(
+        "--lr", type=_learning_rate, default=1e-3, help="learning rate (default 1e-3)"
+    )
     train.add_argument("--schedule", choices=("constant", "cosine", "poly"), default="constant")
     train.add_argument("--epochs", type=_positive, default=20, help="default 20")
     train.add_argument(
@@ -175,6 +236,7 @@ def _parser():
 
     evaluate = commands.add_parser(
         "evaluate",
+        parents=[common],
         help="score a model on labelled images, write STEM.json and STEM.md",
         description=EVALUATE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -235,6 +297,7 @@ def _parser():
 
     predict = commands.add_parser(
         "predict",
+        parents=[common],
         help="segment image files, write label PNGs (and overlays); instance models write "
         "16-bit instance labels (0 background, 1..n by decreasing score)",
     )
@@ -268,6 +331,7 @@ def _parser():
     _add_tta(predict)
     export = commands.add_parser(
         "export",
+        parents=[common],
         help="write a TF-Serving SavedModel: encoded images in, masks out",
         description=EXPORT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -302,7 +366,9 @@ def _parser():
         help="largest image accepted, height x width (default 4194304)",
     )
     convert = commands.add_parser(
-        "convert", help="convert torchvision Mask R-CNN weights to a Keras .weights.h5 file"
+        "convert",
+        parents=[common],
+        help="convert torchvision Mask R-CNN weights to a Keras .weights.h5 file",
     )
     convert.add_argument(
         "source", help="torchvision state dict: .pth (needs torch), .safetensors or .npz"
@@ -437,23 +503,68 @@ def _accepted(builder):
     return {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-def _training_arguments(entry, given, *, channels, num_classes):
+def _training_arguments(entry, given, *, channels, num_classes, encoder_weights):
     """`given` plus the defaults `kerasseg train` fills in (see TRAIN_HELP)."""
     arguments = dict(given)
     accepted = _accepted(entry.builder)
     fixed = set(entry.defaults) | set(given)
     if "input_shape" in accepted and "input_shape" not in fixed:
         arguments["input_shape"] = [None, None, channels]
-    if "num_classes" in accepted and "num_classes" not in fixed and num_classes is not None:
-        if not (num_classes == 2 and entry.num_classes == 1):
-            arguments["num_classes"] = num_classes
+    if "num_classes" in accepted and "num_classes" not in given and num_classes is not None:
+        default = entry.defaults.get("num_classes", entry.num_classes)
+        wanted = 1 if (num_classes == 2 and default == 1) else num_classes
+        if wanted != default:
+            arguments["num_classes"] = wanted
     if (
         "include_preprocessing" in accepted
         and "include_preprocessing" not in fixed
         and entry.default_weights is None
     ):
         arguments["include_preprocessing"] = True
+    if encoder_weights is not None:
+        if "encoder_weights" not in accepted:
+            raise UsageError(
+                f"--encoder-weights: {entry.name} has no pretrained encoder to start from."
+            )
+        if "encoder_weights" in given:
+            raise UsageError("give --encoder-weights or --model-arg encoder_weights, not both.")
+        if encoder_weights not in ("imagenet", "none") and not Path(encoder_weights).is_file():
+            raise UsageError(
+                f"--encoder-weights must be imagenet, none or a weights file; {encoder_weights!r}"
+                " is not a file."
+            )
+        path = str(Path(encoder_weights).resolve()) if Path(encoder_weights).is_file() else None
+        arguments["encoder_weights"] = {"none": None, "imagenet": "imagenet"}.get(
+            encoder_weights, path
+        )
     return arguments
+
+
+def _weights_banner(entry, arguments, model):
+    """Where each part of a freshly built training model has its weights from."""
+    report = getattr(model, "weights_report", None)
+    if report is not None:
+        return f"weights: {report.describe()}"
+    accepted = _accepted(entry.builder)
+    if "encoder_weights" not in accepted:
+        return "weights: random initialisation (no pretrained weights)"
+    import inspect
+
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(entry.builder).parameters.items()
+    }
+    settings = {**defaults, **entry.defaults, **arguments}
+    encoder, source = settings.get("encoder"), settings.get("encoder_weights")
+    if encoder is None:
+        return "weights: random initialisation (no pretrained encoder)"
+    if source is None:
+        start = "random initialisation (--encoder-weights imagenet starts from ImageNet)"
+    elif source == "imagenet":
+        start = "ImageNet (keras.applications)"
+    else:
+        start = f"the file {source}"
+    return f"weights: encoder {encoder}: {start}; decoder and head: random initialisation"
 
 
 def _build(name, arguments, weights):
@@ -567,8 +678,9 @@ def _augment(args, mask_fill):
     return JointAugment(**options, mask_fill=mask_fill)
 
 
-def _training_data(args):
-    """Train / validation sources, channels, classes and names, from the data flags."""
+def _training_data(args, out):
+    """Train / validation sources, channels, classes and names, from the data flags; mask
+    folders are surveyed (cached in `out`/masks.json) and their classes resolved."""
     import kerasseg
 
     if args.dataset is not None:
@@ -583,6 +695,11 @@ def _training_data(args):
             val_files = sorted((root / "val").glob("*.png"))
         if not train_files:
             raise UsageError(f"--data-root {str(root)!r} holds no {args.dataset} images.")
+        if args.num_classes not in (None, info.num_classes):
+            raise UsageError(
+                f"--dataset {args.dataset} has {info.num_classes} classes; --num-classes "
+                f"{args.num_classes} applies to --images/--masks folders."
+            )
         ignore = info.ignore_label if args.ignore_label is None else args.ignore_label
         return {
             "train_files": train_files,
@@ -593,7 +710,7 @@ def _training_data(args):
             "ignore_label": ignore,
             "class_map": info.class_map,
         }
-    from kerasseg.data import paired_files
+    from kerasseg.data import paired_files, survey_masks
 
     try:
         train_pairs = paired_files(args.images, args.masks)
@@ -603,7 +720,20 @@ def _training_data(args):
     except (ValueError, OSError) as error:
         raise UsageError(str(error)) from None
     class_map = parse_class_map(args.class_map)
-    num_classes = None if class_map is None else max(class_map.values()) + 1
+    survey = survey_masks(train_pairs + val_pairs, cache=out / MASK_SURVEY)
+    print(f"kerasseg train: {survey.summary()}", file=sys.stderr)
+    given = parse_model_arguments(args.model_arg).get("num_classes")
+    explicit = args.num_classes
+    if explicit is None and isinstance(given, int) and not isinstance(given, bool):
+        explicit = 2 if given == 1 else given
+    try:
+        num_classes, class_map, note = survey.resolve(explicit, class_map, args.ignore_label)
+    except ValueError as error:
+        if not (out / "run.json").exists():  # a refused new run leaves nothing behind
+            (out / MASK_SURVEY).unlink(missing_ok=True)
+        raise UsageError(str(error)) from None
+    if note:
+        print(f"kerasseg train: {note}", file=sys.stderr)
     return {
         "train_pairs": train_pairs,
         "val_pairs": val_pairs,
@@ -625,7 +755,7 @@ def _padding(files, divisor, batch_size):
     return (divisor if misfit else None), bool(misfit or ragged)
 
 
-def _datasets(args, data, *, divisor, preprocessing):
+def _datasets(args, data, *, divisor, preprocessing, num_classes):
     import kerasseg
     from kerasseg.data import segmentation_dataset
 
@@ -663,6 +793,11 @@ def _datasets(args, data, *, divisor, preprocessing):
         repeat=args.steps_per_epoch is not None,
     )
     val_options = dict(common, ignore_label=ignore, pad_to_multiple=val_pad)
+    if args.dataset is None:
+        for options in (train_options, val_options):
+            options.update(
+                channels=data["channels"], class_map=data["class_map"], num_classes=num_classes
+            )
     if args.dataset == "isbi2012":
         reader = kerasseg.datasets.isbi2012
         train, _ = reader(args.data_root, subset="train", **train_options)
@@ -672,8 +807,6 @@ def _datasets(args, data, *, divisor, preprocessing):
         train, _ = reader(args.data_root, subset="train", **train_options)
         val, _ = reader(args.data_root, subset="val", **val_options)
     else:
-        for options in (train_options, val_options):
-            options.update(channels=data["channels"], class_map=data["class_map"])
         train = segmentation_dataset(data["train_pairs"], **train_options)
         val = segmentation_dataset(data["val_pairs"], **val_options) if data["val_pairs"] else None
     settings = {
@@ -685,22 +818,58 @@ def _datasets(args, data, *, divisor, preprocessing):
     return train, val, ignore, settings
 
 
+def _cli_settings(args):
+    """The parsed `kerasseg train` arguments a resume must repeat: all but --epochs, --out
+    and --debug, with folders made absolute."""
+    settings = {k: v for k, v in vars(args).items() if k not in ("epochs", "out", "debug")}
+    for key in ("data_root", "images", "masks", "val_images", "val_masks"):
+        if settings.get(key) is not None:
+            settings[key] = str(Path(settings[key]).resolve())
+    return settings
+
+
 def _train(args, argv):
+    from kerasseg.run_folder import RunFolder, config_differences
+
+    _check_data_flags(args, training=True)
+    settings = _cli_settings(args)
+    with RunFolder(args.out) as folder:
+        earlier = folder.read_config()
+        if earlier is not None:
+            differences = config_differences({"cli": earlier.get("cli")}, {"cli": settings})
+            if differences:
+                raise UsageError(
+                    f"{folder.path} holds a run started with other arguments, so it cannot be "
+                    f"resumed with these: {'; '.join(differences[:8])}. Use the same arguments "
+                    "(only --epochs may grow) or another --out."
+                )
+        _train_in_folder(args, argv, folder.path, settings)
+
+
+def _train_in_folder(args, argv, out, settings):
+    import logging
+
     import kerasseg
+
+    # `kerasseg.load` logs re-initialised layers; the weights banner below says it once.
+    logging.getLogger("kerasseg").setLevel(logging.ERROR)
     from kerasseg import training
     from kerasseg.prediction import output_is_logits
 
-    _check_data_flags(args, training=True)
     given = parse_model_arguments(args.model_arg)
     try:
         entry = kerasseg.get_entry(args.model)
     except ValueError as error:
         raise UsageError(f"--model: {error}") from None
-    data = _training_data(args)
+    data = _training_data(args, out)
     arguments = _training_arguments(
-        entry, given, channels=data["channels"], num_classes=data["num_classes"]
+        entry,
+        given,
+        channels=data["channels"],
+        num_classes=data["num_classes"],
+        encoder_weights=args.encoder_weights,
     )
-    probe = _build(args.model, arguments, None)
+    probe = _build(args.model, arguments, "default")
     outputs = _output_channels(probe)
     num_classes = data["num_classes"] or (2 if outputs == 1 else outputs)
     _check_classes(outputs, num_classes, "the data")
@@ -727,7 +896,9 @@ def _train(args, argv):
         except ValueError as error:
             raise UsageError(str(error)) from None
     logits = output_is_logits(probe)
+    banner = _weights_banner(entry, arguments, probe)
     del probe
+    print(f"kerasseg train: {banner}", file=sys.stderr)
     preprocessing = None
     mode = entry.preprocessing_for(arguments)
     if mode != "none":
@@ -737,8 +908,8 @@ def _train(args, argv):
             "the saved model takes normalised images, not stored values.",
             file=sys.stderr,
         )
-    train_data, val_data, ignore, settings = _datasets(
-        args, data, divisor=divisor, preprocessing=preprocessing
+    train_data, val_data, ignore, data_settings = _datasets(
+        args, data, divisor=divisor, preprocessing=preprocessing, num_classes=num_classes
     )
     if args.loss != "auto":
         try:
@@ -750,9 +921,6 @@ def _train(args, argv):
             )
         except (TypeError, ValueError) as error:
             raise UsageError(str(error)) from None
-    out = Path(args.out)
-    if (out / "backup").is_dir():
-        print(f"kerasseg train: resuming the run in {out}", file=sys.stderr)
     run = training.train(
         args.model,
         train_data,
@@ -773,27 +941,23 @@ def _train(args, argv):
         run_config={
             "argv": ["kerasseg", *argv],
             "command": shlex.join(["kerasseg", *argv]),
+            "cli": settings,
             "data": {
-                "dataset": args.dataset,
-                "data_root": args.data_root,
-                "images": args.images,
-                "masks": args.masks,
-                "val_images": getattr(args, "val_images", None),
-                "val_masks": getattr(args, "val_masks", None),
                 "class_map": data["class_map"],
                 "class_names": data["class_names"],
                 "num_classes": num_classes,
-                "input_size": args.input_size,
-                "batch_size": args.batch_size,
-                **settings,
+                **data_settings,
             },
         },
     )
     best = out / "best.json"
-    summary = json.loads(best.read_text()) if best.is_file() else {}
+    best_epoch = json.loads(best.read_text())["epoch"] if best.is_file() else None
+    files = ", ".join(path.name for path in (run.best_path, run.final_path) if path.is_file())
     print(
-        f"trained {args.model} for {len(run.history)} epochs; best epoch {summary.get('epoch')} "
-        f"saved to {run.best_path}, final model to {run.final_path}"
+        f"{args.model}: {run.trained_epochs} epoch(s) trained now, {len(run.history)} in all, "
+        f"in {out}"
+        + (f"; best epoch {best_epoch}" if best_epoch is not None else "")
+        + (f"; holds {files}" if files else "")
     )
 
 
@@ -897,7 +1061,7 @@ def _evaluate(args):
             raise UsageError(str(error)) from None
         num_classes, names = info.num_classes, list(info.class_names)
     else:
-        from kerasseg.data import paired_files, segmentation_dataset
+        from kerasseg.data import paired_files, segmentation_dataset, survey_masks
 
         class_map = parse_class_map(args.class_map)
         try:
@@ -905,11 +1069,19 @@ def _evaluate(args):
         except (ValueError, OSError) as error:
             raise UsageError(str(error)) from None
         ignore = args.ignore_label
-        dataset = segmentation_dataset(pairs, class_map=class_map, ignore_label=ignore, **options)
-        if class_map is not None:
-            num_classes = max(class_map.values()) + 1
-        else:
-            num_classes = 2 if outputs == 1 else outputs
+        survey = survey_masks(pairs, progress=False)
+        print(f"kerasseg evaluate: {survey.summary()}", file=sys.stderr)
+        try:
+            num_classes, class_map, note = survey.resolve(
+                2 if outputs == 1 else outputs, class_map, ignore
+            )
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        if note:
+            print(f"kerasseg evaluate: {note}", file=sys.stderr)
+        dataset = segmentation_dataset(
+            pairs, class_map=class_map, ignore_label=ignore, num_classes=num_classes, **options
+        )
         names = None
     _check_classes(outputs, num_classes, "the data")
     results = evaluate(
@@ -1186,47 +1358,96 @@ def _convert(args):
 # ----------------------------------------------------------------------------- main
 
 
+def _list(args):
+    import kerasseg
+
+    rows = kerasseg.list_models(task=args.task)
+    print(json.dumps(rows, indent=2, default=str) if args.json else _table(rows))
+
+
+def _info(args):
+    import kerasseg
+
+    try:
+        entry = kerasseg.get_entry(args.name)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    print(json.dumps(entry.summary(), indent=2, default=str))
+
+
+def _demo(args):
+    from kerasseg.demo import run_demo
+
+    results = run_demo(args.out)
+    for r in results:
+        if "error" in r:
+            outcome = f"no result: {r['error']}"
+        elif r["foreground_iou"] is None:
+            outcome = f"(multi-class)  {r['overlay']}"
+        else:
+            outcome = f"foreground IoU {r['foreground_iou']:.3f}  {r['overlay']}"
+        print(f"{r['sample']:<10} {r['model']:<16} {outcome}")
+    print(f"overlays and results.json written to {args.out}")
+
+
+def _one_line(error):
+    """An exception as one line: TensorFlow's graph details cut, the rest joined."""
+    import tensorflow as tf
+
+    if isinstance(error, tf.errors.OpError):
+        from kerasseg.data.decode import error_text
+
+        return error_text(error)
+    text = str(error) or type(error).__name__
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        text = f"{error.filename}: {error.strerror}"
+    return " ".join(text.split())
+
+
+def _user_errors():
+    """Exception types that report a problem with the user's input, files or disk."""
+    import tensorflow as tf
+
+    from kerasseg.run_folder import RunFolderError
+
+    return (UsageError, RunFolderError, ValueError, TypeError, OSError, tf.errors.OpError)
+
+
 def main(argv=None):
+    """Run one `kerasseg` command; returns the exit status.
+
+    Errors are one line on stderr (`kerasseg COMMAND: error: ...`): status 2 for a problem
+    with the input (arguments, files, data, disk), 1 for a training run whose loss became
+    NaN or anything unexpected. `--debug` raises instead, with the traceback.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    import kerasseg
-    from kerasseg.demo import run_demo
+    commands = {
+        "list": lambda: _list(args),
+        "info": lambda: _info(args),
+        "demo": lambda: _demo(args),
+        "train": lambda: _train(args, argv),
+        "evaluate": lambda: _evaluate(args),
+        "predict": lambda: _predict(args),
+        "export": lambda: _export(args),
+        "convert": lambda: _convert(args),
+    }
+    try:
+        commands[args.command]()
+    except KeyboardInterrupt:
+        print(f"kerasseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        from kerasseg.training import TrainingDiverged
 
-    if args.command == "list":
-        rows = kerasseg.list_models(task=args.task)
-        print(json.dumps(rows, indent=2, default=str) if args.json else _table(rows))
-    elif args.command == "info":
-        try:
-            entry = kerasseg.get_entry(args.name)
-        except ValueError as error:
-            print(f"kerasseg: {error}", file=sys.stderr)
-            return 2
-        print(json.dumps(entry.summary(), indent=2, default=str))
-    elif args.command == "demo":
-        results = run_demo(args.out)
-        for r in results:
-            if "error" in r:
-                outcome = f"no result: {r['error']}"
-            elif r["foreground_iou"] is None:
-                outcome = f"(multi-class)  {r['overlay']}"
-            else:
-                outcome = f"foreground IoU {r['foreground_iou']:.3f}  {r['overlay']}"
-            print(f"{r['sample']:<10} {r['model']:<16} {outcome}")
-        print(f"overlays and results.json written to {args.out}")
-    else:
-        commands = {
-            "train": lambda: _train(args, argv),
-            "evaluate": lambda: _evaluate(args),
-            "predict": lambda: _predict(args),
-            "export": lambda: _export(args),
-            "convert": lambda: _convert(args),
-        }
-        try:
-            commands[args.command]()
-        except UsageError as error:
-            print(f"kerasseg {args.command}: error: {error}", file=sys.stderr)
-            return 2
+        user = isinstance(error, _user_errors()) and not isinstance(error, TrainingDiverged)
+        kind = "error" if user or isinstance(error, TrainingDiverged) else "internal error"
+        hint = "" if user or isinstance(error, TrainingDiverged) else " (--debug: traceback)"
+        print(f"kerasseg {args.command}: {kind}: {_one_line(error)}{hint}", file=sys.stderr)
+        return 2 if user else 1
     return 0
 
 

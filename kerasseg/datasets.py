@@ -235,7 +235,8 @@ def camvid(root, *, subset="train", batch_size=8, **pipeline):
         subset: "train", "val", "trainval" or "test".
         batch_size: pairs per batch.
         **pipeline: further `kerasseg.data.segmentation_dataset` arguments; `ignore_label`
-            is 11 unless given.
+            is 11 unless given, and without a `class_map` the masks are checked against the
+            11 classes (`num_classes`).
 
     Returns:
         (dataset, DatasetInfo).
@@ -252,6 +253,8 @@ def camvid(root, *, subset="train", batch_size=8, **pipeline):
     for folder in folders:
         pairs += sources.paired_files(path / folder, path / f"{folder}annot")
     pipeline.setdefault("ignore_label", CAMVID.ignore_label)
+    if pipeline.get("class_map") is None:
+        pipeline.setdefault("num_classes", CAMVID.num_classes)
     dataset = segmentation_dataset(pairs, batch_size=batch_size, channels=3, **pipeline)
     return dataset, CAMVID
 

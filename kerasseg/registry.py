@@ -173,12 +173,17 @@ def load(name, weights="default", **kwargs):
             `list_models()` lists them.
         weights: None (random initialisation), the name of one of the entry's named
             weights, or a path to a `.weights.h5` / `.keras` file. By default, presets
-            load their shipped weights and architectures start from random weights.
+            load their shipped weights and architectures start from random weights. With
+            `num_classes` given, the file may be made for another class count: every array
+            that fits is loaded and the class-count-dependent layers (the head) keep their
+            fresh initialisation, for fine-tuning (`kerasseg.weights.load_weights_for_classes`).
         **kwargs: arguments of the architecture's builder (e.g. `num_classes`,
             `input_shape`, `encoder`, `encoder_weights`, `activation`).
 
     Returns:
-        A `keras.Model`.
+        A `keras.Model`; when weights were loaded, `model.weights_report` (a
+        `kerasseg.weights.WeightsReport`) says how many arrays came from which file and which
+        layers were re-initialised.
     """
     entry = get_entry(name)
     accepted = _accepted_arguments(entry.builder)
@@ -187,7 +192,8 @@ def load(name, weights="default", **kwargs):
         raise TypeError(
             f"`{name}` does not take the argument(s) {unknown}; accepted: {accepted} and `weights`."
         )
-    model = entry.builder(**{**entry.defaults, **kwargs})
+    arguments = {**entry.defaults, **kwargs}
+    model = entry.builder(**arguments)
     if weights == "default":
         weights = entry.default_weights
     if weights is None:
@@ -203,7 +209,18 @@ def load(name, weights="default", **kwargs):
             f"({named or 'it has none'}) nor a path ending in "
             f"{' or '.join(weights_lib.WEIGHT_SUFFIXES)}; None gives random weights."
         )
-    weights_lib.load_weights_file(model, path)
+    if "num_classes" in kwargs:  # fine-tuning: a file made for another class count fits too
+        report = weights_lib.load_weights_for_classes(
+            model,
+            path,
+            lambda count: entry.builder(**{**arguments, "num_classes": count}),
+            kwargs["num_classes"],
+        )
+    else:
+        weights_lib.load_weights_file(model, path)
+        count = len(model.weights)
+        report = weights_lib.WeightsReport(str(path), loaded=count, total=count)
+    model.weights_report = report
     return model
 
 

@@ -1,18 +1,25 @@
 """Training around `model.fit`: losses by name, schedules, checkpoints, resume, logs.
 
 `train` builds the model (inside a `tf.distribute` strategy scope when one is asked for),
-compiles it and runs `fit` with callbacks that make a run safe to interrupt:
+compiles it and runs `fit` in a run folder (`kerasseg.run_folder.RunFolder`) that only one
+process uses at a time:
 
-* `output_dir/backup/`: `keras.callbacks.BackupAndRestore` state (weights, optimizer and
-  epoch) saved at every epoch end, the previous one kept as well (a kill while it is
-  written falls back to it); running the same `train` call again resumes from the
-  epoch after the last completed one (the input pipeline restarts its own epoch count, so
-  augmentation draws of a resumed run differ from an uninterrupted one).
-* `history.csv`: one row per epoch; rows of epochs that are run again after a resume are
-  replaced, so each epoch appears once.
+* `checkpoint/`: the weights and optimizer state at the end of the last completed epoch
+  (`epoch-NNNN.weights.h5`, named by `state.json`). Running the same `train` call again
+  resumes at the epoch after it; asking for more epochs continues a finished run; a call
+  whose other arguments differ from `run.json` is refused before anything is written, and
+  a finished run asked again changes nothing. (The input pipeline restarts its own epoch
+  count, so augmentation draws of a resumed run differ from an uninterrupted one.)
+* `history.csv`: one row per epoch, numbered from 1 as Keras prints them; rows of epochs
+  that are run again after a resume are replaced, so each epoch appears once.
 * `best.keras` and `best.json`: the model at the best `monitor` value (best-so-far is
   restored from `history.csv` after a resume), `final.keras` at the end, `run.json` with
   the configuration, and TensorBoard logs in `tensorboard/`.
+
+Every file is written to a temporary name and renamed (`kerasseg.files`), so a kill at
+any moment leaves the previous version readable. Mask values outside the model's classes
+stop training with the values found (a compiled loss cannot raise, so it would skip them),
+and a loss that becomes NaN or infinite stops it with the epoch and batch.
 
 Multi-worker training with `model.fit` is broken upstream (keras-team/keras issue 20585);
 `strategy="mirrored"` (one machine, several devices) works.
@@ -20,17 +27,24 @@ Multi-worker training with `model.fit` is broken upstream (keras-team/keras issu
 
 import csv
 import dataclasses
+import io
 import json
 import math
+import numbers
 import pathlib
 import re
+import sys
 
 import keras
 import tensorflow as tf
 
+from kerasseg import files
 from kerasseg import losses as losses_lib
 from kerasseg import metrics as metrics_lib
+from kerasseg.data import transforms
+from kerasseg.data.decode import error_text
 from kerasseg.prediction import output_is_logits
+from kerasseg.run_folder import RunFolder
 
 LOSS_NAMES = {
     "ce": losses_lib.CrossEntropyLoss,
@@ -43,21 +57,30 @@ LOSS_NAMES = {
     "lovasz": losses_lib.LovaszLoss,
 }
 SCHEDULES = ("constant", "cosine", "poly")
-OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-              "sgd": keras.optimizers.SGD}  # fmt: skip
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+    "sgd": keras.optimizers.SGD,
+}
 PRECISION_POLICIES = (None, "float32", "mixed_float16", "mixed_bfloat16")
 _TERM = re.compile(r"^(?:(?P<weight>[0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\*)?(?P<name>[a-z_]+)$")
 
 
 @dataclasses.dataclass
 class TrainingRun:
-    """What `train` returns: the trained model, its epoch history and where it saved."""
+    """What `train` returns: the trained model, its epoch history and where it saved.
+
+    `history` holds one dict per epoch: "epoch" (an int from 1) and the logged values as
+    floats; `trained_epochs` counts the epochs this call ran (0 for a finished run asked
+    again).
+    """
 
     model: keras.Model
     history: list
     output_dir: pathlib.Path
     best_path: pathlib.Path
     final_path: pathlib.Path
+    trained_epochs: int = 0
 
 
 def loss_from_spec(spec, *, num_classes, from_logits, ignore_label=None):
@@ -119,14 +142,33 @@ def _learning_rate(learning_rate, schedule, total_steps):
 
 
 def _read_history(path):
+    """The rows of `history.csv`: "epoch" as an int, the logged values as floats."""
     if not path.is_file():
         return []
     with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    return [
+        {key: int(value) if key == "epoch" else float(value) for key, value in row.items()}
+        for row in rows
+    ]
+
+
+def _csv_text(rows):
+    keys = list(dict.fromkeys(k for row in rows for k in row)) or ["epoch"]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
+
+
+def _finite_logs(logs):
+    return {key: float(keras.ops.convert_to_numpy(value)) for key, value in (logs or {}).items()}
 
 
 class _History(keras.callbacks.Callback):
-    """`history.csv` rows, one per epoch; epochs run again after a resume replace theirs."""
+    """`history.csv` rows, one per epoch (numbered from 1); epochs run again after a resume
+    replace theirs."""
 
     def __init__(self, path):
         super().__init__()
@@ -134,25 +176,16 @@ class _History(keras.callbacks.Callback):
         self.rows = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.rows is None:  # first epoch of this process: drop rows from `epoch` on
-            self.rows = [r for r in _read_history(self.path) if int(r["epoch"]) < epoch]
-            self._write()
+        if self.rows is None:  # first epoch of this process: keep the completed epochs only
+            self.rows = [r for r in _read_history(self.path) if r["epoch"] <= epoch]
+            files.write_text(self.path, _csv_text(self.rows))
 
     def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
+        row = {"epoch": epoch + 1, **_finite_logs(logs)}
         learning_rate = self.model.optimizer.learning_rate
         row["learning_rate"] = float(keras.ops.convert_to_numpy(learning_rate))
         self.rows.append(row)
-        self._write()
-
-    def _write(self):
-        keys = list(dict.fromkeys(k for row in self.rows for k in row)) or ["epoch"]
-        temporary = self.path.with_suffix(".tmp")
-        with temporary.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        temporary.replace(self.path)
+        files.write_text(self.path, _csv_text(self.rows))
 
 
 class _Best(keras.callbacks.Callback):
@@ -169,24 +202,131 @@ class _Best(keras.callbacks.Callback):
         if self.best is None:
             self.best = math.inf if self.better(0, 1) else -math.inf
             for row in _read_history(self.output_dir / "history.csv"):
-                if int(row["epoch"]) < epoch and self.monitor in row:
-                    value = float(row[self.monitor])
-                    if self.better(value, self.best):
-                        self.best = value
+                if row["epoch"] <= epoch and self.monitor in row:
+                    if self.better(row[self.monitor], self.best):
+                        self.best = row[self.monitor]
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
+        logs = _finite_logs(logs)
         if self.monitor not in logs:
             raise KeyError(
                 f"`monitor` {self.monitor!r} is not among the logged values {sorted(logs)}; "
                 "validation values need `validation_data`."
             )
-        value = float(logs[self.monitor])
-        if self.better(value, self.best):
-            self.best = value
-            self.model.save(self.output_dir / "best.keras")
-            summary = {"epoch": epoch, **{k: float(v) for k, v in logs.items()}}
-            (self.output_dir / "best.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if self.better(logs[self.monitor], self.best):
+            self.best = logs[self.monitor]
+            files.save_model(self.model, self.output_dir / "best.keras")
+            files.write_json(self.output_dir / "best.json", {"epoch": epoch + 1, **logs})
+
+
+class _Diverged(Exception):
+    """Raised inside `fit` by `_StopOnNonFinite`; `train` turns it into `TrainingDiverged`."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message says at which epoch and batch."""
+
+
+class _StopOnNonFinite(keras.callbacks.Callback):
+    """Stop `fit` at once when the loss (or an epoch's logged value) is NaN or infinite,
+    before the epoch's history row, best model or checkpoint can be written."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None:
+            value = float(keras.ops.convert_to_numpy(loss))
+            if not math.isfinite(value):
+                raise _Diverged(
+                    f"the training loss became {value} at epoch {self.epoch + 1} of "
+                    f"{self.epochs}, batch {batch + 1}"
+                )
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = {k: v for k, v in _finite_logs(logs).items() if not math.isfinite(v)}
+        if bad:
+            raise _Diverged(
+                f"{', '.join(f'{k} = {v}' for k, v in bad.items())} at the end of "
+                f"epoch {epoch + 1} of {self.epochs}"
+            )
+
+
+class _Checkpoint(keras.callbacks.Callback):
+    """Weights and optimizer state at each epoch end, for resuming: `epoch-NNNN.weights.h5`
+    is written first, then `state.json` names it, then older files go; a kill at any point
+    leaves `state.json` naming a complete file."""
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder = folder
+
+    def on_epoch_end(self, epoch, logs=None):
+        name = f"epoch-{epoch + 1:04d}.weights.h5"
+        files.save_weights(self.model, self.folder / name)
+        files.write_json(self.folder / "state.json", {"epoch": epoch + 1, "weights": name})
+        for old in self.folder.glob("epoch-*.weights.h5"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+
+def completed_epochs(output_dir):
+    """(epochs completed, weights file) of the run in `output_dir`; (0, None) for none."""
+    state = pathlib.Path(output_dir) / "checkpoint" / "state.json"
+    if not state.is_file():
+        return 0, None
+    try:
+        data = json.loads(state.read_text())
+        path = state.parent / data["weights"]
+        epoch = int(data["epoch"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{state} is damaged ({error}); remove checkpoint/.") from None
+    if not path.is_file():
+        raise ValueError(f"{state} names {path.name}, which is missing; remove checkpoint/.")
+    return epoch, path
+
+
+def _say(message, verbose):
+    if verbose != 0:
+        print(f"kerasseg train: {message}", file=sys.stderr, flush=True)
+
+
+def _positive_int(value, name, *, optional=False):
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(
+            f"`{name}` must be a positive int{' or None' if optional else ''}; got {value!r}."
+        )
+
+
+def _check_learning_rate(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"`learning_rate` must be a number; got {value!r}.")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"`learning_rate` must be finite and > 0; got {value!r}.")
+
+
+def _label_check(dataset, num_classes, ignore_label, what):
+    """`dataset` with `kerasseg.data.check_labels` on its masks; elements that are not
+    (images, masks, ...) tuples of tensors pass unchecked."""
+    spec = dataset.element_spec
+    if not (isinstance(spec, tuple) and len(spec) >= 2 and isinstance(spec[1], tf.TensorSpec)):
+        return dataset
+    if not (spec[1].dtype.is_integer or spec[1].dtype.is_floating):
+        return dataset
+
+    def check(images, masks, *rest):
+        masks = transforms.check_labels(masks, num_classes, ignore_label, source=what)
+        return (images, masks, *rest)
+
+    return dataset.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _strategy(strategy):
@@ -264,14 +404,114 @@ def train(
     """
     if not isinstance(train_data, tf.data.Dataset):
         raise TypeError(f"`train_data` must be a tf.data.Dataset; got {type(train_data).__name__}.")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"`epochs` must be a positive int; got {epochs!r}.")
+    _positive_int(epochs, "epochs")
+    _positive_int(steps_per_epoch, "steps_per_epoch", optional=True)
+    _positive_int(validation_steps, "validation_steps", optional=True)
+    _check_learning_rate(learning_rate)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"`seed` must be an int; got {seed!r}.")
     if mixed_precision not in PRECISION_POLICIES:
         raise ValueError(
             f"`mixed_precision` must be one of {PRECISION_POLICIES}; got {mixed_precision!r}."
         )
-    output_dir = pathlib.Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    if not isinstance(monitor, str) or not monitor:
+        raise ValueError(f"`monitor` must be the name of a logged value; got {monitor!r}.")
+    folder = RunFolder(output_dir)
+    with folder:
+        return _train_in_folder(
+            folder.path,
+            folder,
+            model,
+            train_data,
+            epochs=epochs,
+            model_arguments=model_arguments,
+            validation_data=validation_data,
+            loss=loss,
+            metrics=metrics,
+            optimizer=optimizer,
+            learning_rate=learning_rate,
+            schedule=schedule,
+            steps_per_epoch=steps_per_epoch,
+            validation_steps=validation_steps,
+            monitor=monitor,
+            strategy=strategy,
+            mixed_precision=mixed_precision,
+            ignore_label=ignore_label,
+            seed=seed,
+            verbose=verbose,
+            run_config=run_config,
+        )
+
+
+def _build_and_compile(model, model_arguments, *, loss, metrics, optimizer, rate, ignore_label):
+    if isinstance(model, str):
+        from kerasseg.registry import load
+
+        network = load(model, **(model_arguments or {}))
+    elif callable(model):
+        network = model()
+    else:
+        raise TypeError(f"`model` must be a registry name or a callable; got {model!r}.")
+    num_classes = int(network.output_shape[-1])
+    logits = output_is_logits(network)
+    if loss == "auto":
+        loss = "bce+dice" if num_classes == 1 else "ce+dice"
+    loss = loss_from_spec(
+        loss, num_classes=num_classes, from_logits=logits, ignore_label=ignore_label
+    )
+    if metrics == "auto":
+        metrics = default_metrics(num_classes, from_logits=logits, ignore_label=ignore_label)
+    if isinstance(optimizer, str):
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"`optimizer` must be one of {sorted(OPTIMIZERS)}; got {optimizer!r}.")
+        options = {"momentum": 0.9} if optimizer == "sgd" else {}
+        optimizer = OPTIMIZERS[optimizer](learning_rate=rate, **options)
+    network.compile(optimizer=optimizer, loss=loss, metrics=metrics or None)
+    return network, loss
+
+
+def _without_names(config):
+    """A serialised Keras object without its "name" entries, which Keras numbers per
+    process ("adam_3"), so that the same arguments give the same `run.json`."""
+    if isinstance(config, dict):
+        return {k: _without_names(v) for k, v in config.items() if k != "name"}
+    if isinstance(config, list | tuple):
+        return [_without_names(v) for v in config]
+    return config
+
+
+def _optimizer_config(optimizer):
+    """The optimizer's configuration without its learning rate, which `run.json` records as
+    `learning_rate` and `schedule` (a schedule's length follows the epoch count)."""
+    config = _without_names(keras.saving.serialize_keras_object(optimizer))
+    config.get("config", {}).pop("learning_rate", None)
+    return config
+
+
+def _train_in_folder(
+    output_dir,
+    folder,
+    model,
+    train_data,
+    *,
+    epochs,
+    model_arguments,
+    validation_data,
+    loss,
+    metrics,
+    optimizer,
+    learning_rate,
+    schedule,
+    steps_per_epoch,
+    validation_steps,
+    monitor,
+    strategy,
+    mixed_precision,
+    ignore_label,
+    seed,
+    verbose,
+    run_config,
+):
     keras.utils.set_random_seed(seed)
     if mixed_precision is not None:
         keras.mixed_precision.set_global_policy(mixed_precision)
@@ -279,40 +519,26 @@ def train(
     total_steps = None if steps is None else steps * epochs
     distribution = _strategy(strategy)
     with distribution.scope():
-        if isinstance(model, str):
-            from kerasseg.registry import load
-
-            network = load(model, **(model_arguments or {}))
-        elif callable(model):
-            network = model()
-        else:
-            raise TypeError(f"`model` must be a registry name or a callable; got {model!r}.")
-        num_classes = int(network.output_shape[-1])
-        logits = output_is_logits(network)
-        if loss == "auto":
-            loss = "bce+dice" if num_classes == 1 else "ce+dice"
-        loss = loss_from_spec(
-            loss, num_classes=num_classes, from_logits=logits, ignore_label=ignore_label
+        network, loss = _build_and_compile(
+            model,
+            model_arguments,
+            loss=loss,
+            metrics=metrics,
+            optimizer=optimizer,
+            rate=_learning_rate(learning_rate, schedule, total_steps),
+            ignore_label=ignore_label,
         )
-        if metrics == "auto":
-            metrics = default_metrics(num_classes, from_logits=logits, ignore_label=ignore_label)
-        rate = _learning_rate(learning_rate, schedule, total_steps)
-        if isinstance(optimizer, str):
-            if optimizer not in OPTIMIZERS:
-                raise ValueError(
-                    f"`optimizer` must be one of {sorted(OPTIMIZERS)}; got {optimizer!r}."
-                )
-            options = {"momentum": 0.9} if optimizer == "sgd" else {}
-            optimizer = OPTIMIZERS[optimizer](learning_rate=rate, **options)
-        network.compile(optimizer=optimizer, loss=loss, metrics=metrics or None)
+    channels = int(network.output_shape[-1])
+    num_classes = 2 if channels == 1 else channels
     mode = "min" if ("loss" in monitor or "error" in monitor) else "max"
+    name = model if isinstance(model, str) else getattr(model, "__qualname__", type(model).__name__)
     config = {
-        "model": model if isinstance(model, str) else getattr(model, "__name__", repr(model)),
+        "model": name,
         "model_arguments": model_arguments or {},
         "epochs": epochs,
         "steps_per_epoch": steps,
-        "loss": keras.saving.serialize_keras_object(loss),
-        "optimizer": keras.saving.serialize_keras_object(network.optimizer),
+        "loss": _without_names(keras.saving.serialize_keras_object(loss)),
+        "optimizer": _optimizer_config(network.optimizer),
         "learning_rate": learning_rate,
         "schedule": schedule,
         "monitor": monitor,
@@ -324,32 +550,73 @@ def train(
         "versions": {"keras": keras.__version__, "tensorflow": tf.__version__},
         **(run_config or {}),
     }
-    (output_dir / "run.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+    earlier = folder.check_same_run(config)
+    done, checkpoint = completed_epochs(output_dir) if earlier is not None else (0, None)
+    final_path = output_dir / "final.keras"
+    if done >= epochs and final_path.is_file():
+        _say(
+            f"the run in {output_dir} is complete ({done} epochs; asked for {epochs}); "
+            "nothing to do. Ask for more epochs to continue it.",
+            verbose,
+        )
+        return TrainingRun(
+            model=keras.saving.load_model(final_path),
+            history=_read_history(output_dir / "history.csv"),
+            output_dir=output_dir,
+            best_path=output_dir / "best.keras",
+            final_path=final_path,
+        )
+    if checkpoint is not None:
+        with distribution.scope():
+            network.optimizer.build(network.trainable_variables)
+            network.load_weights(checkpoint)
+        _say(f"resuming at epoch {done + 1} of {epochs} in {output_dir}", verbose)
+    folder.write_config(config)
+    train_data = _label_check(train_data, num_classes, ignore_label, "a training batch")
+    if validation_data is not None:
+        validation_data = _label_check(
+            validation_data, num_classes, ignore_label, "a validation batch"
+        )
     callbacks = [
+        _StopOnNonFinite(epochs),  # first: nothing is saved of an epoch that diverged
         _History(output_dir / "history.csv"),
         _Best(output_dir, monitor, mode),
         keras.callbacks.TensorBoard(log_dir=str(output_dir / "tensorboard")),
         # Last, so that an epoch counts as done only once its logs and best model are saved.
-        # double_checkpoint: a kill while the backup is written leaves the previous epoch's.
-        keras.callbacks.BackupAndRestore(
-            backup_dir=str(output_dir / "backup"), double_checkpoint=True
-        ),
+        _Checkpoint(output_dir / "checkpoint"),
     ]
-    network.fit(
-        train_data,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=validation_data,
-        validation_steps=validation_steps,
-        callbacks=callbacks,
-        verbose=verbose,
-        shuffle=False,  # datasets shuffle themselves (`segmentation_dataset(shuffle=True)`)
-    )
-    network.save(output_dir / "final.keras")
+    try:
+        network.fit(
+            train_data,
+            epochs=epochs,
+            initial_epoch=min(done, epochs),
+            steps_per_epoch=steps_per_epoch,
+            validation_data=validation_data,
+            validation_steps=validation_steps,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,  # datasets shuffle themselves (`segmentation_dataset(shuffle=True)`)
+        )
+    except _Diverged as error:
+        best = output_dir / "best.json"
+        kept = (
+            f"best.keras holds epoch {json.loads(best.read_text())['epoch']}"
+            if best.is_file()
+            else "no model was saved"
+        )
+        raise TrainingDiverged(
+            f"{error}; training stopped and nothing of that epoch was saved ({kept}). Lower "
+            "the learning rate (in a new output folder: this one keeps its run's arguments), "
+            "or look for NaN or infinite values in the images."
+        ) from None
+    except tf.errors.InvalidArgumentError as error:
+        raise ValueError(error_text(error)) from error
+    files.save_model(network, final_path)
     return TrainingRun(
         model=network,
         history=_read_history(output_dir / "history.csv"),
         output_dir=output_dir,
         best_path=output_dir / "best.keras",
-        final_path=output_dir / "final.keras",
+        final_path=final_path,
+        trained_epochs=max(epochs - done, 0),
     )

@@ -11,6 +11,7 @@ archives loaded with `safe_mode=True`; a `.keras` file holding a Lambda layer is
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -22,6 +23,7 @@ import keras
 import numpy as np
 
 WEIGHT_SUFFIXES = (".weights.h5", ".keras")
+LOGGER = logging.getLogger("kerasseg")
 # The group of a `.weights.h5` where Keras stores a compiled model's optimizer state.
 OPTIMIZER_GROUP = "optimizer"
 
@@ -281,3 +283,168 @@ def _first_difference(a, b):
         if x != y:
             return f"array {i}: file {x} vs model {y}"
     return f"count {len(a)} vs {len(b)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsReport:
+    """Where a model's weights came from, as `kerasseg.load` attaches it (`model.weights_report`).
+
+    Attributes:
+        source: the weights file.
+        loaded: number of weight arrays taken from it.
+        total: number of weight arrays of the model.
+        reinitialized: names of the layers left at their fresh initialisation because their
+            shapes depend on the class count (empty when everything was loaded).
+        source_classes: the class count the file was made for (None when it fits as is).
+    """
+
+    source: str
+    loaded: int
+    total: int
+    reinitialized: tuple = ()
+    source_classes: int | None = None
+
+    def describe(self):
+        """One line for logs and training banners."""
+        text = f"{self.loaded} of {self.total} weight arrays from {Path(self.source).name}"
+        if self.reinitialized:
+            text += (
+                f"; re-initialised for the new class count ({self.source_classes} in the "
+                f"file): {', '.join(self.reinitialized)}"
+            )
+        return text
+
+
+def _h5_layout(path):
+    """{dataset path: shape} of the model arrays of a `.weights.h5` (optimizer left out)."""
+    layout = {}
+
+    def visit(name, node):
+        if isinstance(node, h5py.Dataset) and not name.startswith(OPTIMIZER_GROUP + "/"):
+            layout[name] = tuple(node.shape)
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return layout
+
+
+def _source_h5(path, folder):
+    """A `.weights.h5` holding the arrays of the weights file `path` (a `.keras` archive is
+    loaded safely and its weights saved to `folder`)."""
+    if not Path(path).name.endswith(".keras"):
+        return Path(path)
+    check_keras_archive(path)
+    try:
+        source = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:
+        raise ValueError(f"`weights`: cannot load {path}: {error}") from error
+    converted = Path(folder) / "source.weights.h5"
+    source.save_weights(converted)
+    return converted
+
+
+def _class_dependent(model, probe, folder):
+    """(h5 paths, layer names) of the arrays whose shapes differ between `model` and
+    `probe`, the same architecture built for another class count."""
+    model_file, probe_file = Path(folder) / "model.weights.h5", Path(folder) / "probe.weights.h5"
+    model.save_weights(model_file)
+    probe.save_weights(probe_file)
+    ours, theirs = _h5_layout(model_file), _h5_layout(probe_file)
+    if set(ours) != set(theirs) or len(model.weights) != len(probe.weights):
+        raise ValueError("the architecture changes with the class count beyond its head")
+    paths = {key for key in ours if ours[key] != theirs[key]}
+    layers = []
+    for mine, other in zip(model.weights, probe.weights, strict=True):
+        if tuple(mine.shape) != tuple(other.shape):
+            layer = mine.path.rsplit("/", 1)[0]
+            if layer not in layers:
+                layers.append(layer)
+    return paths, layers, model_file
+
+
+def load_weights_for_classes(model, path, build_for_classes, num_classes):
+    """Load a weights file made for another class count: everything that fits, a fresh head.
+
+    The arrays whose shapes depend on the class count (the classifier of an encoder-decoder
+    or SegFormer; Mask R-CNN's box classifier, box regressor and mask logits) keep their
+    fresh initialisation; every other array must fit exactly. This is fine-tuning to new
+    classes as keras-hub's `from_preset(num_classes=N)` and torchvision's Mask R-CNN
+    tutorial do it.
+
+    Args:
+        model: the model built for `num_classes`.
+        path: a `.weights.h5` or `.keras` file of the same architecture, any class count.
+        build_for_classes: `f(k)` building the same architecture for `k` classes; used to
+            find which arrays depend on the class count.
+        num_classes: the class count `model` was built for.
+
+    Returns:
+        A `WeightsReport` (also logged on the "kerasseg" logger when layers are re-initialised).
+
+    Raises:
+        ValueError: the file is not this architecture (beyond the class count).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"`weights`: no such file: {path}")
+    total = len(model.weights)
+    with tempfile.TemporaryDirectory() as folder:
+        source = _source_h5(path, folder)
+        try:
+            file_layout = _h5_layout(source)
+        except OSError as error:
+            raise ValueError(
+                f"`weights`: {path} is not a readable HDF5 weights file ({error})."
+            ) from error
+        if sorted(file_layout.values()) == sorted(tuple(w.shape) for w in model.weights):
+            load_weights_file(model, source)
+            return WeightsReport(str(path), total, total)
+        mismatch = f"`weights`: {path} does not fit model {model.name!r}"
+        try:
+            probe = build_for_classes(num_classes + 1)
+        except (TypeError, ValueError):
+            probe = build_for_classes(num_classes - 1)
+        try:
+            dependent, layers, merged = _class_dependent(model, probe, folder)
+        except ValueError as error:
+            raise ValueError(f"{mismatch}: {error}.") from None
+        del probe
+        model_layout = _h5_layout(merged)
+        if set(file_layout) != set(model_layout):
+            extra = sorted(set(file_layout) ^ set(model_layout))
+            raise ValueError(
+                f"{mismatch}: it holds other layers (first difference: {extra[0]}); it is not "
+                "the same architecture with other arguments."
+            )
+        differing = {key for key in model_layout if model_layout[key] != file_layout[key]}
+        beyond = sorted(differing - dependent)
+        if beyond:
+            raise ValueError(
+                f"{mismatch} beyond the class count: {beyond[0]} is {file_layout[beyond[0]]} in "
+                f"the file and {model_layout[beyond[0]]} in the model; build the model with "
+                "the arguments the file was made with."
+            )
+        source_classes = _class_count(file_layout, model_layout, differing, num_classes)
+        with h5py.File(source, "r") as given, h5py.File(merged, "r+") as target:
+            for key in model_layout:
+                if key not in differing:
+                    target[key][...] = given[key][()]
+        load_weights_file(model, merged)
+    report = WeightsReport(
+        str(path),
+        loaded=total - sum(1 for w in model.weights if w.path.rsplit("/", 1)[0] in layers),
+        total=total,
+        reinitialized=tuple(layers),
+        source_classes=source_classes,
+    )
+    LOGGER.warning("kerasseg: %s; train them before use.", report.describe())
+    return report
+
+
+def _class_count(file_layout, model_layout, differing, num_classes):
+    """The class count of the file: the last dimension of a differing array whose size in
+    the model is `num_classes` (a classifier), else None."""
+    for key in sorted(differing):
+        if model_layout[key] and model_layout[key][-1] == num_classes:
+            return int(file_layout[key][-1])
+    return None

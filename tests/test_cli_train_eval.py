@@ -357,7 +357,7 @@ def test_cli_train_evaluate_predict(data_dir, tmp_path, capsys):
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("history.csv", "best.keras", "best.json", "final.keras", "run.json"):
         assert (out / name).is_file(), name
-    assert _history(out / "history.csv") == [0, 1]
+    assert _history(out / "history.csv") == [1, 2]  # numbered as Keras prints them
     run = json.loads((out / "run.json").read_text())
     assert run["argv"] == ["kerasseg", *argv]
     assert run["model_arguments"]["input_shape"] == [None, None, 1]
@@ -413,14 +413,14 @@ def test_cli_train_resumes_after_kill(data_dir, tmp_path):
             first.kill()
         log.close()
     rows = _history(out / "history.csv")
-    assert 2 <= len(rows) < 6 and rows == list(range(len(rows)))
+    assert 2 <= len(rows) < 6 and rows == list(range(1, len(rows) + 1))
 
     second = subprocess.run(argv, env=_env(), capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "resuming" in second.stderr
-    assert _history(out / "history.csv") == [0, 1, 2, 3, 4, 5]
+    assert "resuming at epoch" in second.stderr
+    assert _history(out / "history.csv") == [1, 2, 3, 4, 5, 6]
     started = int(re.search(r"Epoch (\d+)/6", second.stdout).group(1)) - 1
-    # The backup is written just after each history row, so the kill may fall between them.
+    # The checkpoint is written just after each history row, so the kill may fall between.
     assert started in (len(rows) - 1, len(rows)) and started >= 1, (rows, started)
     assert (out / "best.json").is_file() and (out / "final.keras").is_file()
 

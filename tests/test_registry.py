@@ -128,8 +128,16 @@ def test_manifest_presets_load_their_shipped_weights(tmp_path, monkeypatch):
         assert kerasseg.load("unet_tiny_test", weights=None).get_weights()[0].shape == (
             model.get_weights()[0].shape
         )
+        # Another class count: fine-tuning keeps every array but the head's.
+        tuned = kerasseg.load("unet_tiny_test", num_classes=3)
+        assert tuned.output_shape[-1] == 3 and tuned.weights_report.reinitialized == ("head",)
+        for mine, shipped in zip(tuned.weights, model.weights, strict=True):
+            if mine.path.startswith("head/"):
+                assert mine.shape[-1] == 3 and shipped.shape[-1] == 2
+            else:
+                np.testing.assert_array_equal(mine.numpy(), shipped.numpy())
         with pytest.raises(ValueError, match="does not fit"):
-            kerasseg.load("unet_tiny_test", num_classes=3)
+            kerasseg.load("unet_tiny_test", num_classes=3, base_filters=8)
     finally:
         registry._REGISTRY.pop("unet_tiny_test", None)
 

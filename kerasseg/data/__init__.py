@@ -27,13 +27,16 @@ from kerasseg.data.instances import (
 )
 from kerasseg.data.pipeline import augment_instances, segmentation_dataset
 from kerasseg.data.sources import file_pairs, paired_files
+from kerasseg.data.survey import MaskSurvey, survey_masks
 from kerasseg.data.tfrecord import read_tfrecords, write_tfrecords
-from kerasseg.data.transforms import pad_to_multiple, remap_classes, resize
+from kerasseg.data.transforms import check_labels, pad_to_multiple, remap_classes, resize
 
 __all__ = [
     "JointAugment",
+    "MaskSurvey",
     "augment_instances",
     "boxes_from_masks",
+    "check_labels",
     "decode_image",
     "decode_mask",
     "decode_pair",
@@ -54,6 +57,7 @@ __all__ = [
     "rle_encode",
     "seeds_dataset",
     "segmentation_dataset",
+    "survey_masks",
     "to_padded",
     "write_tfrecords",
 ]

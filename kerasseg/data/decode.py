@@ -54,6 +54,29 @@ def _check(condition, *parts):
     return tf.debugging.Assert(condition, [_message(*parts)])
 
 
+def error_text(error):
+    """The readable part of a `tf.errors.OpError` raised by these decoders or other assertions.
+
+    An assertion inside a `tf.data` map or a graph surfaces as "... assertion failed:
+    [message] [values]" wrapped in graph details, and eagerly as "Expected ... to be true.
+    Summarized data: b'message' values"; both give "message values" on one line. Other
+    errors give their first line without the "{{function_node ...}}" prefix.
+    """
+    text = getattr(error, "message", None) or str(error)
+    graph, eager = "assertion failed: ", "Summarized data: "
+    if graph in text:
+        text = text.split(graph, 1)[1].split("\n", 1)[0].strip()
+        return " ".join(part.strip("[] ") for part in text.split("] [")).strip()
+    if eager in text:
+        parts = text.split(eager, 1)[1].strip().split("\n")
+        parts = [p[2:-1] if p.startswith(("b'", 'b"')) else p for p in parts]
+        return " ".join(p.strip() for p in parts if p.strip())
+    text = text.split("\n", 1)[0]
+    if text.startswith("{{function_node"):
+        text = text.split("}}", 1)[-1]
+    return text.strip()
+
+
 def _path_tensor(path):
     if path is None:
         return tf.constant(_NO_PATH)

@@ -49,7 +49,8 @@ def _check_size(value, name):
 
 
 def _decoder(source, channels, image_dtype):
-    """A dataset of decoded (image float32, mask int32) pairs from `source`."""
+    """A dataset of sources and the function that decodes one of its elements to (image
+    float32, mask int32, mask file name)."""
     if isinstance(source, tf.data.Dataset):
         spec = source.element_spec
         if not (isinstance(spec, tuple) and len(spec) == 4):
@@ -59,10 +60,15 @@ def _decoder(source, channels, image_dtype):
             )
 
         def decode_encoded(image_bytes, mask_bytes, image_name, mask_name):
-            return decode.decode_pair(
-                image_bytes, mask_bytes, image_path=image_name, mask_path=mask_name,
-                channels=channels, dtype=image_dtype,
-            )  # fmt: skip
+            image, mask = decode.decode_pair(
+                image_bytes,
+                mask_bytes,
+                image_path=image_name,
+                mask_path=mask_name,
+                channels=channels,
+                dtype=image_dtype,
+            )
+            return image, mask, mask_name
 
         return source, decode_encoded
     if isinstance(source, (str, bytes)) or not hasattr(source, "__len__"):
@@ -76,7 +82,8 @@ def _decoder(source, channels, image_dtype):
         raise ValueError("`source` holds no (image_path, mask_path) pairs.")
 
     def load(image_path, mask_path):
-        return decode.load_pair(image_path, mask_path, channels=channels, dtype=image_dtype)
+        image, mask = decode.load_pair(image_path, mask_path, channels=channels, dtype=image_dtype)
+        return image, mask, mask_path
 
     return sources.pairs_dataset(pairs), load
 
@@ -89,6 +96,7 @@ def segmentation_dataset(
     image_dtype="uint8",
     class_map=None,
     ignore_label=None,
+    num_classes=None,
     image_size=None,
     augment=None,
     preprocessing=None,
@@ -115,6 +123,10 @@ def segmentation_dataset(
             value outside it raises at run time unless it equals `ignore_label`.
         ignore_label: the mask value that losses and metrics skip (CamVid: 11). Padding of
             masks uses it, so `pad_to_multiple` and ragged batches need it.
+        num_classes: the model's class count (2 for a binary, 1-channel model). When given,
+            a mask value (after `class_map`) that is neither a class id 0..num_classes-1
+            nor `ignore_label` raises `tf.errors.InvalidArgumentError` naming the file,
+            instead of being skipped by the loss.
         image_size: (height, width) to resize every pair to before caching (image bilinear,
             mask nearest).
         augment: a `JointAugment` applied after caching, with a fresh per-element seed each
@@ -156,6 +168,12 @@ def segmentation_dataset(
                 "`pad_to_multiple` pads masks with `ignore_label`, so that padding is never "
                 "taken for a class; pass `ignore_label`."
             )
+    if num_classes is not None and (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, (int, np.integer))
+        or num_classes < 1
+    ):
+        raise ValueError(f"`num_classes` must be a positive int or None; got {num_classes!r}.")
     if cache not in (False, True) and not isinstance(cache, str):
         raise TypeError(f"`cache` must be False, True or a file path prefix; got {cache!r}.")
     normalise = _preprocessing_function(preprocessing)
@@ -174,19 +192,21 @@ def segmentation_dataset(
         count = int(dataset.cardinality())
         buffer = count if count > 0 else 1024
         dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(load, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
 
-    def prepare(image, mask):
+    def prepare(*element):
+        image, mask, mask_name = load(*element)
         if class_map is not None:
             mask = transforms.remap_classes(mask, class_map, ignore_label=ignore_label)
+        if num_classes is not None:
+            source = tf.strings.join(["mask ", mask_name])
+            mask = transforms.check_labels(mask, num_classes, ignore_label, source=source)
         if image_size is not None:
             image, mask = transforms.resize(image, mask, image_size)
         return image, mask
 
-    if class_map is not None or image_size is not None:
-        dataset = dataset.map(
-            prepare, num_parallel_calls=num_parallel_calls, deterministic=deterministic
-        )
+    dataset = dataset.map(
+        prepare, num_parallel_calls=num_parallel_calls, deterministic=deterministic
+    )
     if cache:
         dataset = dataset.cache("" if cache is True else cache)
         if shuffle:

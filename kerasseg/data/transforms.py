@@ -467,3 +467,48 @@ def remap_classes(mask, mapping, *, ignore_label=None, unmapped="error"):
     out = tf.reshape(mapped, tf.shape(mask))
     out.set_shape(mask.shape)
     return out
+
+
+def check_labels(mask, num_classes, ignore_label=None, *, source="mask"):
+    """`mask` after an assertion that it holds only class ids 0..num_classes-1 or
+    `ignore_label`.
+
+    A compiled loss cannot raise on other values and would skip their pixels, so data
+    pipelines check here, where the file is still known.
+
+    Parameters
+    ----------
+    mask : integer or float tensor of any shape
+    num_classes : int
+        The class count (2 for a binary, 1-channel model).
+    ignore_label : int, optional
+    source : str or scalar string tensor
+        What `mask` is, for the message (e.g. "mask a.png").
+
+    Returns
+    -------
+    `mask`, unchanged. The assertion raises `tf.errors.InvalidArgumentError` (eagerly, or
+    when the op runs in a graph) with `source` and up to 10 offending values.
+    """
+    fn = "check_labels"
+    if isinstance(num_classes, bool) or not _is_int(num_classes) or num_classes < 1:
+        raise ValueError(f"{fn}: `num_classes` must be a positive int; got {num_classes!r}.")
+    if ignore_label is not None and (isinstance(ignore_label, bool) or not _is_int(ignore_label)):
+        raise TypeError(f"{fn}: `ignore_label` must be None or an int; got {ignore_label!r}.")
+    mask = tf.convert_to_tensor(mask)
+    flat = tf.reshape(mask, [-1])
+    valid = (flat >= 0) & (flat <= num_classes - 1)
+    if ignore_label is not None:
+        valid |= tf.equal(flat, tf.cast(ignore_label, flat.dtype))
+    bad = tf.unique(tf.boolean_mask(flat, tf.logical_not(valid)))[0][:10]
+    ignore = "" if ignore_label is None else f" and the ignore label {ignore_label}"
+    message = tf.strings.join(
+        [
+            source,
+            f" holds values other than the class ids 0..{num_classes - 1}{ignore} (after any "
+            "class map), whose pixels a loss would skip; values (up to 10):",
+        ]
+    )
+    assertion = tf.debugging.Assert(tf.reduce_all(valid), [message, bad], summarize=10)
+    with tf.control_dependencies([assertion]):
+        return tf.identity(mask)
