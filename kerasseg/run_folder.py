@@ -63,6 +63,8 @@ class RunFolder:
             raise RunFolderError(f"{self.path} is a file, not a folder.") from None
         except OSError as error:
             raise OSError(f"cannot create the run folder {self.path}: {error.strerror}") from None
+        if not os.access(self.path, os.W_OK):  # else the lock would look held by another
+            raise OSError(f"the run folder {self.path} is not writable")
         lock = filelock.FileLock(self.path / LOCK_FILE, timeout=0)
         try:
             lock.acquire()

@@ -162,7 +162,7 @@ def _csv_text(rows):
     return text.getvalue()
 
 
-def _finite_logs(logs):
+def _float_logs(logs):
     return {key: float(keras.ops.convert_to_numpy(value)) for key, value in (logs or {}).items()}
 
 
@@ -181,7 +181,7 @@ class _History(keras.callbacks.Callback):
             files.write_text(self.path, _csv_text(self.rows))
 
     def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch + 1, **_finite_logs(logs)}
+        row = {"epoch": epoch + 1, **_float_logs(logs)}
         learning_rate = self.model.optimizer.learning_rate
         row["learning_rate"] = float(keras.ops.convert_to_numpy(learning_rate))
         self.rows.append(row)
@@ -207,7 +207,7 @@ class _Best(keras.callbacks.Callback):
                         self.best = row[self.monitor]
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = _finite_logs(logs)
+        logs = _float_logs(logs)
         if self.monitor not in logs:
             raise KeyError(
                 f"`monitor` {self.monitor!r} is not among the logged values {sorted(logs)}; "
@@ -228,8 +228,8 @@ class TrainingDiverged(RuntimeError):
 
 
 class _StopOnNonFinite(keras.callbacks.Callback):
-    """Stop `fit` at once when the loss (or an epoch's logged value) is NaN or infinite,
-    before the epoch's history row, best model or checkpoint can be written."""
+    """Stop `fit` at once when the training loss (or an epoch's validation loss) is NaN or
+    infinite, before the epoch's history row, best model or checkpoint can be written."""
 
     def __init__(self, epochs):
         super().__init__()
@@ -250,7 +250,8 @@ class _StopOnNonFinite(keras.callbacks.Callback):
                 )
 
     def on_epoch_end(self, epoch, logs=None):
-        bad = {k: v for k, v in _finite_logs(logs).items() if not math.isfinite(v)}
+        logged = _float_logs(logs).items()
+        bad = {k: v for k, v in logged if "loss" in k and not math.isfinite(v)}
         if bad:
             raise _Diverged(
                 f"{', '.join(f'{k} = {v}' for k, v in bad.items())} at the end of "
@@ -276,7 +277,7 @@ class _Checkpoint(keras.callbacks.Callback):
                 old.unlink(missing_ok=True)
 
 
-def completed_epochs(output_dir):
+def _completed_epochs(output_dir):
     """(epochs completed, weights file) of the run in `output_dir`; (0, None) for none."""
     state = pathlib.Path(output_dir) / "checkpoint" / "state.json"
     if not state.is_file():
@@ -551,7 +552,7 @@ def _train_in_folder(
         **(run_config or {}),
     }
     earlier = folder.check_same_run(config)
-    done, checkpoint = completed_epochs(output_dir) if earlier is not None else (0, None)
+    done, checkpoint = _completed_epochs(output_dir) if earlier is not None else (0, None)
     final_path = output_dir / "final.keras"
     if done >= epochs and final_path.is_file():
         _say(
