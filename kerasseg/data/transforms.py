@@ -497,10 +497,11 @@ def check_labels(mask, num_classes, ignore_label=None, *, source="mask"):
         raise TypeError(f"{fn}: `ignore_label` must be None or an int; got {ignore_label!r}.")
     mask = tf.convert_to_tensor(mask)
     flat = tf.reshape(mask, [-1])
-    valid = (flat >= 0) & (flat <= num_classes - 1)
-    if ignore_label is not None:
-        valid |= tf.equal(flat, tf.cast(ignore_label, flat.dtype))
-    bad = tf.unique(tf.boolean_mask(flat, tf.logical_not(valid)))[0][:10]
+    ignored = None if ignore_label is None else tf.equal(flat, tf.cast(ignore_label, flat.dtype))
+    # The common case costs two reductions: the smallest and largest value that is not the
+    # ignore label must lie in 0..num_classes-1 (an empty mask passes).
+    labels = flat if ignored is None else tf.where(ignored, tf.zeros_like(flat), flat)
+    inside = (tf.reduce_min(labels) >= 0) & (tf.reduce_max(labels) <= num_classes - 1)
     ignore = "" if ignore_label is None else f" and the ignore label {ignore_label}"
     message = tf.strings.join(
         [
@@ -509,6 +510,17 @@ def check_labels(mask, num_classes, ignore_label=None, *, source="mask"):
             "class map), whose pixels a loss would skip; values (up to 10):",
         ]
     )
-    assertion = tf.debugging.Assert(tf.reduce_all(valid), [message, bad], summarize=10)
-    with tf.control_dependencies([assertion]):
+
+    def passed():
         return tf.identity(mask)
+
+    def failed():
+        valid = (flat >= 0) & (flat <= num_classes - 1)
+        if ignored is not None:
+            valid |= ignored
+        bad = tf.unique(tf.boolean_mask(flat, tf.logical_not(valid)))[0][:10]
+        assertion = tf.debugging.Assert(False, [message, bad], summarize=10)
+        with tf.control_dependencies([assertion]):
+            return tf.identity(mask)
+
+    return tf.cond(inside, passed, failed)
