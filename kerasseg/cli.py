@@ -2,7 +2,9 @@
 convert."""
 
 import argparse
+import inspect
 import json
+import logging
 import math
 import os
 import shlex
@@ -497,8 +499,6 @@ def _image_channels(path):
 
 
 def _accepted(builder):
-    import inspect
-
     parameters = inspect.signature(builder).parameters.values()
     return {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
@@ -548,8 +548,6 @@ def _weights_banner(entry, arguments, model):
     accepted = _accepted(entry.builder)
     if "encoder_weights" not in accepted:
         return "weights: random initialisation (no pretrained weights)"
-    import inspect
-
     defaults = {
         name: parameter.default
         for name, parameter in inspect.signature(entry.builder).parameters.items()
@@ -829,32 +827,22 @@ def _cli_settings(args):
 
 
 def _train(args, argv):
-    from kerasseg.run_folder import RunFolder, config_differences
+    from kerasseg.run_folder import RunFolder
 
     _check_data_flags(args, training=True)
     settings = _cli_settings(args)
     with RunFolder(args.out) as folder:
-        earlier = folder.read_config()
-        if earlier is not None:
-            differences = config_differences({"cli": earlier.get("cli")}, {"cli": settings})
-            if differences:
-                raise UsageError(
-                    f"{folder.path} holds a run started with other arguments, so it cannot be "
-                    f"resumed with these: {'; '.join(differences[:8])}. Use the same arguments "
-                    "(only --epochs may grow) or another --out."
-                )
+        folder.check_same_run({"cli": settings}, keys=("cli",))  # before the data are read
         _train_in_folder(args, argv, folder.path, settings)
 
 
 def _train_in_folder(args, argv, out, settings):
-    import logging
-
     import kerasseg
+    from kerasseg import training
+    from kerasseg.prediction import output_is_logits
 
     # `kerasseg.load` logs re-initialised layers; the weights banner below says it once.
     logging.getLogger("kerasseg").setLevel(logging.ERROR)
-    from kerasseg import training
-    from kerasseg.prediction import output_is_logits
 
     given = parse_model_arguments(args.model_arg)
     try:

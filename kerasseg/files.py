@@ -111,13 +111,14 @@ def save_weights(model, path):
 
 
 def remove_partial_files(folder):
-    """Delete the temporary files that killed writers left in `folder`; returns their names."""
+    """Delete the temporary files that killed writers left in `folder` and its subfolders;
+    returns their paths relative to `folder`, sorted."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     removed = []
-    for file in folder.iterdir():
-        if file.name.startswith(".") and PARTIAL_MARK in file.name and file.is_file():
+    for file in folder.rglob(f".*{PARTIAL_MARK}*"):
+        if file.is_file():
             file.unlink(missing_ok=True)
-            removed.append(file.name)
+            removed.append(str(file.relative_to(folder)))
     return sorted(removed)

@@ -123,11 +123,12 @@ class RunFolder:
         except (OSError, ValueError) as error:
             raise RunFolderError(f"{path} is not readable JSON ({error}).") from None
 
-    def check_same_run(self, config):
+    def check_same_run(self, config, keys=None):
         """Refuse `config` if an earlier run in this folder had other arguments.
 
-        Keys of `RESUMABLE_KEYS` may differ. Returns the earlier configuration (None for a
-        new folder).
+        Keys of `RESUMABLE_KEYS` may differ; with `keys`, only those top-level keys are
+        compared (an early check on part of the configuration). Returns the earlier
+        configuration (None for a new folder).
 
         Raises:
             RunFolderError: listing up to 8 differing arguments, earlier value first.
@@ -135,6 +136,9 @@ class RunFolder:
         earlier = self.read_config()
         if earlier is None:
             return None
+        if keys is not None:
+            earlier = {key: earlier.get(key) for key in keys}
+            config = {key: config.get(key) for key in keys}
         differences = config_differences(earlier, config)
         if differences:
             shown = "; ".join(differences[:8])

@@ -249,7 +249,7 @@ def test_second_process_is_refused_and_a_kill_inside_a_save_keeps_the_old_model(
     assert cli.main(_train(folders, out, epochs=3)) == 0
     assert "resuming at epoch 2 of 3" in capsys.readouterr().err
     assert [row["epoch"] for row in _history(out / "history.csv")] == ["1", "2", "3"]
-    assert not [p for p in out.iterdir() if files.PARTIAL_MARK in p.name]
+    assert not [p for p in out.rglob("*") if files.PARTIAL_MARK in p.name]
 
 
 # ------------------------------------------------------------------------- numbers
