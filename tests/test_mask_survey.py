@@ -76,7 +76,7 @@ def test_class_rules(tmp_path):
         survey({0, 128, 255}).infer_classes()
     with pytest.raises(ValueError, match="only the value 0"):
         survey({0}, {0}).infer_classes()
-    with pytest.raises(ValueError, match="look like images"):
+    with pytest.raises(ValueError, match="look like images or instance labels"):
         survey(set(range(0, 256, 3))).infer_classes()
     # An explicit count: out-of-range values are named with the files holding them.
     with pytest.raises(ValueError, match=r"\{7\}.*7 in m1.png") as error:

@@ -209,8 +209,8 @@ def _map_hint(values, ignore_label=None):
     values = [v for v in values if v != ignore_label]
     if len(values) > SUGGESTED_MAP_MAX:
         return (
-            f"{len(values)} distinct values look like images rather than label masks; masks "
-            "must store one class id per pixel."
+            f"{len(values)} distinct values are more than a class map can sensibly list: masks "
+            "must store one class id per pixel (these look like images or instance labels)."
         )
     suggested = format_class_map({v: i for i, v in enumerate(values)})
     return (
