@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from keras import ops
 
+from kerasseg import files
 from kerasseg import metrics as metrics_lib
 from kerasseg.layers.region import label_components
 from kerasseg.prediction import cell_instances, probabilities
@@ -184,7 +185,6 @@ def write_report(results, path_stem, *, title="Evaluation"):
     `kerasseg.instance_evaluation.evaluate_instances`; returns both paths."""
     stem = os.fspath(path_stem)
     json_path, markdown_path = Path(stem + ".json"), Path(stem + ".md")
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
-    markdown_path.write_text(format_markdown(results, title=title))
+    files.write_text(json_path, json.dumps(results, indent=2, allow_nan=False) + "\n")
+    files.write_text(markdown_path, format_markdown(results, title=title))
     return json_path, markdown_path

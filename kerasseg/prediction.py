@@ -16,6 +16,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kerasseg import files
+
 __all__ = [
     "cell_instances",
     "display_image",
@@ -325,6 +327,5 @@ def _instance_png(labels):
 def _write_png(array, path):
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, format="PNG")
+    with files.atomic_path(path) as temporary:
+        Image.fromarray(array).save(temporary, format="PNG")
