@@ -345,7 +345,8 @@ def _source_h5(path, folder):
 
 def _class_dependent(model, probe, folder):
     """(h5 paths, layer names) of the arrays whose shapes differ between `model` and
-    `probe`, the same architecture built for another class count."""
+    `probe`, the same architecture built for another class count, and the path of the
+    `.weights.h5` of `model` that this writes into `folder`."""
     model_file, probe_file = Path(folder) / "model.weights.h5", Path(folder) / "probe.weights.h5"
     model.save_weights(model_file)
     probe.save_weights(probe_file)
