@@ -676,6 +676,23 @@ def _augment(args, mask_fill):
     return JointAugment(**options, mask_fill=mask_fill)
 
 
+def _mask_classes(command, pairs, num_classes, class_map, ignore_label, cache=None):
+    """(num_classes, class_map) of mask files by `MaskSurvey.resolve`, the survey and any
+    decision printed; a refusal is a UsageError. With `cache`, the survey is kept there and
+    shown with a progress bar."""
+    from kerasseg.data import survey_masks
+
+    survey = survey_masks(pairs, cache=cache, progress=cache is not None)
+    print(f"kerasseg {command}: {survey.summary()}", file=sys.stderr)
+    try:
+        num_classes, class_map, note = survey.resolve(num_classes, class_map, ignore_label)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if note:
+        print(f"kerasseg {command}: {note}", file=sys.stderr)
+    return num_classes, class_map
+
+
 def _training_data(args, out):
     """Train / validation sources, channels, classes and names, from the data flags; mask
     folders are surveyed (cached in `out`/masks.json) and their classes resolved."""
@@ -708,7 +725,7 @@ def _training_data(args, out):
             "ignore_label": ignore,
             "class_map": info.class_map,
         }
-    from kerasseg.data import paired_files, survey_masks
+    from kerasseg.data import paired_files
 
     try:
         train_pairs = paired_files(args.images, args.masks)
@@ -717,21 +734,18 @@ def _training_data(args, out):
         )
     except (ValueError, OSError) as error:
         raise UsageError(str(error)) from None
-    class_map = parse_class_map(args.class_map)
-    survey = survey_masks(train_pairs + val_pairs, cache=out / MASK_SURVEY)
-    print(f"kerasseg train: {survey.summary()}", file=sys.stderr)
     given = parse_model_arguments(args.model_arg).get("num_classes")
     explicit = args.num_classes
     if explicit is None and isinstance(given, int) and not isinstance(given, bool):
         explicit = 2 if given == 1 else given
-    try:
-        num_classes, class_map, note = survey.resolve(explicit, class_map, args.ignore_label)
-    except ValueError as error:
-        if not (out / "run.json").exists():  # a refused new run leaves nothing behind
-            (out / MASK_SURVEY).unlink(missing_ok=True)
-        raise UsageError(str(error)) from None
-    if note:
-        print(f"kerasseg train: {note}", file=sys.stderr)
+    num_classes, class_map = _mask_classes(
+        "train",
+        train_pairs + val_pairs,
+        explicit,
+        parse_class_map(args.class_map),
+        args.ignore_label,
+        cache=out / MASK_SURVEY,
+    )
     return {
         "train_pairs": train_pairs,
         "val_pairs": val_pairs,
@@ -831,18 +845,22 @@ def _train(args, argv):
 
     _check_data_flags(args, training=True)
     settings = _cli_settings(args)
-    with RunFolder(args.out) as folder:
-        folder.check_same_run({"cli": settings}, keys=("cli",))  # before the data are read
-        _train_in_folder(args, argv, folder.path, settings)
+    # `kerasseg.load` logs re-initialised layers; the weights banner says it once instead.
+    logger = logging.getLogger("kerasseg")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with RunFolder(args.out) as folder:
+            folder.check_same_run({"cli": settings}, keys=("cli",))  # before reading data
+            _train_in_folder(args, argv, folder.path, settings)
+    finally:
+        logger.setLevel(level)
 
 
 def _train_in_folder(args, argv, out, settings):
     import kerasseg
     from kerasseg import training
     from kerasseg.prediction import output_is_logits
-
-    # `kerasseg.load` logs re-initialised layers; the weights banner below says it once.
-    logging.getLogger("kerasseg").setLevel(logging.ERROR)
 
     given = parse_model_arguments(args.model_arg)
     try:
@@ -1049,7 +1067,7 @@ def _evaluate(args):
             raise UsageError(str(error)) from None
         num_classes, names = info.num_classes, list(info.class_names)
     else:
-        from kerasseg.data import paired_files, segmentation_dataset, survey_masks
+        from kerasseg.data import paired_files, segmentation_dataset
 
         class_map = parse_class_map(args.class_map)
         try:
@@ -1057,16 +1075,9 @@ def _evaluate(args):
         except (ValueError, OSError) as error:
             raise UsageError(str(error)) from None
         ignore = args.ignore_label
-        survey = survey_masks(pairs, progress=False)
-        print(f"kerasseg evaluate: {survey.summary()}", file=sys.stderr)
-        try:
-            num_classes, class_map, note = survey.resolve(
-                2 if outputs == 1 else outputs, class_map, ignore
-            )
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-        if note:
-            print(f"kerasseg evaluate: {note}", file=sys.stderr)
+        num_classes, class_map = _mask_classes(
+            "evaluate", pairs, 2 if outputs == 1 else outputs, class_map, ignore
+        )
         dataset = segmentation_dataset(
             pairs, class_map=class_map, ignore_label=ignore, num_classes=num_classes, **options
         )

@@ -5,15 +5,19 @@ run uses the folder. The lock is an operating-system file lock (through the `fil
 package), so it is released when its process ends in any way, a kill included: a lock
 left by a dead process is stale by construction and is simply taken over. The holder's pid,
 host and start time are written beside it (`.lock.json`) so that a second process can say
-who holds the folder. Within one process the lock is re-entrant.
+who holds the folder. Within one process the lock is re-entrant. A folder that the lock
+created and that holds no `run.json` when it is released (a run refused before it started)
+is removed again.
 
 `check_same_run` compares the configuration of a new call with the `run.json` of an
 earlier one, so that a resume with other arguments is refused before anything is written.
 """
 
+import dataclasses
 import datetime
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -28,7 +32,17 @@ CONFIG_FILE = "run.json"
 # for more epochs continues the run), how it was asked for, and the library versions.
 RESUMABLE_KEYS = ("epochs", "argv", "command", "versions")
 
-_held = {}  # resolved folder -> [filelock.FileLock, depth, created] of this process
+
+@dataclasses.dataclass
+class _Hold:
+    """This process's hold on one folder."""
+
+    lock: filelock.FileLock
+    created: bool  # the folder did not exist before this hold
+    depth: int = 1
+
+
+_held = {}  # resolved folder -> _Hold
 
 
 class RunFolderError(ValueError):
@@ -54,7 +68,7 @@ class RunFolder:
     def __enter__(self):
         key = str(self.path.resolve())
         if key in _held:
-            _held[key][1] += 1
+            _held[key].depth += 1
             return self
         created = not self.path.exists()
         try:
@@ -72,7 +86,7 @@ class RunFolder:
             raise RunFolderError(f"{self.path} is in use by {self._owner_text()}") from None
         except OSError as error:
             raise OSError(f"cannot lock the run folder {self.path}: {error}") from None
-        _held[key] = [lock, 1, created]
+        _held[key] = _Hold(lock, created)
         try:
             files.write_json(
                 self.path / OWNER_FILE,
@@ -92,16 +106,17 @@ class RunFolder:
         self._release(str(self.path.resolve()))
 
     def _release(self, key):
-        held = _held[key]
-        held[1] -= 1
-        if held[1] == 0:
-            (self.path / OWNER_FILE).unlink(missing_ok=True)
-            held[0].release()
-            del _held[key]
-            if held[2] and {p.name for p in self.path.iterdir()} <= {LOCK_FILE}:
-                # A folder this use created and left empty (a refused run) goes again.
-                (self.path / LOCK_FILE).unlink(missing_ok=True)
-                self.path.rmdir()
+        hold = _held[key]
+        hold.depth -= 1
+        if hold.depth > 0:
+            return
+        (self.path / OWNER_FILE).unlink(missing_ok=True)
+        hold.lock.release()
+        del _held[key]
+        if hold.created and not (self.path / CONFIG_FILE).exists():
+            # A folder this use created and that holds no run (it was refused before one
+            # started) goes again, with what was written on the way (a survey cache).
+            shutil.rmtree(self.path, ignore_errors=True)
 
     def _owner_text(self):
         try:

@@ -72,7 +72,7 @@ class TrainingRun:
 
     `history` holds one dict per epoch: "epoch" (an int from 1) and the logged values as
     floats; `trained_epochs` counts the epochs this call ran (0 for a finished run asked
-    again).
+    again, whose `model` holds the weights of its last epoch).
     """
 
     model: keras.Model
@@ -417,10 +417,8 @@ def train(
         )
     if not isinstance(monitor, str) or not monitor:
         raise ValueError(f"`monitor` must be the name of a logged value; got {monitor!r}.")
-    folder = RunFolder(output_dir)
-    with folder:
+    with RunFolder(output_dir) as folder:
         return _train_in_folder(
-            folder.path,
             folder,
             model,
             train_data,
@@ -490,7 +488,6 @@ def _optimizer_config(optimizer):
 
 
 def _train_in_folder(
-    output_dir,
     folder,
     model,
     train_data,
@@ -513,6 +510,7 @@ def _train_in_folder(
     verbose,
     run_config,
 ):
+    output_dir = folder.path
     keras.utils.set_random_seed(seed)
     if mixed_precision is not None:
         keras.mixed_precision.set_global_policy(mixed_precision)
@@ -553,24 +551,30 @@ def _train_in_folder(
     }
     earlier = folder.check_same_run(config)
     done, checkpoint = _completed_epochs(output_dir) if earlier is not None else (0, None)
+    if checkpoint is not None:
+        with distribution.scope():
+            network.optimizer.build(network.trainable_variables)
+            network.load_weights(checkpoint)
     final_path = output_dir / "final.keras"
+
+    def result(trained_epochs):
+        return TrainingRun(
+            model=network,
+            history=_read_history(output_dir / "history.csv"),
+            output_dir=output_dir,
+            best_path=output_dir / "best.keras",
+            final_path=final_path,
+            trained_epochs=trained_epochs,
+        )
+
     if done >= epochs and final_path.is_file():
         _say(
             f"the run in {output_dir} is complete ({done} epochs; asked for {epochs}); "
             "nothing to do. Ask for more epochs to continue it.",
             verbose,
         )
-        return TrainingRun(
-            model=keras.saving.load_model(final_path),
-            history=_read_history(output_dir / "history.csv"),
-            output_dir=output_dir,
-            best_path=output_dir / "best.keras",
-            final_path=final_path,
-        )
+        return result(0)
     if checkpoint is not None:
-        with distribution.scope():
-            network.optimizer.build(network.trainable_variables)
-            network.load_weights(checkpoint)
         _say(f"resuming at epoch {done + 1} of {epochs} in {output_dir}", verbose)
     folder.write_config(config)
     train_data = _label_check(train_data, num_classes, ignore_label, "a training batch")
@@ -613,11 +617,4 @@ def _train_in_folder(
     except tf.errors.InvalidArgumentError as error:
         raise ValueError(error_text(error)) from error
     files.save_model(network, final_path)
-    return TrainingRun(
-        model=network,
-        history=_read_history(output_dir / "history.csv"),
-        output_dir=output_dir,
-        best_path=output_dir / "best.keras",
-        final_path=final_path,
-        trained_epochs=max(epochs - done, 0),
-    )
+    return result(max(epochs - done, 0))

@@ -77,7 +77,7 @@ def _train(folders, out, *extra, epochs=2):
 
 
 def _snapshot(folder):
-    """{relative path: (size, mtime_ns, sha256)} of every file under `folder`."""
+    """{relative path: (mtime_ns, sha256)} of every file under `folder`."""
     result = {}
     for path in sorted(Path(folder).rglob("*")):
         if path.is_file():
