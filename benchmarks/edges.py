@@ -24,7 +24,7 @@ from skimage.feature import canny as skimage_canny
 from skimage.filters import sobel as skimage_sobel
 from timing import median_ms
 
-from kerasseg.layers.edges import Canny, GradientMagnitude
+from kerasseg.classical.edges import Canny, GradientMagnitude
 
 
 def cv2_sobel(image):

@@ -22,7 +22,7 @@ import tensorflow as tf
 from sklearn.cluster import KMeans
 from timing import median_ms
 
-from kerasseg.layers.kmeans import KMeansSegmentation
+from kerasseg.classical.kmeans import KMeansSegmentation
 
 
 def main():

@@ -19,7 +19,7 @@ import tensorflow as tf
 from skimage.filters import threshold_niblack, threshold_sauvola
 from timing import median_ms
 
-from kerasseg.layers.local_threshold import (
+from kerasseg.classical.local_threshold import (
     AdaptiveThreshold,
     NiblackThreshold,
     SauvolaThreshold,

@@ -17,8 +17,8 @@ from skimage import filters
 from skimage.filters import threshold_otsu
 from timing import median_ms
 
+from kerasseg.classical import threshold as th
 from kerasseg.layers import OtsuThreshold
-from kerasseg.layers import threshold as th
 
 OTHERS = {
     "multi-Otsu, 3 classes": (th.MultiOtsuThreshold, filters.threshold_multiotsu),

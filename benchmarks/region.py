@@ -23,7 +23,7 @@ from skimage.measure import label
 from skimage.morphology import flood
 from timing import median_ms
 
-from kerasseg.layers.region import ConnectedComponents, RegionGrowing
+from kerasseg.classical.region import ConnectedComponents, RegionGrowing
 
 
 def table(title, results, per, reference):

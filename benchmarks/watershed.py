@@ -22,7 +22,7 @@ from skimage.segmentation import watershed
 from timing import median_ms
 
 import kerasseg
-from kerasseg.layers.watershed import SeededWatershed
+from kerasseg.classical.watershed import SeededWatershed
 
 SEEDS = 0.9
 

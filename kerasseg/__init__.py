@@ -11,9 +11,11 @@ import importlib
 
 __version__ = "0.1.0"
 
-# layers, losses, metrics, models and tta register their serializable classes; samples holds
+# models and classical register their architectures in the model table; they, layers,
+# losses, metrics and inference.tta register their serializable Keras classes; samples holds
 # the built-in demo images (kerasseg.samples.load_sample).
-from kerasseg import layers, losses, metrics, models, samples, tta  # noqa: F401
+from kerasseg import classical, layers, losses, metrics, models, registry, samples  # noqa: F401
+from kerasseg.inference import tta  # noqa: F401
 from kerasseg.registry import (  # noqa: F401
     get_entry,
     list_models,
@@ -21,6 +23,8 @@ from kerasseg.registry import (  # noqa: F401
     preprocessing_layer,
     register_model,
 )
+
+registry.register_manifest_presets()  # the shipped presets, once their architectures are in
 
 __all__ = ["get_entry", "list_models", "load", "preprocessing_layer", "register_model"]
 
@@ -31,8 +35,7 @@ _LAZY_MODULES = (
     "datasets",
     "evaluation",
     "export",
-    "instance_evaluation",
-    "prediction",
+    "inference",
     "training",
 )
 

@@ -585,7 +585,7 @@ def _load_for_inference(spec, arguments):
     import keras
 
     import kerasseg
-    from kerasseg.prediction import output_is_logits
+    from kerasseg.inference.semantic import output_is_logits
 
     if _is_model_file(spec):
         if arguments:
@@ -599,8 +599,8 @@ def _load_for_inference(spec, arguments):
     mode = kerasseg.get_entry(spec).preprocessing_for(arguments)
     if mode == "none":
         return model, logits
-    from kerasseg.layers.preprocessing import ImagePreprocessing
     from kerasseg.models.base import SegmentationModel
+    from kerasseg.preprocessing import ImagePreprocessing
 
     inputs = keras.Input(tuple(model.inputs[0].shape[1:]), name="images")
     wrapped = SegmentationModel(
@@ -618,7 +618,7 @@ def _add_tta(parser):
         "--tta",
         choices=("flips", "dihedral"),
         help="semantic models: average the outputs over 4 flips or all 8 flips and transposes "
-        "(test-time augmentation, kerasseg.tta.wrap; 4x or 8x the time)",
+        "(test-time augmentation, kerasseg.inference.tta.wrap; 4x or 8x the time)",
     )
 
 
@@ -860,7 +860,7 @@ def _train(args, argv):
 def _train_in_folder(args, argv, out, settings):
     import kerasseg
     from kerasseg import training
-    from kerasseg.prediction import output_is_logits
+    from kerasseg.inference.semantic import output_is_logits
 
     given = parse_model_arguments(args.model_arg)
     try:
@@ -1020,8 +1020,8 @@ def _check_coco_flags(args):
 
 def _evaluate(args):
     import kerasseg
-    from kerasseg.evaluation import evaluate, format_markdown, write_report
-    from kerasseg.prediction import is_instance_model
+    from kerasseg.evaluation.semantic import evaluate, format_markdown, write_report
+    from kerasseg.inference.semantic import is_instance_model
 
     if args.coco is not None:
         _check_coco_flags(args)
@@ -1193,8 +1193,8 @@ def _instance_data(args):
 
 
 def _evaluate_instance_model(args, model, data):
-    from kerasseg.evaluation import format_markdown, write_report
-    from kerasseg.instance_evaluation import evaluate_instances
+    from kerasseg.evaluation.coco import evaluate_instances
+    from kerasseg.evaluation.semantic import format_markdown, write_report
 
     data, names = data
     if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
@@ -1238,7 +1238,7 @@ def _check_watershed_flags(seeds, outputs, enabled, needed):
 
 
 def _predict(args):
-    from kerasseg.prediction import is_instance_model, predict_file
+    from kerasseg.inference.semantic import is_instance_model, predict_file
 
     missing = [p for p in args.inputs if not Path(p).is_file()]
     if missing:

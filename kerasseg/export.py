@@ -55,9 +55,9 @@ from kerasseg.data.decode import (
     jpeg_is_complete,
     png_is_complete,
 )
-from kerasseg.layers.common import INTEGER_LIMITS, LUMA_WEIGHTS
-from kerasseg.layers.preprocessing import MODES, ImagePreprocessing
-from kerasseg.prediction import output_is_logits
+from kerasseg.inference.semantic import output_is_logits
+from kerasseg.ops.image import INTEGER_LIMITS, LUMA_WEIGHTS
+from kerasseg.preprocessing import MODES, ImagePreprocessing
 
 __all__ = ["DEFAULT_MAX_PIXELS", "DEFAULT_MIN_SIZE", "export"]
 
@@ -249,7 +249,7 @@ class _Plan:
         if self.fixed_size is not None:
             x = tf.image.resize(x, self.fixed_size, method="bilinear")
         elif self.size_divisor > 1:
-            # Zero padding at the bottom/right, as `kerasseg.prediction` pads.
+            # Zero padding at the bottom/right, as `kerasseg.inference.semantic` pads.
             pad_h = -height % self.size_divisor
             pad_w = -width % self.size_divisor
             x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])

@@ -39,7 +39,7 @@ import numbers
 import keras
 from keras import ops
 
-from kerasseg.layers.common import is_symbolic
+from kerasseg.ops.image import is_symbolic
 
 MODES = ("binary", "multiclass", "multilabel")
 EPSILON = 1e-7

@@ -27,7 +27,7 @@ Instance segmentation, the ISBI 2012 challenge metrics (Arganda-Carreras et al.,
 the creation of image segmentation algorithms for connectomics", Front. Neuroanat. 9:142,
 2015): `rand_scores` (functional, instance label images) and the metrics `VRand` and `VInfo`
 that label the 4-connected components of binary (membrane / cell interior) maps in-graph
-(`kerasseg.layers.region.label_components`, min-label propagation in a `keras.ops.while_loop`)
+(`kerasseg.ops.components.label_components`, min-label propagation in a `keras.ops.while_loop`)
 and average the per-image scores, as the challenge averages per slice. See `rand_scores` for the
 exact definitions.
 """
@@ -39,9 +39,9 @@ import warnings
 import keras
 from keras import ops
 
-from kerasseg.layers.common import is_symbolic
-from kerasseg.layers.region import _check_connectivity, label_components
 from kerasseg.losses import check_classes, check_ignore_label, check_real
+from kerasseg.ops.components import check_connectivity, label_components
+from kerasseg.ops.image import is_symbolic
 
 __all__ = [
     "ConfusionMatrix",
@@ -657,7 +657,7 @@ class _InstanceScore(keras.metrics.Metric):
             )
         self.foreground_class = int(foreground_class)
         try:
-            self.connectivity = _check_connectivity(connectivity)
+            self.connectivity = check_connectivity(connectivity)
         except ValueError as error:
             raise ValueError(f"{owner}: {error}") from None
         if connectivity is None:

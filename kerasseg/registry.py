@@ -1,8 +1,15 @@
 """The model registry: every architecture and preset behind one loader, `load(name)`.
 
 An entry is an architecture (a builder function and its metadata) or a preset (an
-architecture, fixed arguments and named weights). Built-in architectures are registered at
-the bottom of this module; shipped presets come from `saved_models/manifest.json`.
+architecture, fixed arguments and named weights). This module is a table and nothing
+architecture-specific: each architecture registers itself where it is defined, with the
+`register_model` decorator (as torchvision's `@register_model()` and keras-hub's
+`register_presets`), and `import kerasseg` imports them all before it registers the shipped
+presets of `saved_models/manifest.json`.
+
+    @register_model("tiny", task="semantic", description="...", num_classes=2)
+    def tiny(num_classes=2, input_shape=(None, None, 3)):
+        ...
 """
 
 import dataclasses
@@ -14,8 +21,21 @@ from pathlib import Path
 import keras
 
 from kerasseg import weights as weights_lib
+from kerasseg.preprocessing import ImagePreprocessing
+
+__all__ = [
+    "TASKS",
+    "ModelEntry",
+    "get_entry",
+    "list_models",
+    "load",
+    "preprocessing_layer",
+    "register_manifest_presets",
+    "register_model",
+]
 
 TASKS = ("semantic", "instance", "classical")
+BACKEND_NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,10 +55,44 @@ class ModelEntry:
     architecture: str | None = None  # for presets: the architecture they instantiate
     defaults: dict = dataclasses.field(default_factory=dict)  # arguments a preset fixes
     default_weights: str | None = None  # named weights a preset loads unless told otherwise
+    # The keywords `load` accepts; None: those of the builder's signature.
+    arguments: tuple | None = None
+    # The Keras backends the model runs on; None: all of them.
+    backends: tuple | None = None
 
     @property
     def is_preset(self):
         return self.architecture is not None
+
+    def accepted_arguments(self):
+        """The keyword arguments of the builder, in order."""
+        if self.arguments is not None:
+            return tuple(self.arguments)
+        return tuple(
+            p.name
+            for p in inspect.signature(self.builder).parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        )
+
+    def argument_defaults(self):
+        """The builder's default argument values, with the ones a preset fixes."""
+        defaults = {
+            p.name: p.default
+            for p in inspect.signature(self.builder).parameters.values()
+            if p.default is not p.empty
+        }
+        return {**defaults, **self.defaults}
+
+    def check_backend(self):
+        """Raise a ValueError when the model cannot run on the current Keras backend."""
+        backend = keras.backend.backend()
+        if self.backends is not None and backend not in self.backends:
+            raise ValueError(
+                f"`name`: {self.name!r} needs the "
+                f"{' or '.join(BACKEND_NAMES.get(b, b) for b in self.backends)} backend; Keras "
+                f"runs on {backend!r} here. Set KERAS_BACKEND={self.backends[0]} before "
+                f"importing keras."
+            )
 
     def preprocessing_for(self, arguments=None):
         """The `ImagePreprocessing` mode for a model built with `arguments`."""
@@ -66,6 +120,7 @@ class ModelEntry:
             "weights": {name: info.as_dict() for name, info in self.weights.items()},
             "dataset": first.dataset if first else "",
             "metrics": dict(first.metrics) if first else {},
+            "backends": list(self.backends) if self.backends else "all",
         }
 
 
@@ -74,7 +129,7 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 def register_model(
     name,
-    builder,
+    builder=None,
     *,
     task,
     description,
@@ -87,14 +142,66 @@ def register_model(
     architecture=None,
     defaults=None,
     default_weights=None,
+    arguments=None,
+    backends=None,
     overwrite=False,
 ):
-    """Register an architecture or a preset under `name`; returns its `ModelEntry`.
+    """Register an architecture or a preset under `name`.
 
-    `builder(**arguments)` must return a `keras.Model`. `weights` is a sequence of
-    `WeightsInfo`. A preset gives the `architecture` it instantiates, the `defaults` it fixes
-    and the `default_weights` it loads.
+    Called with a builder, registers it and returns its `ModelEntry`; called without one,
+    returns a decorator that registers the function it decorates and returns it unchanged.
+
+    Args:
+        name: the snake_case name `load` takes.
+        builder: a function, `builder(**arguments)` returns a `keras.Model`.
+        task: one of `TASKS`.
+        description: one line for listings.
+        reference: the publication or source the model follows.
+        input_channels: channels of the default input.
+        default_input_shape: the input shape the builder makes by default.
+        num_classes: classes of the default model (None: data-dependent).
+        preprocessing: the `ImagePreprocessing` mode the inputs need, or a function of the
+            builder's arguments that returns it.
+        weights: a sequence of `kerasseg.weights.WeightsInfo`.
+        architecture: for presets, the architecture they instantiate.
+        defaults: for presets, the arguments they fix.
+        default_weights: for presets, the named weights they load unless told otherwise.
+        arguments: the keywords `load` accepts, when the builder's signature does not say
+            (a builder that imports its model only when called).
+        backends: the Keras backends the model runs on; None for all.
+        overwrite: replace an entry of the same name instead of refusing.
+
+    Returns:
+        The `ModelEntry`, or with no `builder`, a decorator.
+
+    Raises:
+        ValueError: a bad name, a taken name, an unknown task or default weights.
+        TypeError: a builder that is not callable.
     """
+    if builder is None:
+
+        def decorate(function):
+            register_model(
+                name,
+                function,
+                task=task,
+                description=description,
+                reference=reference,
+                input_channels=input_channels,
+                default_input_shape=default_input_shape,
+                num_classes=num_classes,
+                preprocessing=preprocessing,
+                weights=weights,
+                architecture=architecture,
+                defaults=defaults,
+                default_weights=default_weights,
+                arguments=arguments,
+                backends=backends,
+                overwrite=overwrite,
+            )
+            return function
+
+        return decorate
     if not isinstance(name, str) or not name.isidentifier() or name != name.lower():
         raise ValueError(f"`name` must be a snake_case identifier; got {name!r}.")
     if name in _REGISTRY and not overwrite:
@@ -123,6 +230,8 @@ def register_model(
         architecture=architecture,
         defaults=dict(defaults or {}),
         default_weights=default_weights,
+        arguments=None if arguments is None else tuple(arguments),
+        backends=None if backends is None else tuple(backends),
     )
     _REGISTRY[name] = entry
     return entry
@@ -131,12 +240,6 @@ def register_model(
 def get_entry(name):
     """The `ModelEntry` called `name`; unknown names raise a ValueError with the closest."""
     if name not in _REGISTRY:
-        if str(name).startswith("maskrcnn") and not _tensorflow_backend():
-            raise ValueError(
-                f"`name`: {name!r} needs the TensorFlow backend (its RoIAlign and NMS are "
-                f"TensorFlow ops); Keras runs on {keras.backend.backend()!r} here. Set "
-                f"KERAS_BACKEND=tensorflow before importing keras."
-            )
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=5, cutoff=0.3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(
@@ -154,14 +257,6 @@ def list_models(task=None):
         entry.summary()
         for entry in sorted(_REGISTRY.values(), key=lambda e: (e.task, e.is_preset, e.name))
         if task is None or entry.task == task
-    ]
-
-
-def _accepted_arguments(builder):
-    return [
-        p.name
-        for p in inspect.signature(builder).parameters.values()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     ]
 
 
@@ -186,7 +281,8 @@ def load(name, weights="default", **kwargs):
         layers were re-initialised.
     """
     entry = get_entry(name)
-    accepted = _accepted_arguments(entry.builder)
+    entry.check_backend()
+    accepted = list(entry.accepted_arguments())
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise TypeError(
@@ -226,7 +322,6 @@ def load(name, weights="default", **kwargs):
 
 def preprocessing_layer(name, **kwargs):
     """The `ImagePreprocessing` layer that the inputs of `load(name, **kwargs)` need."""
-    from kerasseg.layers.preprocessing import ImagePreprocessing
 
     return ImagePreprocessing(get_entry(name).preprocessing_for(kwargs))
 
@@ -234,8 +329,6 @@ def preprocessing_layer(name, **kwargs):
 def register_manifest_presets(directory=None):
     """Register the presets listed in `saved_models/manifest.json`."""
     for item in weights_lib.read_manifest(directory):
-        if item["architecture"].startswith("maskrcnn") and not _tensorflow_backend():
-            continue  # `get_entry` explains that Mask R-CNN needs TensorFlow
         info = weights_lib.WeightsInfo(**item["weights"])
         base = get_entry(item["architecture"])
         arguments = dict(item.get("arguments", {}))
@@ -256,285 +349,7 @@ def register_manifest_presets(directory=None):
             architecture=base.name,
             defaults=arguments,
             default_weights=info.name,
+            arguments=base.arguments,
+            backends=base.backends,
             overwrite=True,
         )
-
-
-def _unet_preprocessing(arguments):
-    """0..1 images for the original U-Net (no encoder); else what the encoder needs."""
-    if arguments.get("encoder") is None and not arguments.get("include_preprocessing"):
-        return "unit"
-    return _encoder_preprocessing(arguments)
-
-
-def _encoder_preprocessing(arguments):
-    """The input normalisation of an encoder model (default encoder "resnet50"); "none" when
-    the model normalises inside (`include_preprocessing=True`)."""
-    from kerasseg.models.encoders import get_encoder_spec
-
-    if arguments.get("include_preprocessing"):
-        return "none"
-    return get_encoder_spec(arguments.get("encoder", "resnet50")).preprocessing
-
-
-def _classical_models():
-    """(name, builder, input channels, classes, description, reference) of each method."""
-    from kerasseg.layers import edges, kmeans, local_threshold, meanshift, region, threshold
-
-    scikit = "(scikit-image semantics)"
-    table = [
-        (
-            name,
-            threshold.threshold_builder(name),
-            1,
-            cls.default_classes,
-            f"{method} per image {scikit}",
-            cls.reference,
-        )
-        for name, (cls, method) in threshold.BUILDERS.items()
-    ]
-    return table + [
-        (
-            "adaptive_threshold",
-            local_threshold.adaptive_threshold,
-            1,
-            2,
-            "OpenCV adaptiveThreshold (mean or Gaussian), pixel-exact on uint8",
-            "OpenCV cv::adaptiveThreshold",
-        ),
-        (
-            "niblack",
-            local_threshold.niblack,
-            1,
-            2,
-            f"Niblack local threshold {scikit}",
-            "Niblack 1986, An Introduction to Digital Image Processing",
-        ),
-        (
-            "sauvola",
-            local_threshold.sauvola,
-            1,
-            2,
-            f"Sauvola local threshold {scikit}",
-            "Sauvola & Pietikainen 2000, Pattern Recognition 33(2)",
-        ),
-        (
-            "kmeans",
-            kmeans.kmeans,
-            3,
-            4,
-            "k-means colour clustering per image (k-means++, scikit-learn rules)",
-            "Lloyd 1982, IEEE Trans. Inf. Theory 28(2); Arthur & Vassilvitskii 2007",
-        ),
-        (
-            "mean_shift",
-            meanshift.mean_shift,
-            3,
-            None,
-            "Mean-shift clustering per image (scikit-learn MeanShift, bin seeding)",
-            "Comaniciu & Meer 2002, IEEE TPAMI 24(5)",
-        ),
-        (
-            "sobel",
-            edges.sobel,
-            1,
-            None,
-            f"Sobel gradient magnitude {scikit}",
-            "Sobel & Feldman 1968",
-        ),
-        (
-            "scharr",
-            edges.scharr,
-            1,
-            None,
-            f"Scharr gradient magnitude {scikit}",
-            "Scharr 2000, PhD thesis, Univ. Heidelberg",
-        ),
-        (
-            "prewitt",
-            edges.prewitt,
-            1,
-            None,
-            f"Prewitt gradient magnitude {scikit}",
-            "Prewitt 1970, Picture Processing and Psychopictorics",
-        ),
-        (
-            "laplacian_of_gaussian",
-            edges.laplacian_of_gaussian,
-            1,
-            None,
-            "Laplacian of Gaussian (scipy gaussian_laplace semantics)",
-            "Marr & Hildreth 1980, Proc. R. Soc. Lond. B 207",
-        ),
-        (
-            "canny",
-            edges.canny,
-            1,
-            2,
-            "Canny edges, scikit-image or OpenCV (compat=) semantics",
-            "Canny 1986, IEEE TPAMI 8(6)",
-        ),
-        (
-            "region_growing",
-            region.region_growing,
-            1,
-            None,
-            "Seeded region growing from (row, col) seeds (scikit-image flood semantics)",
-            "Adams & Bischof 1994, IEEE TPAMI 16(6)",
-        ),
-        (
-            "connected_components",
-            region.connected_components,
-            1,
-            None,
-            "Connected-component labelling (scikit-image label numbering)",
-            "Rosenfeld & Pfaltz 1966, J. ACM 13(4); Wu et al. 2009",
-        ),
-    ]
-
-
-def _register_builtins():
-    from kerasseg.models.unet import unet
-
-    register_model(
-        "unet",
-        unet,
-        task="semantic",
-        description="U-Net, the original or on a pretrained keras.applications encoder",
-        reference="Ronneberger et al. 2015, arXiv:1505.04597",
-        input_channels=3,
-        default_input_shape=(None, None, 3),
-        num_classes=1,
-        preprocessing=_unet_preprocessing,
-        overwrite=True,
-    )
-    _register_encoder_decoders()
-    if _tensorflow_backend():
-        _register_maskrcnn()
-    for name, builder, channels, classes, description, reference in _classical_models():
-        register_model(
-            name,
-            builder,
-            task="classical",
-            description=f"{description}, no weights",
-            reference=reference,
-            input_channels=channels,
-            default_input_shape=(None, None, channels),
-            num_classes=classes,
-            preprocessing="none",
-            overwrite=True,
-        )
-
-
-def _register_encoder_decoders():
-    """The decoders on keras.applications encoders besides the U-Net, and SegFormer."""
-    from kerasseg.models.attention_unet import attention_unet
-    from kerasseg.models.deeplab import deeplabv3, deeplabv3plus
-    from kerasseg.models.fpn import fpn
-    from kerasseg.models.linknet import linknet
-    from kerasseg.models.pspnet import pspnet
-    from kerasseg.models.unetplusplus import unetplusplus
-
-    for name, builder, description, reference in (
-        (
-            "unetplusplus",
-            unetplusplus,
-            "U-Net++: nested dense skip pathways on a pretrained encoder, optional deep "
-            "supervision",
-            "Zhou et al. 2018, arXiv:1807.10165",
-        ),
-        (
-            "attention_unet",
-            attention_unet,
-            "Attention U-Net: U-Net decoder with additive attention gates on the encoder skips",
-            "Oktay et al. 2018, arXiv:1804.03999",
-        ),
-        (
-            "fpn",
-            fpn,
-            "FPN (panoptic FPN semantic branch) on a pretrained encoder",
-            "Kirillov et al. 2019, arXiv:1901.02446",
-        ),
-        (
-            "linknet",
-            linknet,
-            "LinkNet on a pretrained encoder, decoder blocks added to its features",
-            "Chaurasia & Culurciello 2017, arXiv:1707.03718",
-        ),
-        (
-            "pspnet",
-            pspnet,
-            "PSPNet: pyramid pooling on the stride-8 features of a pretrained encoder",
-            "Zhao et al. 2017, arXiv:1612.01105",
-        ),
-        (
-            "deeplabv3",
-            deeplabv3,
-            "DeepLabV3: atrous spatial pyramid pooling on a dilated pretrained encoder",
-            "Chen et al. 2017, arXiv:1706.05587",
-        ),
-        (
-            "deeplabv3plus",
-            deeplabv3plus,
-            "DeepLabV3+: DeepLabV3 with a stride-4 decoder, dilated pretrained encoder",
-            "Chen et al. 2018, arXiv:1802.02611",
-        ),
-    ):
-        register_model(
-            name,
-            builder,
-            task="semantic",
-            description=description,
-            reference=reference,
-            input_channels=3,
-            default_input_shape=(None, None, 3),
-            num_classes=1,
-            preprocessing=_encoder_preprocessing,
-            overwrite=True,
-        )
-    from kerasseg.models.segformer import preprocessing_rule, segformer
-
-    register_model(
-        "segformer",
-        segformer,
-        task="semantic",
-        description="SegFormer: Mix Transformer encoder (MiT-B0..B5, `variant`) and all-MLP "
-        "decoder",
-        reference="Xie et al. 2021, arXiv:2105.15203",
-        input_channels=3,
-        default_input_shape=(None, None, 3),
-        num_classes=1,
-        preprocessing=preprocessing_rule,
-        overwrite=True,
-    )
-
-
-def _tensorflow_backend():
-    return keras.backend.backend() == "tensorflow"
-
-
-def _register_maskrcnn():
-    """Mask R-CNN's variants (TensorFlow backend only: `kerasseg` imports on any backend)."""
-    from kerasseg.models.maskrcnn import VARIANTS
-
-    for name, builder in VARIANTS.items():
-        backbone = name.split("_")[1]
-        register_model(
-            name,
-            builder,
-            task="instance",
-            description=f"Mask R-CNN, {backbone} FPN backbone"
-            + (" (v2: BatchNorm, conv box head)" if name.endswith("_v2") else "")
-            + ", torchvision-compatible weights",
-            reference="He et al. 2017, arXiv:1703.06870; torchvision maskrcnn_resnet50_fpn"
-            + ("_v2 (Li et al. 2021, arXiv:2111.11429)" if name.endswith("_v2") else ""),
-            input_channels=3,
-            default_input_shape=(None, None, 3),
-            num_classes=91,
-            preprocessing="none",
-            overwrite=True,
-        )
-
-
-_register_builtins()
-register_manifest_presets()

@@ -43,7 +43,7 @@ from kerasseg import losses as losses_lib
 from kerasseg import metrics as metrics_lib
 from kerasseg.data import transforms
 from kerasseg.data.decode import error_text
-from kerasseg.prediction import output_is_logits
+from kerasseg.inference.semantic import output_is_logits
 from kerasseg.run_folder import RunFolder
 
 LOSS_NAMES = {

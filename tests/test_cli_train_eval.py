@@ -20,15 +20,15 @@ from skimage import measure
 
 import kerasseg
 from kerasseg import cli
-from kerasseg.evaluation import evaluate, write_report
-from kerasseg.models.maskrcnn.postprocess import paste_masks
-from kerasseg.prediction import (
+from kerasseg.evaluation.semantic import evaluate, write_report
+from kerasseg.inference.semantic import (
     cell_instances,
     is_instance_model,
     predict_file,
     predict_image,
     predict_instances,
 )
+from kerasseg.models.maskrcnn.postprocess import paste_masks
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model", "unet", "--model-arg", "base_filters=4", "--model-arg", "depth=2"]

@@ -13,7 +13,7 @@ from skimage.color import rgb2gray
 from skimage.feature import canny as sk_canny
 from skimage.util import img_as_float
 
-from kerasseg.layers.edges import (
+from kerasseg.classical.edges import (
     Canny,
     GradientMagnitude,
     LaplacianOfGaussian,

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import kerasseg
-from kerasseg.layers.preprocessing import ImagePreprocessing
 from kerasseg.models.encoders import ENCODERS, _application, adapt_first_conv_kernel, build_encoder
+from kerasseg.preprocessing import ImagePreprocessing
 
 # Published widths of the bottleneck (stride 32) feature of each network.
 BOTTLENECK_CHANNELS = {

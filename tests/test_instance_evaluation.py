@@ -17,7 +17,7 @@ import kerasseg
 from kerasseg import cli
 from kerasseg.data.coco import rle_encode
 from kerasseg.data.instances import to_padded
-from kerasseg.instance_evaluation import (
+from kerasseg.evaluation.coco import (
     METRICS,
     coco_average_precision,
     coco_ground_truth,

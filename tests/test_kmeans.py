@@ -12,7 +12,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 import kerasseg  # noqa: F401  (registers the layers for load_model)
-from kerasseg.layers.kmeans import KMeansSegmentation, kmeans
+from kerasseg.classical.kmeans import KMeansSegmentation, kmeans
 
 # CamVid train frame 0001TP_006690.png, downscaled to 90 x 120 with cv2.INTER_AREA:
 # scikit-learn KMeans(4, n_init=10, random_state=0) on its 0..255 RGB values

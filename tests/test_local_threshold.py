@@ -8,7 +8,7 @@ import tensorflow as tf
 from skimage.color import rgb2gray
 from skimage.filters import threshold_niblack, threshold_sauvola
 
-from kerasseg.layers.local_threshold import (
+from kerasseg.classical.local_threshold import (
     AdaptiveThreshold,
     NiblackThreshold,
     SauvolaThreshold,

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasseg import ops as detection_ops
 from kerasseg.convert.torchvision import maskrcnn_weights, torchvision_param_count
 from kerasseg.models.maskrcnn import anchors as anchor_lib
 from kerasseg.models.maskrcnn.model import maskrcnn
 from kerasseg.models.maskrcnn.postprocess import paste_masks
 from kerasseg.models.maskrcnn.rpn import flatten_rpn_outputs, select_proposals
+from kerasseg.ops import detection as detection_ops
 
 FIXTURES = Path(__file__).parent / "fixtures" / "maskrcnn"
 SCORE_THRESHOLD = 0.05

@@ -16,10 +16,10 @@ import pytest
 import tensorflow as tf
 from conftest import REPO
 
-from kerasseg import ops as kops
 from kerasseg.data.instance_pipeline import instance_dataset
 from kerasseg.models.maskrcnn import losses, targets
 from kerasseg.models.maskrcnn.model import maskrcnn
+from kerasseg.ops import detection as kops
 
 FIXTURES = REPO / "tests" / "fixtures" / "maskrcnn"
 

@@ -12,7 +12,7 @@ from sklearn.cluster import MeanShift, get_bin_seeds
 from sklearn.metrics import adjusted_rand_score
 
 import kerasseg  # noqa: F401  (registers the layers for load_model)
-from kerasseg.layers.meanshift import MeanShiftSegmentation, mean_shift
+from kerasseg.classical.meanshift import MeanShiftSegmentation, mean_shift
 
 
 def _resize(image, size):

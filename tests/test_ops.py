@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasseg import ops
+from kerasseg.ops import detection as ops
 
 FIXTURES = Path(__file__).parent / "fixtures" / "maskrcnn"
 

@@ -13,14 +13,14 @@ from sklearn.metrics import confusion_matrix
 import kerasseg
 from kerasseg import tta, weights
 from kerasseg.datasets import isbi2012_instances
-from kerasseg.instance_evaluation import (
+from kerasseg.evaluation.coco import (
     coco_average_precision,
     coco_ground_truth,
     coco_results,
     detections_from_outputs,
     instance_map,
 )
-from kerasseg.prediction import cell_instances
+from kerasseg.inference.semantic import cell_instances
 
 
 def _recorded_metrics(name):

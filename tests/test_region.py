@@ -8,7 +8,7 @@ import tensorflow as tf
 from skimage.measure import label
 from skimage.morphology import flood
 
-from kerasseg.layers.region import (
+from kerasseg.classical.region import (
     ConnectedComponents,
     RegionGrowing,
     connected_components,

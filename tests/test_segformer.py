@@ -9,7 +9,6 @@ import tensorflow as tf
 from conftest import randomise_batch_norm
 
 import kerasseg
-from kerasseg.layers.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from kerasseg.models.segformer import (
     DropPath,
     EfficientSelfAttention,
@@ -19,6 +18,7 @@ from kerasseg.models.segformer import (
     preprocessing_rule,
     segformer,
 )
+from kerasseg.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 # The design, from the paper (Sec. 3, Table 6) and HuggingFace's SegformerConfig: per variant
 # the stage widths, the blocks per stage and the decoder width.

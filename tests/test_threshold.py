@@ -9,7 +9,7 @@ import tifffile
 from skimage import filters
 
 import kerasseg
-from kerasseg.layers import threshold as th
+from kerasseg.classical import threshold as th
 
 SINGLE = {
     th.OtsuThreshold: filters.threshold_otsu,

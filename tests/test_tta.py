@@ -1,4 +1,4 @@
-"""Test-time augmentation (`kerasseg.tta.wrap`) against NumPy's rotations and flips."""
+"""Test-time augmentation (`kerasseg.inference.tta.wrap`) against NumPy's rotations and flips."""
 
 import json
 
@@ -9,7 +9,7 @@ from PIL import Image
 
 import kerasseg
 from kerasseg import cli, tta
-from kerasseg.prediction import output_is_logits
+from kerasseg.inference.semantic import output_is_logits
 
 TINY_ARGUMENTS = ["--model", "unet", "--model-arg", "base_filters=4", "--model-arg", "depth=2"]
 

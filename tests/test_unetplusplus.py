@@ -7,8 +7,8 @@ import tensorflow as tf
 from conftest import randomise_batch_norm
 
 import kerasseg
+from kerasseg.inference.semantic import output_is_logits
 from kerasseg.models.unetplusplus import inference_model, unetplusplus
-from kerasseg.prediction import output_is_logits
 
 # MobileNetV2's features at strides 2, 4, 8, 16, 32 (Sandler et al. 2018, Table 2: the
 # expansion widths 6 * (16, 24, 32, 96) and the last 1x1 conv's 1280).

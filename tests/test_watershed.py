@@ -8,7 +8,7 @@ from skimage.measure import label
 from skimage.metrics import adapted_rand_error
 from skimage.segmentation import watershed
 
-from kerasseg.layers.watershed import SeededWatershed
+from kerasseg.classical.watershed import SeededWatershed
 
 
 def _graph(layer):

@@ -35,9 +35,11 @@ from kerasseg.models.blocks import (
 )
 from kerasseg.models.encoders import (
     check_encoder_arguments,
+    encoder_preprocessing,
     stride32_encoder_stage,
 )
 from kerasseg.models.resize import UpSamplingBilinear2D
+from kerasseg.registry import register_model
 
 REFERENCE = "Oktay et al. 2018, Attention U-Net, arXiv:1804.03999"
 DEFAULT_DECODER_FILTERS = (256, 128, 64, 32, 16)
@@ -75,6 +77,14 @@ def _check_attention_filters(attention_filters):
     )
 
 
+@register_model(
+    "attention_unet",
+    task="semantic",
+    description="Attention U-Net: U-Net decoder with additive attention gates on the encoder skips",
+    reference="Oktay et al. 2018, arXiv:1804.03999",
+    num_classes=1,
+    preprocessing=encoder_preprocessing,
+)
 def attention_unet(
     num_classes=1,
     input_shape=(None, None, 3),

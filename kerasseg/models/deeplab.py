@@ -71,9 +71,11 @@ from kerasseg.models.encoders import (
     build_encoder,
     check_encoder_arguments,
     encoder_input_stage,
+    encoder_preprocessing,
     get_encoder_spec,
 )
 from kerasseg.models.resize import BroadcastLike, UpSamplingBilinear2D
+from kerasseg.registry import register_model
 
 OUTPUT_STRIDES = (8, 16)
 DEFAULT_ATROUS_RATES = {8: (12, 24, 36), 16: (6, 12, 18)}
@@ -263,6 +265,14 @@ def _prepare(
     return images, features, tuple(atrous_rates), size_divisor, min_size
 
 
+@register_model(
+    "deeplabv3",
+    task="semantic",
+    description="DeepLabV3: atrous spatial pyramid pooling on a dilated pretrained encoder",
+    reference="Chen et al. 2017, arXiv:1706.05587",
+    num_classes=1,
+    preprocessing=encoder_preprocessing,
+)
 def deeplabv3(
     num_classes=1,
     input_shape=(None, None, 3),
@@ -334,6 +344,14 @@ def deeplabv3(
     )
 
 
+@register_model(
+    "deeplabv3plus",
+    task="semantic",
+    description="DeepLabV3+: DeepLabV3 with a stride-4 decoder, dilated pretrained encoder",
+    reference="Chen et al. 2018, arXiv:1802.02611",
+    num_classes=1,
+    preprocessing=encoder_preprocessing,
+)
 def deeplabv3plus(
     num_classes=1,
     input_shape=(None, None, 3),

@@ -191,6 +191,17 @@ def get_encoder_spec(name):
     return ENCODERS[name]
 
 
+def encoder_preprocessing(arguments):
+    """The input normalisation of a model on an encoder, from its builder's `arguments`.
+
+    The encoder's own normalisation (default encoder "resnet50"), or "none" when the model
+    normalises inside (`include_preprocessing=True`).
+    """
+    if arguments.get("include_preprocessing"):
+        return "none"
+    return get_encoder_spec(arguments.get("encoder", "resnet50")).preprocessing
+
+
 def _application(spec, input_shape, weights):
     constructor = getattr(keras.applications, spec.constructor)
     kwargs = {"include_top": False, "weights": weights, "input_shape": tuple(input_shape)}
@@ -315,8 +326,8 @@ def encoder_input_stage(
     normalisation when `include_preprocessing`, reflection padding to `pad_multiple` (None:
     none), then the encoder. Returns (images, outputs); with `present` (from
     `build_encoder`), outputs are the five stride features with None where one is missing."""
-    from kerasseg.layers.preprocessing import ImagePreprocessing
     from kerasseg.models.blocks import ReflectPadToMultiple
+    from kerasseg.preprocessing import ImagePreprocessing
 
     images = keras.Input(input_shape, name="images")
     x = images

@@ -29,9 +29,11 @@ from kerasseg.models.blocks import (
 )
 from kerasseg.models.encoders import (
     check_encoder_arguments,
+    encoder_preprocessing,
     stride32_encoder_stage,
 )
 from kerasseg.models.resize import UpSamplingBilinear2D
+from kerasseg.registry import register_model
 
 REFERENCE = "Kirillov et al. 2019, Panoptic Feature Pyramid Networks, arXiv:1901.02446"
 MERGE_POLICIES = ("add", "concat")
@@ -63,6 +65,14 @@ def _segmentation_block(x, filters, upsamples, normalization, name):
     return x
 
 
+@register_model(
+    "fpn",
+    task="semantic",
+    description="FPN (panoptic FPN semantic branch) on a pretrained encoder",
+    reference="Kirillov et al. 2019, arXiv:1901.02446",
+    num_classes=1,
+    preprocessing=encoder_preprocessing,
+)
 def fpn(
     num_classes=1,
     input_shape=(None, None, 3),

@@ -26,8 +26,10 @@ from kerasseg.models.blocks import (
 )
 from kerasseg.models.encoders import (
     check_encoder_arguments,
+    encoder_preprocessing,
     stride32_encoder_stage,
 )
+from kerasseg.registry import register_model
 
 REFERENCE = "Chaurasia & Culurciello 2017, LinkNet, arXiv:1707.03718"
 UPSAMPLING = ("transpose", "upsampling")
@@ -52,6 +54,14 @@ def _decoder_block(x, skip, out_filters, upsampling, name):
     return x
 
 
+@register_model(
+    "linknet",
+    task="semantic",
+    description="LinkNet on a pretrained encoder, decoder blocks added to its features",
+    reference="Chaurasia & Culurciello 2017, arXiv:1707.03718",
+    num_classes=1,
+    preprocessing=encoder_preprocessing,
+)
 def linknet(
     num_classes=1,
     input_shape=(None, None, 3),

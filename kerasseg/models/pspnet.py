@@ -33,13 +33,23 @@ from kerasseg.models.encoders import (
     build_encoder,
     check_encoder_arguments,
     encoder_input_stage,
+    encoder_preprocessing,
 )
 from kerasseg.models.resize import AdaptiveAveragePooling2D, ResizeLike
+from kerasseg.registry import register_model
 
 REFERENCE = "Zhao et al. 2017, Pyramid Scene Parsing Network, arXiv:1612.01105"
 DEFAULT_BINS = (1, 2, 3, 6)
 
 
+@register_model(
+    "pspnet",
+    task="semantic",
+    description="PSPNet: pyramid pooling on the stride-8 features of a pretrained encoder",
+    reference="Zhao et al. 2017, arXiv:1612.01105",
+    num_classes=1,
+    preprocessing=encoder_preprocessing,
+)
 def pspnet(
     num_classes=1,
     input_shape=(None, None, 3),

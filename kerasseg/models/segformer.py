@@ -59,7 +59,7 @@ Sizes: any height and width of at least `min_input_size()` (29): stage 1's map (
 rounded up) must cover the 8x8 reduction kernel. Sizes need not be multiples of 32.
 
 Input: ImageNet mean/std normalisation of 0..1 pixels (`SegformerImageProcessor`), the
-"torch" mode of `kerasseg.layers.preprocessing.ImagePreprocessing`; with
+"torch" mode of `kerasseg.preprocessing.ImagePreprocessing`; with
 `include_preprocessing=True` the model applies it to 0..255 images itself.
 """
 
@@ -73,11 +73,13 @@ from keras import layers, ops
 from kerasseg.models.base import SegmentationModel
 from kerasseg.models.blocks import check_common_arguments, check_int, check_rate
 from kerasseg.models.resize import ResizeLike
+from kerasseg.registry import register_model
 
 REFERENCE = (
     "Xie et al. 2021, SegFormer: Simple and Efficient Design for Semantic Segmentation with "
     "Transformers, arXiv:2105.15203"
 )
+
 PREPROCESSING = "torch"  # ImageNet mean/std on 0..1 pixels, as SegformerImageProcessor
 
 PATCH_SIZES = (7, 3, 3, 3)
@@ -411,6 +413,20 @@ def mix_transformer(variant="b0", input_shape=(None, None, 3), drop_path_rate=0.
     return keras.Model(inputs, features, name=name or f"mit_{variant}")
 
 
+def preprocessing_rule(arguments):
+    """The `ImagePreprocessing` mode a `segformer(**arguments)` model's inputs need: "torch"
+    (ImageNet mean/std on 0..1), or "none" with `include_preprocessing=True`."""
+    return "none" if arguments.get("include_preprocessing") else PREPROCESSING
+
+
+@register_model(
+    "segformer",
+    task="semantic",
+    description="SegFormer: Mix Transformer encoder (MiT-B0..B5, `variant`) and all-MLP decoder",
+    reference="Xie et al. 2021, arXiv:2105.15203",
+    num_classes=1,
+    preprocessing=preprocessing_rule,
+)
 def segformer(
     num_classes=1,
     input_shape=(None, None, 3),
@@ -478,7 +494,7 @@ def segformer(
     images = keras.Input(input_shape, name="images")
     x = images
     if include_preprocessing:
-        from kerasseg.layers.preprocessing import ImagePreprocessing
+        from kerasseg.preprocessing import ImagePreprocessing
 
         x = ImagePreprocessing(PREPROCESSING, name="preprocessing")(x)
     features = encoder(x)
@@ -508,9 +524,3 @@ def segformer(
     return SegmentationModel(
         images, outputs, name=name or f"segformer_{variant}", size_divisor=1, min_size=minimum
     )
-
-
-def preprocessing_rule(arguments):
-    """The `ImagePreprocessing` mode a `segformer(**arguments)` model's inputs need: "torch"
-    (ImageNet mean/std on 0..1), or "none" with `include_preprocessing=True`."""
-    return "none" if arguments.get("include_preprocessing") else PREPROCESSING

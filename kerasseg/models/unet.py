@@ -11,7 +11,6 @@ References:
 import keras
 from keras import layers
 
-from kerasseg.layers.preprocessing import ImagePreprocessing
 from kerasseg.models.base import SegmentationModel, check_spatial_size
 from kerasseg.models.blocks import (
     DECODER_FILTERS_RULE,
@@ -22,9 +21,22 @@ from kerasseg.models.blocks import (
     conv_block,
     segmentation_head,
 )
-from kerasseg.models.encoders import check_encoder_arguments, stride32_encoder_stage
+from kerasseg.models.encoders import (
+    check_encoder_arguments,
+    encoder_preprocessing,
+    stride32_encoder_stage,
+)
+from kerasseg.preprocessing import ImagePreprocessing
+from kerasseg.registry import register_model
 
 DEFAULT_DECODER_FILTERS = (256, 128, 64, 32, 16)
+
+
+def unet_preprocessing(arguments):
+    """0..1 images for the original U-Net (no encoder); else what the encoder needs."""
+    if arguments.get("encoder") is None and not arguments.get("include_preprocessing"):
+        return "unit"
+    return encoder_preprocessing(arguments)
 
 
 def _reject(mode, **options):
@@ -33,6 +45,14 @@ def _reject(mode, **options):
         raise ValueError(f"{', '.join(f'`{g}`' for g in given)} only apply {mode}.")
 
 
+@register_model(
+    "unet",
+    task="semantic",
+    description="U-Net, the original or on a pretrained keras.applications encoder",
+    reference="Ronneberger et al. 2015, arXiv:1505.04597",
+    num_classes=1,
+    preprocessing=unet_preprocessing,
+)
 def unet(
     num_classes=1,
     input_shape=(None, None, 3),

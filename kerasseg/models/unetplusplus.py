@@ -40,9 +40,11 @@ from kerasseg.models.blocks import (
 )
 from kerasseg.models.encoders import (
     check_encoder_arguments,
+    encoder_preprocessing,
     stride32_encoder_stage,
 )
 from kerasseg.models.resize import UpSamplingBilinear2D
+from kerasseg.registry import register_model
 
 REFERENCE = "Zhou et al. 2018, UNet++: A Nested U-Net Architecture, arXiv:1807.10165"
 DEFAULT_DECODER_FILTERS = (256, 128, 64, 32, 16)
@@ -51,6 +53,15 @@ HEADS = 4  # deep-supervision outputs, one per X^{0,j}, j = 1..4
 OUTPUT_NAMES = tuple(f"output_{j}" for j in range(1, HEADS + 1))
 
 
+@register_model(
+    "unetplusplus",
+    task="semantic",
+    description="U-Net++: nested dense skip pathways on a pretrained encoder, optional deep "
+    "supervision",
+    reference="Zhou et al. 2018, arXiv:1807.10165",
+    num_classes=1,
+    preprocessing=encoder_preprocessing,
+)
 def unetplusplus(
     num_classes=1,
     input_shape=(None, None, 3),
@@ -189,7 +200,7 @@ def inference_model(model, head="average"):
     Returns:
         A `SegmentationModel` with one output (batch, H, W, num_classes), the same input
         size rule as `model`, and the final layer named "output" (where it carries the
-        heads' activation) that `kerasseg.prediction` and `kerasseg.export` read.
+        heads' activation) that `kerasseg.inference.semantic` and `kerasseg.export` read.
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model; got {type(model).__name__}.")

@@ -20,10 +20,10 @@ targets and returns the five terms.
 
 import tensorflow as tf
 
-from kerasseg import ops as kops
 from kerasseg.models.maskrcnn import anchors as anchor_lib
 from kerasseg.models.maskrcnn.rpn import flatten_rpn_outputs, select_proposals
 from kerasseg.models.maskrcnn.targets import roi_targets, rpn_targets
+from kerasseg.ops import detection as kops
 
 BETA = 1.0 / 9.0  # smooth-L1 beta of torchvision's RPN and box head
 LOSS_NAMES = ("rpn_objectness", "rpn_box", "classifier", "box_regression", "mask")

@@ -146,7 +146,7 @@ class MaskRCNNDetector(keras.layers.Layer):
     def call(self, features, resized_sizes, original_sizes, padded_size, training=None):
         import tensorflow as tf
 
-        from kerasseg import ops as detection_ops
+        from kerasseg.ops import detection as detection_ops
 
         resized_sizes = ops.cast(resized_sizes, "int32")
         original_sizes = ops.cast(original_sizes, "int32")
@@ -579,28 +579,3 @@ def maskrcnn(
         outputs,
         name=name or f"maskrcnn_{backbone}_fpn{suffix}",
     )
-
-
-def _variant(backbone, version):
-    """`maskrcnn` with the backbone and version fixed, for the registry."""
-    import inspect
-
-    def build(**kwargs):
-        return maskrcnn(backbone=backbone, version=version, **kwargs)
-
-    signature = inspect.signature(maskrcnn)
-    build.__signature__ = signature.replace(
-        parameters=[p for n, p in signature.parameters.items() if n not in ("backbone", "version")]
-    )
-    build.__name__ = f"maskrcnn_{backbone}_fpn" + ("_v2" if version == 2 else "")
-    build.__doc__ = maskrcnn.__doc__
-    return build
-
-
-VARIANTS = {
-    "maskrcnn_resnet50_fpn": _variant("resnet50", 1),
-    "maskrcnn_resnet50_fpn_v2": _variant("resnet50", 2),
-    "maskrcnn_resnet101_fpn": _variant("resnet101", 1),
-    "maskrcnn_resnet18_fpn": _variant("resnet18", 1),
-    "maskrcnn_resnet18_fpn_v2": _variant("resnet18", 2),
-}

@@ -309,7 +309,7 @@ def detections_from_head_outputs(
         D <= detections_per_image, by decreasing score. Tied scores may be ordered
         differently from torchvision.
     """
-    from kerasseg import ops as detection_ops  # TensorFlow ops (NMS, clipping).
+    from kerasseg.ops import detection as detection_ops  # TensorFlow ops (NMS, clipping).
 
     class_logits = _tensor("class_logits", class_logits, _FLOATS)
     box_regression = _tensor("box_regression", box_regression, _FLOATS)

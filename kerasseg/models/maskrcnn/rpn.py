@@ -25,8 +25,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from kerasseg import ops as kops
 from kerasseg.models.maskrcnn.box_coding import RPN_BOX_WEIGHTS, decode
+from kerasseg.ops import detection as kops
 
 
 def _positive_int(name, value):

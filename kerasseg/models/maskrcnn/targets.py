@@ -23,8 +23,8 @@ and `roi_heads.py`.
 
 import tensorflow as tf
 
-from kerasseg import ops as kops
 from kerasseg.models.maskrcnn.box_coding import BOX_HEAD_WEIGHTS, RPN_BOX_WEIGHTS, encode
+from kerasseg.ops import detection as kops
 
 BELOW_LOW = -1
 BETWEEN = -2

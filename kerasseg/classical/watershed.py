@@ -16,9 +16,8 @@ import numbers
 import keras
 from keras import ops
 
-from kerasseg.layers.common import FLOAT_DTYPES, check_finite, check_images, is_symbolic
-from kerasseg.layers.local_threshold import materialize
-from kerasseg.layers.region import ConnectedComponents
+from kerasseg.classical.region import ConnectedComponents
+from kerasseg.ops.image import FLOAT_DTYPES, check_finite, check_images, is_symbolic, materialize
 
 STEPS_PER_ITERATION = 8
 

@@ -42,7 +42,7 @@ class ImagePreprocessing(keras.layers.Layer):
     """Normalise 0..255 images the way an encoder expects.
 
     Args:
-        mode: one of `kerasseg.layers.preprocessing.MODES`: "none", "unit", "tf",
+        mode: one of `kerasseg.preprocessing.MODES`: "none", "unit", "tf",
             "efficientnet_v2", "torch", "caffe", "efficientnet".
     """
 

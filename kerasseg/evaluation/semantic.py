@@ -1,8 +1,8 @@
 """Evaluate a segmentation model on a labelled dataset and write a report.
 
-    results = kerasseg.evaluation.evaluate(model, dataset, num_classes=11, ignore_label=11,
+    results = kerasseg.evaluation.semantic.evaluate(model, dataset, num_classes=11, ignore_label=11,
                                            class_names=info.class_names)
-    kerasseg.evaluation.write_report(results, "runs/camvid_val")  # .json and .md
+    kerasseg.evaluation.semantic.write_report(results, "runs/camvid_val")  # .json and .md
 
 Scores come from `kerasseg.metrics`: one confusion matrix accumulated over the whole dataset
 (pixel accuracy, per-class IoU and Dice, their means over the classes present in the ground
@@ -20,8 +20,8 @@ from keras import ops
 
 from kerasseg import files
 from kerasseg import metrics as metrics_lib
-from kerasseg.layers.region import label_components
-from kerasseg.prediction import cell_instances, probabilities
+from kerasseg.inference.semantic import cell_instances, probabilities
+from kerasseg.ops.components import label_components
 
 __all__ = ["evaluate", "format_markdown", "write_report"]
 
@@ -71,7 +71,7 @@ def evaluate(
             foreground (None when no image has any).
         threshold: probability threshold for 1-channel outputs.
         watershed_seeds: for the instance metrics of a 1-channel model, label the predicted
-            cells with `kerasseg.prediction.cell_instances`' seeded watershed (seeds
+            cells with `kerasseg.inference.semantic.cell_instances`' seeded watershed (seeds
             p > `watershed_seeds`) instead of the regions of p > `threshold`.
         from_logits: None detects logits from the model's "output" layer (kerasseg heads).
 
@@ -150,11 +150,11 @@ def cell(value):
 def format_markdown(results, title="Evaluation"):
     """The results of `evaluate` as Markdown: a per-class table and an overall table.
 
-    Results of `kerasseg.instance_evaluation.evaluate_instances` (``"task": "instance"``) get
+    Results of `kerasseg.evaluation.coco.evaluate_instances` (``"task": "instance"``) get
     that module's box / mask AP tables.
     """
     if results.get("task") == "instance":
-        from kerasseg.instance_evaluation import format_markdown as instance_markdown
+        from kerasseg.evaluation.coco import format_markdown as instance_markdown
 
         return instance_markdown(results, title=title)
     lines = [f"# {title}", "", "| class | IoU | Dice | pixels |", "|---|---:|---:|---:|"]
@@ -182,7 +182,7 @@ def format_markdown(results, title="Evaluation"):
 
 def write_report(results, path_stem, *, title="Evaluation"):
     """Write `path_stem.json` and `path_stem.md` (Markdown tables) of `evaluate` or
-    `kerasseg.instance_evaluation.evaluate_instances`; returns both paths."""
+    `kerasseg.evaluation.coco.evaluate_instances`; returns both paths."""
     stem = os.fspath(path_stem)
     json_path, markdown_path = Path(stem + ".json"), Path(stem + ".md")
     files.write_text(json_path, json.dumps(results, indent=2, allow_nan=False) + "\n")

@@ -106,3 +106,16 @@ def images_input(input_dtype, channels, dtypes=INTEGER_DTYPES + FLOAT_DTYPES):
     if isinstance(channels, bool) or channels not in (1, 3):
         raise ValueError(f"`channels` must be 1 (grey) or 3 (RGB); got {channels!r}.")
     return keras.Input((None, None, channels), dtype=input_dtype, name="images")
+
+
+def materialize(x):
+    """Identity that XLA cannot fuse through: a one-element scatter into a padded copy.
+
+    XLA fuses chains of shifted slices into one loop that recomputes every producer for each
+    slice (a separable b-tap filter becomes b * b work); a scatter's operand is always
+    materialised. Safe for an empty batch (the scatter writes into the padding).
+    """
+    rank = len(x.shape)
+    padded = ops.pad(x, ((1, 0),) + ((0, 0),) * (rank - 1))
+    padded = ops.scatter_update(padded, [[0] * rank], ops.zeros((1,), dtype=x.dtype))
+    return padded[1:]

@@ -20,11 +20,14 @@ Common behaviour:
     * Runs eagerly, in `tf.function`, under `jit_compile=True` and in `tf.data`.
 """
 
+import inspect
+
 import keras
 import numpy as np
 from keras import ops
 
-from kerasseg.layers.common import (
+from kerasseg.classical.histogram import INTEGER_RANGES, bin_positions, image_histogram
+from kerasseg.ops.image import (
     FLOAT_DTYPES,
     check_finite,
     check_images,
@@ -33,7 +36,7 @@ from kerasseg.layers.common import (
     is_symbolic,
     to_grey,
 )
-from kerasseg.layers.histogram import INTEGER_RANGES, bin_positions, image_histogram
+from kerasseg.registry import register_model
 
 SUPPORTED_DTYPES = tuple(INTEGER_RANGES) + FLOAT_DTYPES
 NEG_INF = float("-inf")
@@ -606,43 +609,39 @@ def _threshold_model(layer, input_dtype, channels):
 
 def threshold_builder(name):
     """The model builder of the global threshold registered as `name` (see `BUILDERS`)."""
-    layer_class, method = BUILDERS[name]
+    layer_class, _ = BUILDERS[name]
 
     def build(input_dtype="uint8", channels=1, return_threshold=True, **options):
+        """A global threshold as a model: (batch, H, W, channels) images -> mask, threshold.
+
+        Args:
+            input_dtype: dtype of the images the model takes ("uint8" default). Integer
+                images are thresholded exactly like scikit-image does; float images use
+                `nbins` bins.
+            channels: 1 (grey) or 3 (converted like `skimage.color.rgb2gray`).
+            return_threshold: outputs {"mask" ("labels" for multi-Otsu), "threshold"} if
+                True, else the mask alone.
+            **options: the options of the threshold layer (e.g. `nbins`).
+
+        Returns:
+            A `SegmentationModel`.
+        """
         layer = layer_class(return_threshold=return_threshold, name=name, **options)
         return _threshold_model(layer, input_dtype, channels)
 
-    build.__name__ = name
-    build.__doc__ = f"""{method} as a model: (batch, H, W, channels) images -> mask, threshold.
-
-    Args:
-        input_dtype: dtype of the images the model takes ("uint8" default). Integer images are
-            thresholded exactly like scikit-image does; float images use `nbins` bins.
-        channels: 1 (grey) or 3 (converted like `skimage.color.rgb2gray`).
-        return_threshold: outputs {{"{"labels" if layer_class is MultiOtsuThreshold else "mask"}",
-            "threshold"}} if True, else the mask alone.
-        **options: the options of `{layer_class.__name__}` (e.g. `nbins`).
-    """
-    build.__signature__ = _builder_signature(layer_class)
     return build
 
 
-def _builder_signature(layer_class):
+def _builder_arguments(layer_class):
     """The builder's own keywords plus every option of the layer's constructors."""
-    import inspect
-
-    own = [
-        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d)
-        for n, d in (("input_dtype", "uint8"), ("channels", 1), ("return_threshold", True))
-    ]
-    options = {}
+    names = ["input_dtype", "channels", "return_threshold"]
     for cls in layer_class.__mro__:
         if not issubclass(cls, _GlobalThreshold) or "__init__" not in vars(cls):
             continue
         for p in inspect.signature(cls.__init__).parameters.values():
-            if p.kind == p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "return_threshold"):
-                options.setdefault(p.name, p.replace(kind=inspect.Parameter.KEYWORD_ONLY))
-    return inspect.Signature(own + list(options.values()))
+            if p.kind == p.POSITIONAL_OR_KEYWORD and p.name not in ("self", *names):
+                names.append(p.name)
+    return tuple(names)
 
 
 BUILDERS = {
@@ -655,3 +654,16 @@ BUILDERS = {
     "mean_threshold": (MeanThreshold, "The mean-intensity threshold"),
     "minimum": (MinimumThreshold, "The minimum-between-modes threshold"),
 }
+
+for _name, (_layer_class, _method) in BUILDERS.items():
+    register_model(
+        _name,
+        threshold_builder(_name),
+        task="classical",
+        description=f"{_method} per image (scikit-image semantics), no weights",
+        reference=_layer_class.reference,
+        input_channels=1,
+        default_input_shape=(None, None, 1),
+        num_classes=_layer_class.default_classes,
+        arguments=_builder_arguments(_layer_class),
+    )

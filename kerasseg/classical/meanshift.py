@@ -46,8 +46,7 @@ Works eagerly, in `tf.function`, with `jit_compile=True` (`supports_jit = True`)
 import keras
 from keras import ops
 
-from kerasseg.layers.common import check_finite, check_images, dtype_name, is_symbolic
-from kerasseg.layers.kmeans import (
+from kerasseg.classical.kmeans import (
     IMAGE_DTYPES,
     check_int,
     check_number,
@@ -56,6 +55,8 @@ from kerasseg.layers.kmeans import (
     pixel_features,
     squared_distances,
 )
+from kerasseg.ops.image import check_finite, check_images, dtype_name, is_symbolic
+from kerasseg.registry import register_model
 
 KERNELS = ("flat", "gaussian")
 _KEY_LIMIT = 2.0**62
@@ -317,6 +318,15 @@ class MeanShiftSegmentation(keras.layers.Layer):
         return config
 
 
+@register_model(
+    "mean_shift",
+    task="classical",
+    description="Mean-shift clustering per image (scikit-learn MeanShift, bin seeding), no weights",
+    reference="Comaniciu & Meer 2002, IEEE TPAMI 24(5)",
+    input_channels=3,
+    default_input_shape=(None, None, 3),
+    num_classes=None,
+)
 def mean_shift(
     bandwidth=0.1,
     input_dtype="uint8",

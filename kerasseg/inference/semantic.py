@@ -1,7 +1,7 @@
 """Run a segmentation model on images and image files: label maps, probabilities, PNGs.
 
-    labels, probabilities = kerasseg.prediction.predict_image(model, image)
-    kerasseg.prediction.predict_file(model, "slice.png", "slice_labels.png",
+    labels, probabilities = kerasseg.inference.semantic.predict_image(model, image)
+    kerasseg.inference.semantic.predict_file(model, "slice.png", "slice_labels.png",
                                      overlay_path="slice_overlay.png")
 
 Models take images with their values as stored (float32 0..255 for 8-bit files): presets and
@@ -34,7 +34,8 @@ __all__ = [
 def output_is_logits(model):
     """True when the layer named "output" of `model` (kerasseg heads) is linear: logits.
 
-    A wrapper without such a layer (e.g. `kerasseg.tta.wrap`) answers for the model it wraps.
+    A wrapper without such a layer (e.g. `kerasseg.inference.tta.wrap`) answers for the model
+    it wraps.
     """
     try:
         layer = model.get_layer("output")
@@ -106,7 +107,7 @@ def labels_from_probabilities(probs, threshold=0.5):
 def _compiled_watershed(seed_threshold):
     import tensorflow as tf
 
-    from kerasseg.layers.watershed import SeededWatershed
+    from kerasseg.classical.watershed import SeededWatershed
 
     return tf.function(SeededWatershed(seed_threshold=seed_threshold), jit_compile=True)
 
@@ -124,7 +125,7 @@ def cell_instances(probs, *, threshold=0.5, watershed_seeds=None):
     if probs.ndim != 4:
         raise ValueError(f"`probs` must have shape (batch, H, W, channels); got {probs.shape}.")
     if watershed_seeds is None:
-        from kerasseg.layers.region import label_components
+        from kerasseg.ops.components import label_components
 
         foreground = labels_from_probabilities(probs, threshold) == 1
         return np.asarray(label_components(foreground, 1)[0]).astype(np.int32)
@@ -176,7 +177,7 @@ def predict_instances(model, image, *, min_score=0.5, mask_threshold=0.5):
 
     Grey images are repeated to RGB. The masks of the detections scoring >= `min_score` are
     pasted at the image size (probability > `mask_threshold`) and painted best on top
-    (`kerasseg.instance_evaluation.instance_map`); ids are then renumbered 1..n by
+    (`kerasseg.evaluation.coco.instance_map`); ids are then renumbered 1..n by
     decreasing score, 0 = background.
 
     Args:
@@ -187,9 +188,9 @@ def predict_instances(model, image, *, min_score=0.5, mask_threshold=0.5):
 
     Returns:
         (labels, detections): int32 (H, W) instance ids and the image's detections of
-        `kerasseg.instance_evaluation.detections_from_outputs` (all of them, by score).
+        `kerasseg.evaluation.coco.detections_from_outputs` (all of them, by score).
     """
-    from kerasseg.instance_evaluation import detections_from_outputs, instance_map
+    from kerasseg.evaluation.coco import detections_from_outputs, instance_map
 
     for name, value in (("min_score", min_score), ("mask_threshold", mask_threshold)):
         if isinstance(value, bool) or not 0.0 <= value <= 1.0:

@@ -1,9 +1,9 @@
 """COCO-style evaluation of instance segmentation: box and mask AP with pycocotools, and the
 V_rand / V_info of the instance map made by pasting the predicted masks.
 
-    results = kerasseg.instance_evaluation.evaluate_instances(model, pairs)  # (image, targets)
+    results = kerasseg.evaluation.coco.evaluate_instances(model, pairs)  # (image, targets)
     results["overall"]["mask_AP"], results["overall"]["v_rand"]
-    kerasseg.evaluation.write_report(results, "runs/isbi_val")  # .json and .md
+    kerasseg.evaluation.semantic.write_report(results, "runs/isbi_val")  # .json and .md
 
 Building blocks, usable on their own (e.g. on detections you already have):
 
@@ -56,7 +56,7 @@ import numbers
 
 import numpy as np
 
-from kerasseg.evaluation import cell
+from kerasseg.evaluation.semantic import cell
 
 __all__ = [
     "AREA_RANGES",

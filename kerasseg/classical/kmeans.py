@@ -48,7 +48,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasseg.layers.common import (
+from kerasseg.ops.image import (
     FLOAT_DTYPES,
     INTEGER_DTYPES,
     check_finite,
@@ -57,6 +57,7 @@ from kerasseg.layers.common import (
     images_input,
     to_float,
 )
+from kerasseg.registry import register_model
 
 IMAGE_DTYPES = INTEGER_DTYPES + FLOAT_DTYPES
 MAX_SEED = 2**32 - 1
@@ -355,6 +356,15 @@ def clustering_model(layer, name, input_dtype, channels, output_names):
     return SegmentationModel(images, outputs, name=name)
 
 
+@register_model(
+    "kmeans",
+    task="classical",
+    description="k-means colour clustering per image (k-means++, scikit-learn rules), no weights",
+    reference="Lloyd 1982, IEEE Trans. Inf. Theory 28(2); Arthur & Vassilvitskii 2007",
+    input_channels=3,
+    default_input_shape=(None, None, 3),
+    num_classes=4,
+)
 def kmeans(
     k=4,
     input_dtype="uint8",

@@ -9,7 +9,7 @@ Three layers, each taking a (batch, H, W, C) batch of any integer or float dtype
 
 Images are brought to scikit-image's float scale first: integer dtypes are divided by
 their dtype maximum (`skimage.util.img_as_float` for unsigned integers) and 3-channel images
-become one grey channel with `kerasseg.layers.common.to_grey` (`skimage.color.rgb2gray`'s
+become one grey channel with `kerasseg.ops.image.to_grey` (`skimage.color.rgb2gray`'s
 BT.709 weights). The filters are shifted slices of a padded tensor instead of `conv2d`,
 which XLA fuses into one pass; hysteresis is a bounded `keras.ops.while_loop`. Every layer
 works eagerly, in `tf.function` (also with `jit_compile=True`, 5-10x faster on CPU;
@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasseg.layers.common import (
+from kerasseg.ops.image import (
     DTYPE_MAX,
     FLOAT_DTYPES,
     INTEGER_DTYPES,
@@ -34,6 +34,7 @@ from kerasseg.layers.common import (
     to_float,
     to_grey,
 )
+from kerasseg.registry import register_model
 
 # Smoothing weights of the 3x3 gradient kernels (scikit-image's normalised ones).
 SMOOTHING = {
@@ -626,6 +627,15 @@ def _gradient_model(kernel, input_dtype, channels, return_direction):
     return SegmentationModel(images, outputs, name=kernel)
 
 
+@register_model(
+    "sobel",
+    task="classical",
+    description="Sobel gradient magnitude (scikit-image semantics), no weights",
+    reference="Sobel & Feldman 1968",
+    input_channels=1,
+    default_input_shape=(None, None, 1),
+    num_classes=None,
+)
 def sobel(input_dtype="uint8", channels=1, return_direction=False):
     """Sobel gradient magnitude as a model: images -> {"magnitude"[, "direction"]}.
 
@@ -639,16 +649,43 @@ def sobel(input_dtype="uint8", channels=1, return_direction=False):
     return _gradient_model("sobel", input_dtype, channels, return_direction)
 
 
+@register_model(
+    "scharr",
+    task="classical",
+    description="Scharr gradient magnitude (scikit-image semantics), no weights",
+    reference="Scharr 2000, PhD thesis, Univ. Heidelberg",
+    input_channels=1,
+    default_input_shape=(None, None, 1),
+    num_classes=None,
+)
 def scharr(input_dtype="uint8", channels=1, return_direction=False):
     """Scharr gradient magnitude as a model (`skimage.filters.scharr`); see `sobel`."""
     return _gradient_model("scharr", input_dtype, channels, return_direction)
 
 
+@register_model(
+    "prewitt",
+    task="classical",
+    description="Prewitt gradient magnitude (scikit-image semantics), no weights",
+    reference="Prewitt 1970, Picture Processing and Psychopictorics",
+    input_channels=1,
+    default_input_shape=(None, None, 1),
+    num_classes=None,
+)
 def prewitt(input_dtype="uint8", channels=1, return_direction=False):
     """Prewitt gradient magnitude as a model (`skimage.filters.prewitt`); see `sobel`."""
     return _gradient_model("prewitt", input_dtype, channels, return_direction)
 
 
+@register_model(
+    "laplacian_of_gaussian",
+    task="classical",
+    description="Laplacian of Gaussian (scipy gaussian_laplace semantics), no weights",
+    reference="Marr & Hildreth 1980, Proc. R. Soc. Lond. B 207",
+    input_channels=1,
+    default_input_shape=(None, None, 1),
+    num_classes=None,
+)
 def laplacian_of_gaussian(sigma=1.0, input_dtype="uint8", channels=1, truncate=4.0):
     """Laplacian of Gaussian as a model: images -> {"response"}.
 
@@ -662,6 +699,15 @@ def laplacian_of_gaussian(sigma=1.0, input_dtype="uint8", channels=1, truncate=4
     return SegmentationModel(images, {"response": layer(images)}, name="laplacian_of_gaussian")
 
 
+@register_model(
+    "canny",
+    task="classical",
+    description="Canny edges, scikit-image or OpenCV (compat=) semantics, no weights",
+    reference="Canny 1986, IEEE TPAMI 8(6)",
+    input_channels=1,
+    default_input_shape=(None, None, 1),
+    num_classes=2,
+)
 def canny(
     compat="skimage",
     low_threshold=None,

@@ -23,15 +23,17 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasseg.layers.common import (
+from kerasseg.ops.image import (
     FLOAT_DTYPES,
     INTEGER_DTYPES,
     INTEGER_LIMITS,
     check_finite,
     check_images,
     images_input,
+    materialize,
     to_grey,
 )
+from kerasseg.registry import register_model
 
 _SMALL_GAUSSIAN = {  # OpenCV's fixed kernels for odd sizes <= 9 when sigma <= 0
     1: (1.0,),
@@ -98,19 +100,6 @@ def opencv_gaussian_kernel(size):
     total = 2 * sum(half) + 1.0
     values = [v / total for v in half]
     return [float(v) for v in np.float32(values + [1.0 / total] + values[::-1])]
-
-
-def materialize(x):
-    """Identity that XLA cannot fuse through: a one-element scatter into a padded copy.
-
-    XLA fuses chains of shifted slices into one loop that recomputes every producer for each
-    slice (a separable b-tap filter becomes b * b work); a scatter's operand is always
-    materialised. Safe for an empty batch (the scatter writes into the padding).
-    """
-    rank = len(x.shape)
-    padded = ops.pad(x, ((1, 0),) + ((0, 0),) * (rank - 1))
-    padded = ops.scatter_update(padded, [[0] * rank], ops.zeros((1,), dtype=x.dtype))
-    return padded[1:]
 
 
 def _fma32(x, weight, accumulator):
@@ -408,6 +397,15 @@ def _outputs(result, return_threshold):
     return {"mask": result[0], "threshold": result[1]} if return_threshold else result
 
 
+@register_model(
+    "adaptive_threshold",
+    task="classical",
+    description="OpenCV adaptiveThreshold (mean or Gaussian), pixel-exact on uint8, no weights",
+    reference="OpenCV cv::adaptiveThreshold",
+    input_channels=1,
+    default_input_shape=(None, None, 1),
+    num_classes=2,
+)
 def adaptive_threshold(
     block_size=11, c=2.0, method="gaussian", inverse=False, return_threshold=True
 ):
@@ -439,6 +437,15 @@ def _local_model(layer_class, name, input_dtype, channels, return_threshold, **a
     return SegmentationModel(images, _outputs(layer(images), return_threshold), name=name)
 
 
+@register_model(
+    "niblack",
+    task="classical",
+    description="Niblack local threshold (scikit-image semantics), no weights",
+    reference="Niblack 1986, An Introduction to Digital Image Processing",
+    input_channels=1,
+    default_input_shape=(None, None, 1),
+    num_classes=2,
+)
 def niblack(input_dtype="uint8", window_size=15, k=0.2, channels=1, return_threshold=True):
     """Niblack local thresholding (scikit-image semantics) as a model.
 
@@ -459,6 +466,15 @@ def niblack(input_dtype="uint8", window_size=15, k=0.2, channels=1, return_thres
     )
 
 
+@register_model(
+    "sauvola",
+    task="classical",
+    description="Sauvola local threshold (scikit-image semantics), no weights",
+    reference="Sauvola & Pietikainen 2000, Pattern Recognition 33(2)",
+    input_channels=1,
+    default_input_shape=(None, None, 1),
+    num_classes=2,
+)
 def sauvola(input_dtype="uint8", window_size=15, k=0.2, r=None, channels=1, return_threshold=True):
     """Sauvola local thresholding (scikit-image semantics) as a model.
 

@@ -28,7 +28,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasseg.layers.common import (
+from kerasseg.ops.components import check_connectivity, check_max_iter, grow, label_components
+from kerasseg.ops.image import (
     FLOAT_DTYPES,
     INTEGER_DTYPES,
     INTEGER_LIMITS,
@@ -38,210 +39,7 @@ from kerasseg.layers.common import (
     is_symbolic,
     to_grey,
 )
-from kerasseg.layers.local_threshold import materialize
-
-
-def _check_connectivity(connectivity, default=2):
-    """scikit-image's connectivity (1: 4-neighbours, 2: 8-neighbours); 4 and 8 are accepted."""
-    if connectivity is None:
-        return default
-    aliases = {1: 1, 2: 2, 4: 1, 8: 2}
-    if isinstance(connectivity, bool) or connectivity not in aliases:
-        raise ValueError(
-            f"`connectivity` must be 1 (4-connected), 2 (8-connected; 4 and 8 are accepted "
-            f"too) or None for full connectivity; got {connectivity!r}."
-        )
-    return aliases[connectivity]
-
-
-def _check_max_iter(max_iter):
-    if max_iter is None:
-        return None
-    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
-        raise ValueError(f"`max_iter` must be None or an integer >= 1; got {max_iter!r}.")
-    return int(max_iter)
-
-
-STEPS_PER_ITERATION = 16
-
-
-def _spatial(x):
-    shape = ops.shape(x)
-    return shape[1], shape[2]
-
-
-# ----------------------------------------------------------------------------- bit masks
-
-_ONE = np.uint32(1)
-_BIT_SHIFTS = np.arange(32, dtype=np.uint32)
-_BIT_WEIGHTS = np.left_shift(np.uint32(1), _BIT_SHIFTS)
-
-
-def pack_bits(mask):
-    """(N, H, W) bool -> (N, H, ceil(W / 32)) uint32; bit j of word k is column 32 k + j."""
-    n, height, width = ops.shape(mask)
-    pad = (-width) % 32
-    bits = ops.cast(ops.pad(mask, ((0, 0), (0, 0), (0, pad))), "uint32")
-    bits = ops.reshape(bits, (n, height, -1, 32))
-    return ops.sum(bits * ops.convert_to_tensor(_BIT_WEIGHTS), axis=-1)
-
-
-def unpack_bits(words, width):
-    """Inverse of `pack_bits`: (N, H, K) uint32 -> (N, H, width) bool."""
-    n, height, _ = ops.shape(words)
-    bits = ops.right_shift(ops.expand_dims(words, -1), ops.convert_to_tensor(_BIT_SHIFTS))
-    bits = ops.bitwise_and(bits, ops.convert_to_tensor(_ONE))
-    return ops.reshape(bits, (n, height, -1))[:, :, :width] > 0
-
-
-def dilate_bits(words, connectivity):
-    """One 3x3 (connectivity 2) or cross (connectivity 1) dilation of packed masks."""
-    one = ops.convert_to_tensor(_ONE)
-    top = ops.convert_to_tensor(np.uint32(31))
-    zero_column = ops.zeros_like(words[:, :, :1])
-    following = ops.concatenate([words[:, :, 1:], zero_column], axis=2)
-    previous = ops.concatenate([zero_column, words[:, :, :-1]], axis=2)
-    left_right = ops.bitwise_or(
-        ops.bitwise_or(ops.right_shift(words, one), ops.left_shift(following, top)),
-        ops.bitwise_or(ops.left_shift(words, one), ops.right_shift(previous, top)),
-    )
-    rows = ops.bitwise_or(words, left_right)
-    vertical = rows if connectivity == 2 else words
-    zero_row = ops.zeros_like(words[:, :1])
-    up = ops.concatenate([vertical[:, 1:], zero_row], axis=1)
-    down = ops.concatenate([zero_row, vertical[:, :-1]], axis=1)
-    return ops.bitwise_or(rows, ops.bitwise_or(up, down))
-
-
-def grow(candidates, start, connectivity, max_iter=None):
-    """Geodesic dilation of `start` inside `candidates`, both (N, H, W) bool.
-
-    Returns (regions (N, H, W) bool, converged (N,) bool, steps () int32). Each step adds
-    the neighbours of the region that are candidates; `STEPS_PER_ITERATION` steps run per
-    while-loop iteration (separated by `materialize` so that XLA does not fuse them into one
-    exponentially recomputed expression: 4x faster than one step per iteration), and the
-    loop stops when no region grew during an iteration or after `max_iter` steps (default
-    H * W, always enough). `converged` is False where the last iteration still grew.
-    """
-    height, width = _spatial(candidates)
-    limit = height * width if max_iter is None else max_iter
-    allowed = pack_bits(candidates)
-    region = ops.bitwise_and(pack_bits(start), allowed)
-    grew = ops.ones((ops.shape(candidates)[0],), dtype="bool")
-    traced = is_symbolic(allowed)  # eager steps run op by op: nothing to fuse
-
-    def cond(region, grew, step):
-        return ops.logical_and(ops.any(grew), step < limit)
-
-    def body(region, grew, step):
-        new = region
-        for k in range(STEPS_PER_ITERATION):
-            if k and traced:
-                new = materialize(new)
-            grown = ops.bitwise_and(dilate_bits(new, connectivity), allowed)
-            new = ops.where(step + k < limit, grown, new)  # stop exactly at max_iter
-        grew = ops.any(ops.not_equal(new, region), axis=(1, 2))
-        return new, grew, ops.minimum(step + STEPS_PER_ITERATION, limit)
-
-    region, grew, steps = ops.while_loop(
-        cond, body, (region, grew, ops.convert_to_tensor(0, dtype="int32"))
-    )
-    return unpack_bits(region, width), ops.logical_not(grew), steps
-
-
-# ----------------------------------------------------------------------------- labelling
-
-_OFFSETS = {
-    1: ((-1, 0), (0, -1), (0, 1), (1, 0)),
-    2: ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)),
-}
-
-
-def _shifted(padded, dy, dx):
-    """From a (N, H + 2, W + 2) padded array, the (N, H, W) view of x[i + dy, j + dx]."""
-    return padded[:, 1 + dy : (dy - 1) or None, 1 + dx : (dx - 1) or None]
-
-
-def label_components(foreground, connectivity, values=None, max_iter=None):
-    """Connected components of (N, H, W) bool `foreground` in scikit-image's numbering.
-
-    With `values` (N, H, W), neighbours connect only where their values are equal. Returns
-    (labels (N, H, W) int32, count (N,) int32, converged (N,) bool, iterations () int32).
-    Labels are 1.. in raster order of each component's first pixel, 0 for background.
-    """
-    n_images = ops.shape(foreground)[0]
-    height, width = _spatial(foreground)
-    size = height * width
-    limit = size if max_iter is None else max_iter
-    index = ops.reshape(ops.arange(size, dtype="int32"), (1, height, width))
-    labels = ops.where(foreground, index, size)  # background holds the sentinel `size`
-    offsets = ops.reshape(ops.arange(n_images, dtype="int32") * size, (-1, 1, 1))
-
-    if values is None:
-        edges = None
-    else:
-        padded_values = ops.pad(values, ((0, 0), (1, 1), (1, 1)))
-        padded_foreground = ops.pad(foreground, ((0, 0), (1, 1), (1, 1)))
-        edges = [
-            ops.logical_and(
-                ops.logical_and(foreground, _shifted(padded_foreground, dy, dx)),
-                ops.equal(values, _shifted(padded_values, dy, dx)),
-            )
-            for dy, dx in _OFFSETS[connectivity]
-        ]
-
-    def gather(table, pointer):
-        """table[pointer] per image; pointers of background pixels give the sentinel."""
-        flat = ops.reshape(table, (-1,))
-        found = ops.take(flat, ops.minimum(pointer, size - 1) + offsets)
-        return ops.where(foreground, found, size)
-
-    def neighbourhood_min(current):
-        padded = ops.pad(current, ((0, 0), (1, 1), (1, 1)), constant_values=size)
-        if edges is None:  # background holds the sentinel, so plain minima suffice
-            if connectivity == 2:
-                rows = ops.minimum(
-                    ops.minimum(padded[:, :, :-2], padded[:, :, 1:-1]), padded[:, :, 2:]
-                )
-                best = ops.minimum(ops.minimum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
-            else:
-                best = current
-                for dy, dx in _OFFSETS[1]:
-                    best = ops.minimum(best, _shifted(padded, dy, dx))
-            return ops.where(foreground, best, size)
-        best = current
-        for (dy, dx), edge in zip(_OFFSETS[connectivity], edges, strict=True):
-            best = ops.minimum(best, ops.where(edge, _shifted(padded, dy, dx), size))
-        return best
-
-    def cond(current, changed, iteration):
-        return ops.logical_and(ops.any(changed), iteration < limit)
-
-    def body(current, changed, iteration):
-        best = neighbourhood_min(current)
-        # Hooking: the pixel a label points to takes the smallest label seen by its pointers.
-        targets = ops.reshape(ops.where(foreground, current, 0) + offsets, (-1,))
-        hooked = ops.segment_max(
-            ops.reshape(size - best, (-1,)), targets, num_segments=n_images * size
-        )
-        hooked = size - ops.maximum(ops.reshape(hooked, ops.shape(current)), 0)
-        new = ops.minimum(best, hooked)
-        for _ in range(2):  # pointer jumping, twice per iteration (fewest iterations overall)
-            new = gather(new, new)
-        changed = ops.any(ops.not_equal(new, current), axis=(1, 2))
-        return new, changed, iteration + 1
-
-    changed = ops.ones((n_images,), dtype="bool")
-    labels, changed, iterations = ops.while_loop(
-        cond, body, (labels, changed, ops.convert_to_tensor(0, dtype="int32"))
-    )
-    roots = ops.logical_and(foreground, ops.equal(labels, index))
-    rank = ops.cumsum(ops.reshape(ops.cast(roots, "int32"), (n_images, -1)), axis=1)
-    count = rank[:, -1]
-    numbered = ops.take(ops.reshape(rank, (-1,)), ops.minimum(labels, size - 1) + offsets)
-    numbered = ops.where(foreground, numbered, 0)
-    return numbered, count, ops.logical_not(changed), iterations
-
+from kerasseg.registry import register_model
 
 # ----------------------------------------------------------------------------- layers
 
@@ -302,8 +100,8 @@ class RegionGrowing(keras.layers.Layer):
                 raise ValueError(f"`tolerance` must be >= 0; got {tolerance!r}.")
             tolerance = float(tolerance)
         self.tolerance = tolerance
-        self.connectivity = _check_connectivity(connectivity)
-        self.max_iter = _check_max_iter(max_iter)
+        self.connectivity = check_connectivity(connectivity)
+        self.max_iter = check_max_iter(max_iter)
         self.return_converged = bool(return_converged)
         self.supports_jit = True
 
@@ -345,7 +143,7 @@ class RegionGrowing(keras.layers.Layer):
             grey, grey_dtype = ops.cast(grey, "float32"), "float32"
 
         batch = ops.shape(grey)[0]
-        height, width = _spatial(grey)
+        height, width = ops.shape(grey)[1], ops.shape(grey)[2]
         seeds = ops.cast(seeds, "int32")
         num_seeds = ops.shape(seeds)[1]
         row, col = seeds[..., 0], seeds[..., 1]
@@ -458,12 +256,12 @@ class ConnectedComponents(keras.layers.Layer):
     ):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        self.connectivity = _check_connectivity(connectivity)
+        self.connectivity = check_connectivity(connectivity)
         if isinstance(background, bool) or not isinstance(background, numbers.Integral):
             raise TypeError(f"`background` must be an integer; got {background!r}.")
         self.background = int(background)
         self.binary = bool(binary)
-        self.max_iter = _check_max_iter(max_iter)
+        self.max_iter = check_max_iter(max_iter)
         self.return_num = bool(return_num)
         self.return_converged = bool(return_converged)
         self.supports_jit = True
@@ -517,6 +315,16 @@ class ConnectedComponents(keras.layers.Layer):
 # ----------------------------------------------------------------------------- builders
 
 
+@register_model(
+    "region_growing",
+    task="classical",
+    description="Seeded region growing from (row, col) seeds (scikit-image flood semantics), "
+    "no weights",
+    reference="Adams & Bischof 1994, IEEE TPAMI 16(6)",
+    input_channels=1,
+    default_input_shape=(None, None, 1),
+    num_classes=None,
+)
 def region_growing(input_dtype="uint8", tolerance=None, connectivity=2, max_iter=None, channels=1):
     """Seeded region growing (scikit-image `flood` semantics) as a model.
 
@@ -543,6 +351,15 @@ def region_growing(input_dtype="uint8", tolerance=None, connectivity=2, max_iter
     )
 
 
+@register_model(
+    "connected_components",
+    task="classical",
+    description="Connected-component labelling (scikit-image label numbering), no weights",
+    reference="Rosenfeld & Pfaltz 1966, J. ACM 13(4); Wu et al. 2009",
+    input_channels=1,
+    default_input_shape=(None, None, 1),
+    num_classes=None,
+)
 def connected_components(
     input_dtype="uint8", connectivity=None, background=0, binary=False, max_iter=None
 ):

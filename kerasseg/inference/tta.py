@@ -1,6 +1,6 @@
 """Test-time augmentation: average a dense model's outputs over flips and transposes.
 
-`kerasseg.tta.wrap(model)` returns a Keras model that runs `model` on each transformed
+`kerasseg.inference.tta.wrap(model)` returns a Keras model that runs `model` on each transformed
 copy of the input, maps every output back with the inverse transform and averages them
 (the "flip and rotate" averaging of Ronneberger et al. 2015, arXiv:1505.04597, and of
 ttach for PyTorch). The eight transforms are the symmetries of the square (the dihedral

@@ -1,0 +1,1 @@
+"""Evaluation: semantic metrics reports and COCO-style instance evaluation."""

@@ -1,0 +1,2 @@
+"""Prediction: semantic and instance inference, post-processing, overlays, test-time
+augmentation."""
