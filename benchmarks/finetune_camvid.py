@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import kerasseg  # noqa: E402
 from kerasseg.data import JointAugment  # noqa: E402
-from kerasseg.evaluation.semantic import evaluate  # noqa: E402
+from kerasseg.evaluation import evaluate  # noqa: E402
 
 CLASS_NAMES = ("other", "road and pavement", "car")
 # CamVid ids: 3 Road, 4 Pavement -> 1; 8 Car -> 2; the other 8 classes -> 0; 11 void stays 11.

@@ -108,7 +108,7 @@ def main(argv=None):
         verbose=2,
     )
     seconds = time.time() - start
-    from kerasseg.evaluation.coco import evaluate_instances
+    from kerasseg.evaluation import evaluate_instances
 
     # float16 storage without the optimizer state (what a preset ships), evaluated as stored.
     save_weights_float16(model, out / "weights.weights.h5")

@@ -35,7 +35,6 @@ _LAZY_MODULES = (
     "datasets",
     "evaluation",
     "export",
-    "inference",
     "training",
 )
 

@@ -12,29 +12,27 @@ import numpy as np
 from PIL import Image
 
 from kerasseg import registry, samples, weights
+from kerasseg.inference.overlay import OVERLAY_COLOURS, overlay
 
-OVERLAY_COLOURS = np.array(
-    [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48]],
-    dtype=np.float64,
-)
-
-
-def overlay(image, labels, alpha=0.45):
-    """Blend an int label map over a grey or RGB uint8 image; label 0 stays uncoloured."""
-    rgb = np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image
-    rgb = rgb.astype(np.float64)
-    colours = OVERLAY_COLOURS[1:][(labels - 1) % (len(OVERLAY_COLOURS) - 1)]
-    blend = np.where(labels[..., None] > 0, (1 - alpha) * rgb + alpha * colours, rgb)
-    return np.clip(np.round(blend), 0, 255).astype(np.uint8)
+__all__ = [
+    "DOWNSAMPLE",
+    "NOT_IMAGE_TO_MASK",
+    "OVERLAY_COLOURS",
+    "foreground_iou",
+    "overlay",
+    "run_demo",
+]
 
 
 def foreground_iou(predicted, truth):
+    """The IoU of the foregrounds (values > 0) of two label maps; 1.0 when both are empty."""
     predicted, truth = predicted > 0, truth > 0
     union = np.logical_or(predicted, truth).sum()
     return float(np.logical_and(predicted, truth).sum() / union) if union else 1.0
 
 
 def _grey(image):
+    """A uint8 RGB image as grey with ITU-R BT.601 weights (0.299, 0.587, 0.114)."""
     if image.ndim == 2:
         return image
     return np.round(image @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
@@ -63,6 +61,8 @@ def _demo_models():
 
 
 def _predict(name, model, image):
+    """The label map of `model` (registered as `name`) for a sample; None when the model
+    does not take the sample's channels or gives no segmentation."""
     entry = registry.get_entry(name)
     channels = entry.input_channels
     if channels == 1:
@@ -89,7 +89,16 @@ def _predict(name, model, image):
 
 
 def run_demo(out_dir="kerasseg-demo"):
-    """Segment every built-in sample with every demo model; returns the results dict."""
+    """Segment every built-in sample with every demo model.
+
+    Args:
+        out_dir: the folder for the overlay PNGs and `results.json` (created if missing).
+
+    Returns:
+        A list with one dict per model and sample: "model", "sample", and "foreground_iou"
+        (None for multi-class models) and "overlay" (the PNG's path), or "error" when the
+        model could not segment the sample.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = []

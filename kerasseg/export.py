@@ -46,16 +46,18 @@ import tempfile
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
+from kerasseg import registry
 from kerasseg.data.decode import (
     decode_png_or_jpeg,
     file_format,
     jpeg_is_complete,
     png_is_complete,
 )
-from kerasseg.inference.semantic import output_is_logits
+from kerasseg.inference import output_is_logits, task_of
+from kerasseg.models.maskrcnn.postprocess import paste_masks
+from kerasseg.ops.checks import check_int, is_int
 from kerasseg.ops.image import INTEGER_LIMITS, LUMA_WEIGHTS
 from kerasseg.preprocessing import MODES, ImagePreprocessing
 
@@ -123,7 +125,7 @@ class _Plan:
                 f"{self.channels} channel(s) (input shape {tuple(image_input.shape)})."
             )
         self.input_dtype = tf.as_dtype(keras.backend.standardize_dtype(image_input.dtype))
-        self.instance = isinstance(model.output, dict) and "num_detections" in model.output
+        self.instance = task_of(model) == "instance"
         # Instance models size their own batch ("image_sizes"); others take extras as inputs.
         others = [t for t in model.inputs if t is not image_input]
         self.extra_inputs = [] if self.instance else others
@@ -234,8 +236,6 @@ class _Plan:
         return outputs
 
     def _run_instance(self, images):
-        from kerasseg.models.maskrcnn.postprocess import paste_masks
-
         height, width = tf.shape(images)[1], tf.shape(images)[2]
         results = self.model({"images": images, "image_sizes": None}, training=False)
         pasted = paste_masks(results["masks"], results["boxes"], height, width)
@@ -249,7 +249,7 @@ class _Plan:
         if self.fixed_size is not None:
             x = tf.image.resize(x, self.fixed_size, method="bilinear")
         elif self.size_divisor > 1:
-            # Zero padding at the bottom/right, as `kerasseg.inference.semantic` pads.
+            # Zero padding at the bottom/right, as `kerasseg.inference` pads.
             pad_h = -height % self.size_divisor
             pad_w = -width % self.size_divisor
             x = tf.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
@@ -570,8 +570,6 @@ def export(
     Returns:
         The `Path` of the version folder.
     """
-    from kerasseg import registry
-
     if isinstance(model, str):
         entry = registry.get_entry(model)
         if preprocessing is None:
@@ -580,13 +578,12 @@ def export(
             num_classes = entry.num_classes
         model = registry.load(model)
     preprocessing = "none" if preprocessing is None else preprocessing
-    if isinstance(version, bool) or not isinstance(version, int | np.integer) or version < 1:
+    if not is_int(version) or version < 1:
         raise ValueError(f"`version` must be a positive integer; got {version!r}.")
     if compute_dtype not in COMPUTE_DTYPES:
         raise ValueError(f"`compute_dtype` must be one of {COMPUTE_DTYPES}; got {compute_dtype!r}.")
-    for argument, value, lowest in (("min_size", min_size, 1), ("max_pixels", max_pixels, 1)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < lowest:
-            raise ValueError(f"`{argument}` must be an integer >= {lowest}; got {value!r}.")
+    check_int(min_size, "min_size", 1)
+    check_int(max_pixels, "max_pixels", 1)
     base = Path(directory)
     target = base / str(int(version))
     if target.exists() and not overwrite:
@@ -605,6 +602,31 @@ def export(
         min_size=min_size,
         max_pixels=max_pixels,
     )
+    _write_archive(
+        plan, compute_model, base, target, _metadata(plan, base, preprocessing, compute_dtype)
+    )
+    return target
+
+
+def _metadata(plan, base, preprocessing, compute_dtype):
+    """What `METADATA_FILE` records beside the SavedModel."""
+    return {
+        "model": base.name,
+        "task": plan.task,
+        "input_channels": plan.channels,
+        "preprocessing": preprocessing,
+        "threshold": plan.threshold,
+        "compute_dtype": compute_dtype,
+        "min_size": plan.min_size,
+        "max_pixels": plan.max_pixels,
+        "outputs": sorted(
+            [*plan.outputs, "image_size"] + (["mask_png_bytes"] if "mask" in plan.outputs else [])
+        ),
+    }
+
+
+def _write_archive(plan, compute_model, base, target, metadata):
+    """Write the SavedModel and its metadata beside `target`, then move it into place."""
     archive = keras.export.ExportArchive()
     archive.track(compute_model)
     if plan.preprocess is not None:
@@ -617,20 +639,6 @@ def export(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=base))
     try:
         archive.write_out(str(staging / "model"), verbose=False)
-        metadata = {
-            "model": base.name,
-            "task": plan.task,
-            "input_channels": plan.channels,
-            "preprocessing": preprocessing,
-            "threshold": plan.threshold,
-            "compute_dtype": compute_dtype,
-            "min_size": plan.min_size,
-            "max_pixels": plan.max_pixels,
-            "outputs": sorted(
-                [*plan.outputs, "image_size"]
-                + (["mask_png_bytes"] if "mask" in plan.outputs else [])
-            ),
-        }
         (staging / "model" / METADATA_FILE).parent.mkdir(parents=True, exist_ok=True)
         (staging / "model" / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
         if target.exists():
@@ -638,7 +646,6 @@ def export(
         (staging / "model").rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 class _CallableModule(type(json)):

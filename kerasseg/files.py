@@ -18,6 +18,17 @@ import sys
 import time
 from pathlib import Path
 
+__all__ = [
+    "PARTIAL_MARK",
+    "PAUSE_VARIABLE",
+    "atomic_path",
+    "remove_partial_files",
+    "save_model",
+    "save_weights",
+    "write_json",
+    "write_text",
+]
+
 PARTIAL_MARK = ".partial-"
 # Test hook: "SECONDS" or "ENDING:SECONDS" (e.g. ".keras:5") makes every write (or those of
 # files whose names end so) sleep after its temporary file is complete and before the
@@ -111,8 +122,12 @@ def save_weights(model, path):
 
 
 def remove_partial_files(folder):
-    """Delete the temporary files that killed writers left in `folder` and its subfolders;
-    returns their paths relative to `folder`, sorted."""
+    """Delete the temporary files that killed writers left in `folder` and its subfolders.
+
+    Returns:
+        The paths of the deleted files relative to `folder`, sorted ([] when `folder` is
+        not a folder).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return []

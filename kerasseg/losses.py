@@ -34,18 +34,16 @@ defaults to False (Keras' convention).
 """
 
 import math
-import numbers
 
 import keras
 from keras import ops
 
+from kerasseg.ops.checks import is_int, is_number
 from kerasseg.ops.image import is_symbolic
 
-MODES = ("binary", "multiclass", "multilabel")
-EPSILON = 1e-7
-_REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
-
 __all__ = [
+    "EPSILON",
+    "MODES",
     "CombinedLoss",
     "CrossEntropyLoss",
     "DiceLoss",
@@ -55,28 +53,87 @@ __all__ = [
     "LovaszLoss",
     "TverskyLoss",
     "WeightedSum",
+    "broadcast_weights",
+    "check_classes",
+    "check_ignore_label",
+    "check_label_values",
+    "check_labels",
+    "check_mode",
+    "check_real",
+    "check_same_size",
+    "check_segmentation_inputs",
+    "lovasz_extension",
+    "lovasz_gradient",
+    "prepare_targets",
+    "split_sample_weight",
 ]
+
+MODES = ("binary", "multiclass", "multilabel")
+EPSILON = 1e-7
+_REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "mean_with_sample_weight", "none", None)
 
 
 # ----------------------------------------------------------------------------- argument checks
 
 
 def check_mode(mode, owner, modes=MODES):
+    """Check that `mode` is one of `modes`.
+
+    Args:
+        mode: the value given.
+        owner: the class or function that checks, for the message.
+        modes: the accepted modes.
+
+    Returns:
+        `mode`.
+
+    Raises:
+        ValueError: any other value.
+    """
     if mode not in modes:
         raise ValueError(f"{owner}: `mode` must be one of {modes}; got {mode!r}.")
     return mode
 
 
 def check_ignore_label(ignore_label, owner):
+    """Check an ignore label: any integer (also >= the number of classes) or None.
+
+    Args:
+        ignore_label: the value given.
+        owner: the class or function that checks, for the message.
+
+    Returns:
+        `int(ignore_label)`, or None.
+
+    Raises:
+        TypeError: anything else.
+    """
     if ignore_label is None:
         return None
-    if isinstance(ignore_label, bool) or not isinstance(ignore_label, numbers.Integral):
+    if not is_int(ignore_label):
         raise TypeError(f"{owner}: `ignore_label` must be an int or None; got {ignore_label!r}.")
     return int(ignore_label)
 
 
 def check_real(value, name, owner, low=None, high=None, low_open=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    """Check that `value` is a finite real number within bounds.
+
+    Args:
+        value: the value given.
+        name: the argument's name, for the message.
+        owner: the class or function that checks, for the message.
+        low: the smallest accepted value, or None.
+        high: the largest accepted value (inclusive), or None.
+        low_open: refuse `low` itself (accept values > `low` only).
+
+    Returns:
+        `float(value)`.
+
+    Raises:
+        TypeError: `value` is not a finite number.
+        ValueError: `value` is out of bounds (the message names the bound it breaks).
+    """
+    if not is_number(value) or not math.isfinite(value):
         raise TypeError(f"{owner}: `{name}` must be a finite number; got {value!r}.")
     value = float(value)
     if low is not None and (value < low or (low_open and value == low)):
@@ -88,7 +145,21 @@ def check_real(value, name, owner, low=None, high=None, low_open=False):
 
 
 def check_classes(classes, owner, extra=()):
-    """None, one of `extra` (strings), or a non-empty list of distinct ints >= 0."""
+    """Check a selection of classes.
+
+    Args:
+        classes: the value given.
+        owner: the class or function that checks, for the message.
+        extra: strings accepted besides a list (e.g. "present", "all").
+
+    Returns:
+        None, the string from `extra`, or the class ids as a list of ints.
+
+    Raises:
+        TypeError: `classes` is not iterable.
+        ValueError: a string outside `extra`, an empty list, a class id that is not an
+            integer >= 0, or a repeated class.
+    """
     if classes is None or (isinstance(classes, str) and classes in extra):
         return classes
     accepted = "None, " + (", ".join(repr(e) for e in extra) + " or " if extra else "")
@@ -101,9 +172,7 @@ def check_classes(classes, owner, extra=()):
             f"{owner}: `classes` must be {accepted}a list of class ids; got {classes!r}."
         )
     values = list(classes)
-    if not values or any(
-        isinstance(c, bool) or not isinstance(c, numbers.Integral) or c < 0 for c in values
-    ):
+    if not values or any(not is_int(c) or c < 0 for c in values):
         raise ValueError(
             f"{owner}: `classes` must be {accepted}a non-empty list of class ids "
             f">= 0; got {classes!r}."
@@ -113,27 +182,43 @@ def check_classes(classes, owner, extra=()):
     return [int(c) for c in values]
 
 
+def _check_class_ids(classes, channels, owner):
+    """Refuse a list of `classes` that names a channel `y_pred` does not have."""
+    if isinstance(classes, list) and max(classes) >= channels:
+        raise ValueError(
+            f"{owner}: `classes` must be ids < {channels} (the channels of `y_pred`); got "
+            f"{classes}."
+        )
+
+
 # ----------------------------------------------------------------------------- inputs
 
 
-def _shape_text(x):
-    return str(tuple(x.shape))
+def check_same_size(true_dims, pred_dims, owner, shapes):
+    """Refuse label and prediction maps whose known batch or spatial sizes differ.
 
+    Args:
+        true_dims: the (batch, *spatial) sizes of `y_true`, None where unknown.
+        pred_dims: the same of `y_pred`.
+        owner: the class or function that checks, for the message.
+        shapes: the full shapes of `y_true` and `y_pred`, for the message.
 
-def check_segmentation_inputs(y_true, y_pred, mode, owner):
-    """Validate shapes for `mode`; returns the number of channels C of `y_pred`.
-
-    `y_true` must be (batch, *spatial) or (batch, *spatial, 1) ids for binary/multiclass and
-    (batch, *spatial, C) for multilabel; `y_pred` (batch, *spatial, C).
+    Raises:
+        ValueError: different ranks, or a size known on both sides that differs.
     """
-    pred_shape = tuple(y_pred.shape)
-    true_shape = tuple(y_true.shape)
-    if len(pred_shape) < 4:
+    conflict = len(true_dims) != len(pred_dims) or any(
+        a is not None and b is not None and a != b
+        for a, b in zip(true_dims, pred_dims, strict=False)
+    )
+    if conflict:
         raise ValueError(
-            f"{owner}: `y_pred` must have shape (batch, height, width, channels) (or (batch, "
-            f"depth, height, width, channels)); got shape {pred_shape}."
+            f"{owner}: `y_true` and `y_pred` must agree in batch and spatial size; got "
+            f"shapes {shapes[0]} and {shapes[1]}."
         )
-    channels = pred_shape[-1]
+
+
+def _check_channels(mode, channels, pred_shape, owner):
+    """Refuse a `y_pred` channel count that does not suit `mode`."""
     if channels is None:
         raise ValueError(
             f"{owner}: the channel axis of `y_pred` must be known; got shape {pred_shape}."
@@ -149,7 +234,11 @@ def check_segmentation_inputs(y_true, y_pred, mode, owner):
             f"{owner}: mode='multiclass' expects `y_pred` with C >= 2 softmax channels; got "
             f"shape {pred_shape}. Use mode='binary' for a single sigmoid channel."
         )
-    rank = len(pred_shape)
+
+
+def _true_spatial(true_shape, pred_shape, mode, owner):
+    """The spatial sizes of `y_true` after checking its layout for `mode`."""
+    rank, channels = len(pred_shape), pred_shape[-1]
     if mode == "multilabel":
         if len(true_shape) != rank or true_shape[-1] != channels:
             raise ValueError(
@@ -157,62 +246,136 @@ def check_segmentation_inputs(y_true, y_pred, mode, owner):
                 f"{channels}) (one 0/1 channel per class of `y_pred`); got shape {true_shape} "
                 f"for `y_pred` of shape {pred_shape}."
             )
-        spatial_true = true_shape[1:-1]
-    else:
-        if len(true_shape) == rank and true_shape[-1] == 1:
-            spatial_true = true_shape[1:-1]
-        elif len(true_shape) == rank - 1:
-            spatial_true = true_shape[1:]
-        elif len(true_shape) == rank and true_shape[-1] == channels:
-            raise ValueError(
-                f"{owner}: mode={mode!r} expects `y_true` as integer class ids of shape "
-                f"(batch, height, width) or (batch, height, width, 1); got shape {true_shape}, "
-                f"which looks one-hot. Pass `argmax(y_true, axis=-1)` instead, or use "
-                f"mode='multilabel' for independent 0/1 channels."
-            )
-        else:
-            raise ValueError(
-                f"{owner}: mode={mode!r} expects `y_true` of shape (batch, height, width) or "
-                f"(batch, height, width, 1) for `y_pred` of shape {pred_shape}; got shape "
-                f"{true_shape}."
-            )
-    spatial_pred = pred_shape[1:-1]
-    for a, b in zip((true_shape[0],) + spatial_true, (pred_shape[0],) + spatial_pred, strict=True):
-        if a is not None and b is not None and a != b:
-            raise ValueError(
-                f"{owner}: `y_true` and `y_pred` must agree in batch and spatial size; got "
-                f"shapes {true_shape} and {pred_shape}."
-            )
-    return channels
+        return true_shape[1:-1]
+    if len(true_shape) == rank and true_shape[-1] == 1:
+        return true_shape[1:-1]
+    if len(true_shape) == rank - 1:
+        return true_shape[1:]
+    if len(true_shape) == rank and true_shape[-1] == channels:
+        raise ValueError(
+            f"{owner}: mode={mode!r} expects `y_true` as integer class ids of shape "
+            f"(batch, height, width) or (batch, height, width, 1); got shape {true_shape}, "
+            f"which looks one-hot. Pass `argmax(y_true, axis=-1)` instead, or use "
+            f"mode='multilabel' for independent 0/1 channels."
+        )
+    raise ValueError(
+        f"{owner}: mode={mode!r} expects `y_true` of shape (batch, height, width) or "
+        f"(batch, height, width, 1) for `y_pred` of shape {pred_shape}; got shape "
+        f"{true_shape}."
+    )
 
 
-def check_label_values(labels, owner, num_classes, ignore_label, integer, what="`y_true`"):
-    """Eager-only: raise a ValueError for labels outside 0..num_classes-1 (or [0, 1] when not
-    `integer`) other than `ignore_label`. Traced calls are skipped (they cannot raise)."""
+def check_segmentation_inputs(y_true, y_pred, mode, owner):
+    """Validate the shapes of `y_true` and `y_pred` for `mode`.
+
+    Args:
+        y_true: (batch, *spatial) or (batch, *spatial, 1) class ids for binary/multiclass,
+            (batch, *spatial, C) 0/1 values for multilabel.
+        y_pred: (batch, *spatial, C) probabilities or logits.
+        mode: "binary", "multiclass" or "multilabel".
+        owner: the class or function that checks, for the messages.
+
+    Returns:
+        The number of channels C of `y_pred`.
+
+    Raises:
+        ValueError: shapes that do not suit `mode` or do not agree.
+    """
+    pred_shape = tuple(y_pred.shape)
+    true_shape = tuple(y_true.shape)
+    if len(pred_shape) < 4:
+        raise ValueError(
+            f"{owner}: `y_pred` must have shape (batch, height, width, channels) (or (batch, "
+            f"depth, height, width, channels)); got shape {pred_shape}."
+        )
+    _check_channels(mode, pred_shape[-1], pred_shape, owner)
+    spatial_true = _true_spatial(true_shape, pred_shape, mode, owner)
+    check_same_size(
+        (true_shape[0],) + spatial_true,
+        (pred_shape[0],) + pred_shape[1:-1],
+        owner,
+        (true_shape, pred_shape),
+    )
+    return pred_shape[-1]
+
+
+def check_labels(
+    labels, is_bad, accepted, owner, what="`y_true`", ignore_label=None, shown_as=float
+):
+    """Eager-only: refuse label values for which `is_bad` holds, other than `ignore_label`.
+
+    Traced calls are skipped (they cannot raise on values).
+
+    Args:
+        labels: a tensor of labels.
+        is_bad: a function from a NumPy array of values to a boolean array.
+        accepted: what is accepted, in words, for the message.
+        owner: the class or function that checks, for the message.
+        what: the argument, for the message.
+        ignore_label: a value never refused, or None.
+        shown_as: how the message shows the values (`float` or `int`).
+
+    Raises:
+        ValueError: a refused value, with up to 5 of them in the message.
+    """
     if is_symbolic(labels):
         return
     values = ops.convert_to_numpy(labels).reshape(-1)
     if ignore_label is not None:
         values = values[values != ignore_label]
-    if not values.size:
-        return
-    if integer:
-        bad = (values < 0) | (values > num_classes - 1) | (values != values.round())
-        accepted = f"integers 0..{num_classes - 1}"
-    else:
-        bad = (values < 0) | (values > 1)
-        accepted = "values in [0, 1]"
+    bad = is_bad(values)
     if bad.any():
-        shown = sorted({float(v) for v in values[bad][:1000]})[:5]
+        shown = sorted({shown_as(v) for v in values[bad][:1000]})[:5]
         extra = "" if ignore_label is None else f" (or ignore_label={ignore_label})"
         raise ValueError(f"{owner}: {what} must hold {accepted}{extra}; got {shown}.")
 
 
-def prepare_targets(y_true, y_pred, mode, ignore_label, owner):
-    """One-hot / 0-1 float32 targets and validity, both shaped like `y_pred`'s pixels.
+def check_label_values(labels, owner, num_classes, ignore_label, integer, what="`y_true`"):
+    """Eager-only: refuse targets outside 0..num_classes-1 (or [0, 1]).
 
-    Returns (target, valid, channels): target (batch, *spatial, C) float32, valid
-    (batch, *spatial, 1) float32 (binary/multiclass) or (batch, *spatial, C) (multilabel).
+    Args:
+        labels: a tensor of targets.
+        owner: the class or function that checks, for the message.
+        num_classes: the number of classes C.
+        ignore_label: a value never refused, or None.
+        integer: accept the integers 0..C-1 (True) or the values in [0, 1] (False).
+        what: the argument, for the message.
+
+    Raises:
+        ValueError: in eager calls, a refused value.
+    """
+    if integer:
+
+        def is_bad(values):
+            return (values < 0) | (values > num_classes - 1) | (values != values.round())
+
+        accepted = f"integers 0..{num_classes - 1}"
+    else:
+
+        def is_bad(values):
+            return (values < 0) | (values > 1)
+
+        accepted = "values in [0, 1]"
+    check_labels(labels, is_bad, accepted, owner, what, ignore_label)
+
+
+def prepare_targets(y_true, y_pred, mode, ignore_label, owner):
+    """One-hot / 0-1 float32 targets and their validity, both shaped like `y_pred`'s pixels.
+
+    Args:
+        y_true: the targets (see `check_segmentation_inputs`).
+        y_pred: the predictions, (batch, *spatial, C).
+        mode: "binary", "multiclass" or "multilabel".
+        ignore_label: the label to leave out, or None.
+        owner: the class or function that checks, for the messages.
+
+    Returns:
+        A tuple (target, valid, channels): target (batch, *spatial, C) float32, valid
+        (batch, *spatial, 1) float32 (binary/multiclass) or (batch, *spatial, C)
+        (multilabel), channels C.
+
+    Raises:
+        ValueError: shapes or (in eager calls) target values that do not suit `mode`.
     """
     channels = check_segmentation_inputs(y_true, y_pred, mode, owner)
     rank = len(y_pred.shape)
@@ -240,8 +403,20 @@ def prepare_targets(y_true, y_pred, mode, ignore_label, owner):
 
 
 def broadcast_weights(sample_weight, like, owner):
-    """`sample_weight` (batch,), (batch, *spatial) or (batch, *spatial, 1), float32, with
-    trailing unit axes appended so that it broadcasts against `like` (batch, *spatial, K)."""
+    """Sample weights as float32, with trailing unit axes so that they broadcast to `like`.
+
+    Args:
+        sample_weight: None, or weights of shape (batch,), (batch, *spatial) or
+            (batch, *spatial, 1).
+        like: the (batch, *spatial, K) tensor they must broadcast against.
+        owner: the class or function that checks, for the message.
+
+    Returns:
+        The weights, of the rank of `like`, or None.
+
+    Raises:
+        ValueError: weights of rank 0 or of a higher rank than `like`.
+    """
     if sample_weight is None:
         return None
     weight = ops.cast(sample_weight, "float32")
@@ -257,8 +432,21 @@ def broadcast_weights(sample_weight, like, owner):
     return weight
 
 
+def _pixel_weight(valid, sample_weight, owner):
+    """The weight of each pixel term: its validity times its sample weight."""
+    sample_weight = broadcast_weights(sample_weight, valid, owner)
+    return valid if sample_weight is None else valid * sample_weight
+
+
 def split_sample_weight(y_true):
-    """`_SegmentationLoss.__call__` packs a sample weight as (y_true, sample_weight)."""
+    """Unpack `y_true` and the sample weight that `_SegmentationLoss.__call__` packs with it.
+
+    Args:
+        y_true: the targets, or a (targets, sample_weight) pair.
+
+    Returns:
+        A tuple (targets, sample_weight or None).
+    """
     if isinstance(y_true, tuple | list):
         return y_true[0], y_true[1]
     return y_true, None
@@ -279,7 +467,16 @@ def _log_probabilities(y_pred, mode, from_logits):
     return ops.log(clipped), ops.log(1.0 - clipped)
 
 
+def _cross_entropy(target, y_pred, mode, from_logits):
+    """Per-pixel cross-entropy: -log p_y (multiclass, keepdims), elementwise binary otherwise."""
+    log_p, log_not_p = _log_probabilities(y_pred, mode, from_logits)
+    if mode == "multiclass":
+        return -ops.sum(target * log_p, axis=-1, keepdims=True)
+    return -(target * log_p + (1.0 - target) * log_not_p)
+
+
 def _probabilities(y_pred, mode, from_logits):
+    """`y_pred` as float32 probabilities (softmax or sigmoid of logits)."""
     y_pred = ops.cast(y_pred, "float32")
     if not from_logits:
         return y_pred
@@ -290,29 +487,8 @@ def _probabilities(y_pred, mode, from_logits):
 
 
 class _SegmentationLoss(keras.losses.Loss):
-    """Base: validates `reduction`, routes `sample_weight` into `call` (packed with y_true)."""
-
-    def __init__(self, reduction="sum_over_batch_size", name=None, dtype=None):
-        owner = type(self).__name__
-        if reduction not in _REDUCTIONS:
-            raise ValueError(
-                f"{owner}: `reduction` must be one of {_REDUCTIONS}; got {reduction!r}."
-            )
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        if sample_weight is not None:
-            y_true = (y_true, sample_weight)
-        return super().__call__(y_true, y_pred)
-
-    def get_config(self):
-        config = super().get_config()
-        config["dtype"] = self._dtype_policy.name
-        return config
-
-
-class _PixelLoss(_SegmentationLoss):
-    """A loss that is a mean over non-ignored pixels (elements, for multilabel)."""
+    """Base: checks the arguments all segmentation losses take, routes `sample_weight` into
+    `call` (packed with y_true) and prepares the targets."""
 
     def __init__(
         self,
@@ -323,21 +499,44 @@ class _PixelLoss(_SegmentationLoss):
         name=None,
         dtype=None,
     ):
-        super().__init__(reduction=reduction, name=name, dtype=dtype)
         owner = type(self).__name__
+        if reduction not in _REDUCTIONS:
+            raise ValueError(
+                f"{owner}: `reduction` must be one of {_REDUCTIONS}; got {reduction!r}."
+            )
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.mode = check_mode(mode, owner)
         self.from_logits = bool(from_logits)
         self.ignore_label = check_ignore_label(ignore_label, owner)
 
-    def call(self, y_true, y_pred):
-        owner = type(self).__name__
-        y_true, sample_weight = split_sample_weight(y_true)
-        target, valid, _ = prepare_targets(y_true, y_pred, self.mode, self.ignore_label, owner)
-        values = self.pixel_losses(target, y_pred)  # like `valid`
-        weight = valid
-        sample_weight = broadcast_weights(sample_weight, valid, owner)
+    def __call__(self, y_true, y_pred, sample_weight=None):
         if sample_weight is not None:
-            weight = weight * sample_weight
+            y_true = (y_true, sample_weight)
+        return super().__call__(y_true, y_pred)
+
+    def _targets(self, y_true, y_pred):
+        """The (target, valid, channels) of `prepare_targets`, and the sample weight."""
+        y_true, sample_weight = split_sample_weight(y_true)
+        owner = type(self).__name__
+        target, valid, channels = prepare_targets(
+            y_true, y_pred, self.mode, self.ignore_label, owner
+        )
+        return target, valid, channels, sample_weight
+
+    def get_config(self):
+        config = super().get_config()
+        config["dtype"] = self._dtype_policy.name
+        config.update(mode=self.mode, from_logits=self.from_logits, ignore_label=self.ignore_label)
+        return config
+
+
+class _PixelLoss(_SegmentationLoss):
+    """A loss that is a mean over non-ignored pixels (elements, for multilabel)."""
+
+    def call(self, y_true, y_pred):
+        target, valid, _, sample_weight = self._targets(y_true, y_pred)
+        values = self.pixel_losses(target, y_pred)  # like `valid`
+        weight = _pixel_weight(valid, sample_weight, type(self).__name__)
         values = ops.where(valid > 0, values, 0.0) * weight
         if self.mode != "multilabel":
             values, valid, weight = values[..., 0], valid[..., 0], weight[..., 0]
@@ -352,11 +551,6 @@ class _PixelLoss(_SegmentationLoss):
 
     def pixel_losses(self, target, y_pred):
         raise NotImplementedError
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(mode=self.mode, from_logits=self.from_logits, ignore_label=self.ignore_label)
-        return config
 
 
 class _RegionLoss(_SegmentationLoss):
@@ -376,38 +570,32 @@ class _RegionLoss(_SegmentationLoss):
         name=None,
         dtype=None,
     ):
-        super().__init__(reduction=reduction, name=name, dtype=dtype)
+        super().__init__(
+            mode=mode,
+            from_logits=from_logits,
+            ignore_label=ignore_label,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+        )
         owner = type(self).__name__
-        self.mode = check_mode(mode, owner)
         self.classes = check_classes(classes, owner)
         if self.classes is not None and self.mode == "binary":
             raise ValueError(
                 f"{owner}: `classes` does not apply to mode='binary' (one "
                 f"channel); got classes={classes!r}."
             )
-        self.from_logits = bool(from_logits)
         self.smooth = check_real(smooth, "smooth", owner, low=0.0)
         self.eps = check_real(eps, "eps", owner, low=0.0, low_open=True)
         self.log_loss = bool(log_loss)
-        self.ignore_label = check_ignore_label(ignore_label, owner)
         self.per_image = bool(per_image)
 
     def call(self, y_true, y_pred):
         owner = type(self).__name__
-        y_true, sample_weight = split_sample_weight(y_true)
-        target, valid, channels = prepare_targets(
-            y_true, y_pred, self.mode, self.ignore_label, owner
-        )
-        if self.classes is not None and max(self.classes) >= channels:
-            raise ValueError(
-                f"{owner}: `classes` must be ids < {channels} (the channels of "
-                f"`y_pred`); got {self.classes}."
-            )
+        target, valid, channels, sample_weight = self._targets(y_true, y_pred)
+        _check_class_ids(self.classes, channels, owner)
         probs = _probabilities(y_pred, self.mode, self.from_logits)
-        weight = valid
-        sample_weight = broadcast_weights(sample_weight, valid, owner)
-        if sample_weight is not None:
-            weight = weight * sample_weight
+        weight = _pixel_weight(valid, sample_weight, owner)
         batch = ops.shape(probs)[0]
         probs = ops.reshape(probs, (batch, -1, channels))
         target = ops.reshape(target, (batch, -1, channels))
@@ -435,13 +623,10 @@ class _RegionLoss(_SegmentationLoss):
     def get_config(self):
         config = super().get_config()
         config.update(
-            mode=self.mode,
             classes=self.classes,
-            from_logits=self.from_logits,
             smooth=self.smooth,
             eps=self.eps,
             log_loss=self.log_loss,
-            ignore_label=self.ignore_label,
             per_image=self.per_image,
         )
         return config
@@ -481,7 +666,11 @@ class JaccardLoss(_RegionLoss):
     neural networks for image segmentation", ISVC 2016).
 
     ``iou_c = (sum(p t) + smooth) / max(sum(p) + sum(t) - sum(p t) + smooth, eps)``, then as
-    `DiceLoss` (same arguments; smp's ``JaccardLoss``).
+    `DiceLoss` (smp's ``JaccardLoss``).
+
+    Args:
+        mode, classes, from_logits, smooth, eps, log_loss, ignore_label, per_image: as
+            `DiceLoss`.
     """
 
     def score(self, tp, pred_sum, true_sum):
@@ -497,7 +686,13 @@ class TverskyLoss(_RegionLoss):
     ``TP = sum(p t)``, ``FP = sum(p (1 - t))``, ``FN = sum((1 - p) t)``; ``loss_c = 1 - T_c``
     (0 for a class without true pixels), mean over classes. `alpha` weights false positives
     and `beta` false negatives (Salehi's and smp's order); alpha = beta = 0.5 is Dice, 1/1 is
-    Jaccard. Other arguments as `DiceLoss`.
+    Jaccard.
+
+    Args:
+        alpha: weight of the false positives, >= 0.
+        beta: weight of the false negatives, >= 0.
+        mode, classes, from_logits, smooth, eps, log_loss, ignore_label, per_image: as
+            `DiceLoss`.
     """
 
     def __init__(
@@ -555,6 +750,11 @@ class FocalTverskyLoss(TverskyLoss):
     ``alpha=0.3`` (false positives), ``beta=0.7`` (false negatives). The exponent is taken per
     class, as in the paper (smp applies it to the class mean instead). ``1 - T_c`` is clamped
     to >= `eps` before the power so that gradients stay finite at a perfect prediction.
+
+    Args:
+        alpha, beta: as `TverskyLoss` (defaults 0.3 and 0.7).
+        gamma: the exponent, > 0.
+        mode, classes, from_logits, smooth, eps, ignore_label, per_image: as `DiceLoss`.
     """
 
     def __init__(
@@ -620,10 +820,7 @@ class CrossEntropyLoss(_PixelLoss):
     """
 
     def pixel_losses(self, target, y_pred):
-        log_p, log_not_p = _log_probabilities(y_pred, self.mode, self.from_logits)
-        if self.mode == "multiclass":
-            return -ops.sum(target * log_p, axis=-1, keepdims=True)
-        return -(target * log_p + (1.0 - target) * log_not_p)
+        return _cross_entropy(target, y_pred, self.mode, self.from_logits)
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
@@ -669,32 +866,12 @@ class FocalLoss(_PixelLoss):
         )
         owner = type(self).__name__
         self.gamma = check_real(gamma, "gamma", owner, low=0.0)
-        if alpha is None:
-            self.alpha = None
-        elif isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
-            high = None if self.mode == "multiclass" else 1.0
-            self.alpha = check_real(alpha, "alpha", owner, low=0.0, high=high)
-        elif (
-            self.mode == "multiclass" and hasattr(alpha, "__iter__") and not isinstance(alpha, str)
-        ):
-            self.alpha = [check_real(a, "alpha", owner, low=0.0) for a in alpha]
-            if not self.alpha:
-                raise ValueError(f"{owner}: `alpha` must not be an empty list.")
-        else:
-            accepted = (
-                "None, a float or a list of per-class floats"
-                if self.mode == "multiclass"
-                else "None or a float in [0, 1]"
-            )
-            raise TypeError(
-                f"{owner}: `alpha` must be {accepted} for mode={self.mode!r}; got {alpha!r}."
-            )
+        self.alpha = _check_alpha(alpha, self.mode, owner)
 
     def pixel_losses(self, target, y_pred):
         owner = type(self).__name__
-        log_p, log_not_p = _log_probabilities(y_pred, self.mode, self.from_logits)
+        ce = _cross_entropy(target, y_pred, self.mode, self.from_logits)
         if self.mode == "multiclass":
-            ce = -ops.sum(target * log_p, axis=-1, keepdims=True)
             if isinstance(self.alpha, list):
                 if len(self.alpha) != target.shape[-1]:
                     raise ValueError(
@@ -707,7 +884,6 @@ class FocalLoss(_PixelLoss):
             else:
                 alpha = self.alpha
         else:
-            ce = -(target * log_p + (1.0 - target) * log_not_p)
             alpha = None
             if self.alpha is not None:
                 alpha = self.alpha * target + (1.0 - self.alpha) * (1.0 - target)
@@ -724,12 +900,42 @@ class FocalLoss(_PixelLoss):
         return config
 
 
+def _check_alpha(alpha, mode, owner):
+    """FocalLoss' `alpha`: None, a float (in [0, 1] unless multiclass) or, for multiclass, a
+    non-empty list of per-class weights >= 0."""
+    if alpha is None:
+        return None
+    if is_number(alpha):
+        high = None if mode == "multiclass" else 1.0
+        return check_real(alpha, "alpha", owner, low=0.0, high=high)
+    if mode == "multiclass" and hasattr(alpha, "__iter__") and not isinstance(alpha, str):
+        weights = [check_real(a, "alpha", owner, low=0.0) for a in alpha]
+        if not weights:
+            raise ValueError(f"{owner}: `alpha` must not be an empty list.")
+        return weights
+    accepted = (
+        "None, a float or a list of per-class floats"
+        if mode == "multiclass"
+        else "None or a float in [0, 1]"
+    )
+    raise TypeError(f"{owner}: `alpha` must be {accepted} for mode={mode!r}; got {alpha!r}.")
+
+
 # ----------------------------------------------------------------------------- Lovasz
 
 
 def lovasz_gradient(gt_sorted):
-    """Gradient of the Lovasz extension of the Jaccard loss w.r.t. sorted errors (Berman et
-    al. 2018, Alg. 1), along the last axis of a float 0/1 tensor sorted by decreasing error."""
+    """Gradient of the Lovasz extension of the Jaccard loss w.r.t. the sorted errors.
+
+    Berman et al. 2018, Algorithm 1.
+
+    Args:
+        gt_sorted: (..., P) float 0/1 ground truth, sorted by decreasing error along the
+            last axis.
+
+    Returns:
+        (..., P) float gradient.
+    """
     gts = ops.sum(gt_sorted, axis=-1, keepdims=True)
     intersection = gts - ops.cumsum(gt_sorted, axis=-1)
     union = gts + ops.cumsum(1.0 - gt_sorted, axis=-1)
@@ -738,10 +944,18 @@ def lovasz_gradient(gt_sorted):
 
 
 def lovasz_extension(errors, fg, valid):
-    """Lovasz extension of the Jaccard loss per row: (..., P) errors -> (...,).
+    """Lovasz extension of the Jaccard loss, per row.
 
     Invalid entries get error -1 and fg 0: sorted after every valid error >= 0 (and rectified
     to 0), they leave the gradient of the valid prefix unchanged, as if removed.
+
+    Args:
+        errors: (..., P) float errors.
+        fg: (..., P) float 0/1 ground truth.
+        valid: (..., P) float 0/1, the entries that count.
+
+    Returns:
+        (...,) float losses.
     """
     errors = ops.where(valid > 0, errors, -1.0)
     fg = fg * valid
@@ -766,6 +980,14 @@ class LovaszLoss(_SegmentationLoss):
     Lovasz extension; ``per_image=True`` averages the per-image losses. `sample_weight` is only
     accepted with ``per_image=True`` and shape (batch,) (the Lovasz extension is not a sum
     over pixels).
+
+    Args:
+        mode: "binary", "multiclass" or "multilabel" (see the module docstring).
+        classes: "present" (default; None is the same), "all" or a list of class ids to
+            average over (multiclass).
+        per_image: one loss per image (then reduced over the batch) instead of pooling.
+        from_logits: `y_pred` holds logits.
+        ignore_label: label of `y_true` to leave out, or None.
     """
 
     def __init__(
@@ -779,58 +1001,56 @@ class LovaszLoss(_SegmentationLoss):
         name=None,
         dtype=None,
     ):
-        super().__init__(reduction=reduction, name=name, dtype=dtype)
-        owner = type(self).__name__
-        self.mode = check_mode(mode, owner)
-        self.classes = check_classes(classes, owner, extra=("present", "all"))
+        super().__init__(
+            mode=mode,
+            from_logits=from_logits,
+            ignore_label=ignore_label,
+            reduction=reduction,
+            name=name,
+            dtype=dtype,
+        )
+        self.classes = check_classes(classes, type(self).__name__, extra=("present", "all"))
         if self.classes is None:
             self.classes = "present"
         self.per_image = bool(per_image)
-        self.from_logits = bool(from_logits)
-        self.ignore_label = check_ignore_label(ignore_label, owner)
+
+    def _errors(self, target, y_pred):
+        """The errors the Lovasz extension sorts: |[y = c] - p_c| (multiclass) or the hinge
+        `1 - s (2 t - 1)` of the logits `s` (binary/multilabel)."""
+        y_pred = ops.cast(y_pred, "float32")
+        if self.mode == "multiclass":
+            return ops.abs(target - _probabilities(y_pred, self.mode, self.from_logits))
+        if self.from_logits:
+            logits = y_pred
+        else:
+            clipped = ops.clip(y_pred, EPSILON, 1.0 - EPSILON)
+            logits = ops.log(clipped) - ops.log(1.0 - clipped)
+        return 1.0 - logits * (2.0 * target - 1.0)
+
+    def _mean_over_classes(self, losses, target):
+        """(groups, C) per-class losses -> (groups,), over the classes `classes` selects;
+        `target` is (groups, C, P)."""
+        if self.mode != "multiclass" or self.classes == "all":
+            return ops.mean(losses, axis=-1)
+        if self.classes == "present":
+            present = ops.cast(ops.sum(target, axis=-1) > 0, "float32")
+            return ops.divide_no_nan(ops.sum(losses * present, axis=-1), ops.sum(present, axis=-1))
+        return ops.mean(ops.take(losses, self.classes, axis=-1), axis=-1)
 
     def call(self, y_true, y_pred):
         owner = type(self).__name__
-        y_true, sample_weight = split_sample_weight(y_true)
-        target, valid, channels = prepare_targets(
-            y_true, y_pred, self.mode, self.ignore_label, owner
-        )
-        if isinstance(self.classes, list) and max(self.classes) >= channels:
-            raise ValueError(
-                f"{owner}: `classes` must be ids < {channels} (the channels of "
-                f"`y_pred`); got {self.classes}."
-            )
-        y_pred = ops.cast(y_pred, "float32")
-        if self.mode == "multiclass":
-            probs = _probabilities(y_pred, self.mode, self.from_logits)
-            errors = ops.abs(target - probs)
-        else:
-            if self.from_logits:
-                logits = y_pred
-            else:
-                clipped = ops.clip(y_pred, EPSILON, 1.0 - EPSILON)
-                logits = ops.log(clipped) - ops.log(1.0 - clipped)
-            errors = 1.0 - logits * (2.0 * target - 1.0)
+        target, valid, channels, sample_weight = self._targets(y_true, y_pred)
+        _check_class_ids(self.classes, channels, owner)
+        errors = self._errors(target, y_pred)
         valid = valid * ops.ones_like(errors)
-        batch = ops.shape(errors)[0]
-        groups = batch if self.per_image else 1
+        groups = ops.shape(errors)[0] if self.per_image else 1
 
         # (groups, C, P): one Lovasz extension per group and class
         def rows(x):
             return ops.transpose(ops.reshape(x, (groups, -1, channels)), (0, 2, 1))
 
         losses = lovasz_extension(rows(errors), rows(target), rows(valid))  # (groups, C)
-        if self.mode != "multiclass":
-            losses = ops.mean(losses, axis=-1)
-        elif self.classes == "present":
-            present = ops.cast(ops.sum(rows(target), axis=-1) > 0, "float32")
-            losses = ops.divide_no_nan(
-                ops.sum(losses * present, axis=-1), ops.sum(present, axis=-1)
-            )
-        elif self.classes == "all":
-            losses = ops.mean(losses, axis=-1)
-        else:
-            losses = ops.mean(ops.take(losses, self.classes, axis=-1), axis=-1)
+        losses = self._mean_over_classes(losses, rows(target))
         if sample_weight is not None:
             if not self.per_image or len(sample_weight.shape) != 1:
                 raise ValueError(
@@ -842,13 +1062,7 @@ class LovaszLoss(_SegmentationLoss):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            mode=self.mode,
-            classes=self.classes,
-            per_image=self.per_image,
-            from_logits=self.from_logits,
-            ignore_label=self.ignore_label,
-        )
+        config.update(classes=self.classes, per_image=self.per_image)
         return config
 
 

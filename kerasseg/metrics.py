@@ -33,17 +33,24 @@ exact definitions.
 """
 
 import math
-import numbers
 import warnings
 
 import keras
 from keras import ops
 
-from kerasseg.losses import check_classes, check_ignore_label, check_real
+from kerasseg.losses import (
+    broadcast_weights,
+    check_classes,
+    check_ignore_label,
+    check_labels,
+    check_real,
+    check_same_size,
+)
+from kerasseg.ops.checks import check_int, is_int
 from kerasseg.ops.components import check_connectivity, label_components
-from kerasseg.ops.image import is_symbolic
 
 __all__ = [
+    "CONVENTIONS",
     "ConfusionMatrix",
     "DiceScore",
     "MeanIoU",
@@ -70,11 +77,8 @@ def _wide_float():
 
 
 def _check_num_classes(num_classes, owner):
-    if (
-        isinstance(num_classes, bool)
-        or not isinstance(num_classes, numbers.Integral)
-        or num_classes < 2
-    ):
+    """The number of classes, an integer >= 2 (ValueError otherwise)."""
+    if not is_int(num_classes) or num_classes < 2:
         raise ValueError(
             f"{owner}: `num_classes` must be an int >= 2 (2 for binary); got {num_classes!r}."
         )
@@ -82,18 +86,13 @@ def _check_num_classes(num_classes, owner):
 
 
 def _check_labels_in_range(labels, num_classes, ignore_label, owner, what):
-    if is_symbolic(labels):
-        return
-    values = ops.convert_to_numpy(labels).reshape(-1)
-    if ignore_label is not None:
-        values = values[values != ignore_label]
-    bad = (values < 0) | (values >= num_classes)
-    if bad.any():
-        shown = sorted({int(v) for v in values[bad][:1000]})[:5]
-        extra = "" if ignore_label is None else f" (or ignore_label={ignore_label})"
-        raise ValueError(
-            f"{owner}: {what} must hold class ids 0..{num_classes - 1}{extra}; got {shown}."
-        )
+    """Eager-only: refuse class ids outside 0..num_classes-1 other than `ignore_label`."""
+
+    def is_bad(values):
+        return (values < 0) | (values >= num_classes)
+
+    accepted = f"class ids 0..{num_classes - 1}"
+    check_labels(labels, is_bad, accepted, owner, what, ignore_label, shown_as=int)
 
 
 def _label_map(x, owner, what):
@@ -152,19 +151,11 @@ def _pixel_weights(sample_weight, like, owner):
     """Sample weights broadcast to `like` (batch, *spatial), float32, or None."""
     if sample_weight is None:
         return None
-    weight = ops.cast(sample_weight, "float32")
+    weight = ops.convert_to_tensor(sample_weight)
     shape = tuple(weight.shape)
-    rank = len(like.shape)
-    if len(shape) == rank + 1 and shape[-1] == 1:
+    if len(shape) == len(like.shape) + 1 and shape[-1] == 1:
         weight = ops.squeeze(weight, axis=-1)
-    if len(weight.shape) == 0 or len(weight.shape) > rank:
-        raise ValueError(
-            f"{owner}: `sample_weight` must have shape (batch,), (batch, height, "
-            f"width) or (batch, height, width, 1); got shape {shape}."
-        )
-    while len(weight.shape) < rank:
-        weight = ops.expand_dims(weight, -1)
-    return ops.broadcast_to(weight, ops.shape(like))
+    return ops.broadcast_to(broadcast_weights(weight, like, owner), ops.shape(like))
 
 
 # ----------------------------------------------------------------------------- functional core
@@ -174,7 +165,8 @@ def confusion_matrix(y_true, y_pred, num_classes, ignore_label=None, sample_weig
     """Confusion matrix of two integer label maps of the same shape.
 
     Args:
-        y_true, y_pred: integer class ids, same shape (any rank).
+        y_true: integer class ids (any rank).
+        y_pred: integer class ids, the same shape.
         num_classes: C.
         ignore_label: pixels with this true label are not counted (None: all are).
         sample_weight: None or weights broadcastable to the label maps.
@@ -182,7 +174,10 @@ def confusion_matrix(y_true, y_pred, num_classes, ignore_label=None, sample_weig
     Returns:
         float32 (C, C) tensor, ``cm[i, j]`` = (weighted) number of pixels of true class i
         predicted as class j (``sklearn.metrics.confusion_matrix(labels=range(C))``).
-        Labels outside 0..C-1 raise in eager calls, are dropped in traced calls.
+
+    Raises:
+        ValueError: `num_classes` < 2, label maps of different shapes, or (in eager calls)
+            labels outside 0..C-1 other than `ignore_label` (traced calls drop them).
     """
     owner = "confusion_matrix"
     num_classes = _check_num_classes(num_classes, owner)
@@ -211,6 +206,7 @@ def confusion_matrix(y_true, y_pred, num_classes, ignore_label=None, sample_weig
 
 
 def _class_counts(cm):
+    """Per-class true positives, false positives and false negatives of a confusion matrix."""
     cm = ops.convert_to_tensor(cm)
     tp = ops.diagonal(cm)
     fp = ops.sum(cm, axis=0) - tp
@@ -218,25 +214,48 @@ def _class_counts(cm):
     return tp, fp, fn
 
 
+def _ratio(numerator, denominator, otherwise):
+    """`numerator / denominator` where the denominator is > 0, `otherwise` elsewhere."""
+    positive = denominator > 0
+    return ops.where(positive, numerator / ops.where(positive, denominator, 1), otherwise)
+
+
 def iou_per_class(cm):
-    """Per-class IoU ``TP / (TP + FP + FN)`` of a confusion matrix; NaN where the class
-    occurs in neither the true nor the predicted labels."""
+    """Per-class IoU ``TP / (TP + FP + FN)`` of a confusion matrix.
+
+    Args:
+        cm: a (C, C) confusion matrix (rows: true class, columns: predicted class).
+
+    Returns:
+        (C,) IoUs, NaN where the class occurs in neither the true nor the predicted labels.
+    """
     tp, fp, fn = _class_counts(cm)
-    union = tp + fp + fn
-    return ops.where(union > 0, tp / ops.where(union > 0, union, 1), float("nan"))
+    return _ratio(tp, tp + fp + fn, float("nan"))
 
 
 def dice_per_class(cm):
-    """Per-class Dice / F1 ``2 TP / (2 TP + FP + FN)``; NaN where the class occurs nowhere."""
+    """Per-class Dice / F1 ``2 TP / (2 TP + FP + FN)`` of a confusion matrix.
+
+    Args:
+        cm: a (C, C) confusion matrix (rows: true class, columns: predicted class).
+
+    Returns:
+        (C,) scores, NaN where the class occurs in neither the true nor the predicted labels.
+    """
     tp, fp, fn = _class_counts(cm)
-    denominator = 2 * tp + fp + fn
-    return ops.where(
-        denominator > 0, 2 * tp / ops.where(denominator > 0, denominator, 1), float("nan")
-    )
+    return _ratio(2 * tp, 2 * tp + fp + fn, float("nan"))
 
 
 def mean_over_present(scores, classes=None):
-    """Mean of the non-NaN entries of `scores` (over `classes` only if given); 0 if none."""
+    """Mean of the non-NaN entries of `scores`.
+
+    Args:
+        scores: (..., C) per-class scores, NaN for absent classes.
+        classes: None, or the class ids to average over.
+
+    Returns:
+        The mean over the last axis of the entries that are not NaN (0 if none is).
+    """
     scores = ops.convert_to_tensor(scores)
     if classes is not None:
         scores = ops.take(scores, classes, axis=-1)
@@ -248,7 +267,14 @@ def mean_over_present(scores, classes=None):
 
 
 def pixel_accuracy(cm):
-    """Correct / counted pixels of a confusion matrix (0 when nothing was counted)."""
+    """Correct / counted pixels of a confusion matrix.
+
+    Args:
+        cm: a (C, C) confusion matrix.
+
+    Returns:
+        The accuracy, a scalar (0 when nothing was counted).
+    """
     cm = ops.convert_to_tensor(cm)
     return ops.divide_no_nan(ops.sum(ops.diagonal(cm)), ops.sum(cm))
 
@@ -278,10 +304,10 @@ class ConfusionMatrix(keras.metrics.Metric):
         y_pred_is_labels=False,
         threshold=0.5,
         from_logits=False,
-        name="confusion_matrix",
+        name=None,
         dtype=None,
     ):
-        super().__init__(name=name, dtype=dtype)
+        super().__init__(name=name or self.default_name, dtype=dtype)
         owner = type(self).__name__
         self.num_classes = _check_num_classes(num_classes, owner)
         self.ignore_label = check_ignore_label(ignore_label, owner)
@@ -295,6 +321,8 @@ class ConfusionMatrix(keras.metrics.Metric):
             name="total_confusion_matrix",
         )
 
+    default_name = "confusion_matrix"
+
     def update_state(self, y_true, y_pred, sample_weight=None):
         owner = type(self).__name__
         y_true = ops.convert_to_tensor(y_true)
@@ -306,13 +334,8 @@ class ConfusionMatrix(keras.metrics.Metric):
             predicted = _predicted_labels(
                 y_pred, self.num_classes, self.threshold, self.from_logits, owner
             )
-        true_shape, pred_shape = tuple(labels.shape), tuple(predicted.shape)
-        if true_shape != pred_shape and None not in true_shape + pred_shape:
-            raise ValueError(
-                f"{owner}: `y_true` and `y_pred` must agree in batch and spatial "
-                f"size; got shapes {tuple(y_true.shape)} and "
-                f"{tuple(y_pred.shape)}."
-            )
+        shapes = (tuple(y_true.shape), tuple(y_pred.shape))
+        check_same_size(tuple(labels.shape), tuple(predicted.shape), owner, shapes)
         _check_labels_in_range(labels, self.num_classes, self.ignore_label, owner, "`y_true`")
         if self.y_pred_is_labels:
             _check_labels_in_range(predicted, self.num_classes, None, owner, "`y_pred`")
@@ -356,7 +379,7 @@ class _ClassScore(ConfusionMatrix):
             y_pred_is_labels=y_pred_is_labels,
             threshold=threshold,
             from_logits=from_logits,
-            name=name or self.default_name,
+            name=name,
             dtype=dtype,
         )
         owner = type(self).__name__
@@ -412,8 +435,12 @@ class MeanIoU(_ClassScore):
 class DiceScore(_ClassScore):
     """Dice coefficient / F1 per class, ``2 TP / (2 TP + FP + FN)`` (Dice 1945, Sorensen
     1948), macro mean over the classes present in `y_true` or `y_pred`
-    (``sklearn.metrics.f1_score(average="macro")``). Arguments as `MeanIoU`; for the Dice
-    of the foreground of a binary map use ``DiceScore(2, classes=[1])``.
+    (``sklearn.metrics.f1_score(average="macro")``). For the Dice of the foreground of a
+    binary map use ``DiceScore(2, classes=[1])``.
+
+    Args:
+        num_classes, ignore_label, per_class, classes, y_pred_is_labels, threshold,
+            from_logits: as `MeanIoU`.
     """
 
     default_name = "dice_score"
@@ -427,28 +454,12 @@ class DiceScore(_ClassScore):
 class PixelAccuracy(ConfusionMatrix):
     """Global pixel accuracy: correctly labelled / counted (non-ignored) pixels.
 
-    Arguments as `ConfusionMatrix`.
+    Args:
+        num_classes, ignore_label, y_pred_is_labels, threshold, from_logits: as
+            `ConfusionMatrix`.
     """
 
-    def __init__(
-        self,
-        num_classes,
-        ignore_label=None,
-        y_pred_is_labels=False,
-        threshold=0.5,
-        from_logits=False,
-        name="pixel_accuracy",
-        dtype=None,
-    ):
-        super().__init__(
-            num_classes,
-            ignore_label=ignore_label,
-            y_pred_is_labels=y_pred_is_labels,
-            threshold=threshold,
-            from_logits=from_logits,
-            name=name,
-            dtype=dtype,
-        )
+    default_name = "pixel_accuracy"
 
     def result(self):
         return ops.cast(pixel_accuracy(self.total_cm), self.dtype)
@@ -522,9 +533,6 @@ def _rand_info(true_labels, pred_labels, convention):
     s_pred = ops.sum(pred_w * (pred_size - self_pairs), axis=1)
     s_joint = ops.sum(joint_w * (joint_size - self_pairs), axis=1)
 
-    def ratio(num, den):
-        return ops.where(den > 0, num / ops.where(den > 0, den, 1.0), 1.0)
-
     log2 = math.log(2.0)
     log_total = ops.log(ops.maximum(total, 1.0)) / log2
     safe_total = ops.maximum(total, 1.0)
@@ -536,12 +544,12 @@ def _rand_info(true_labels, pred_labels, convention):
     mutual = ops.maximum(h_true - h_true_given_pred, 0.0)
 
     scores = {
-        "v_rand": ratio(2.0 * s_joint, s_true + s_pred),
-        "v_rand_split": ratio(s_joint, s_true),
-        "v_rand_merge": ratio(s_joint, s_pred),
-        "v_info": ratio(2.0 * mutual, h_true + h_pred),
-        "v_info_split": ratio(mutual, h_pred),
-        "v_info_merge": ratio(mutual, h_true),
+        "v_rand": _ratio(2.0 * s_joint, s_true + s_pred, 1.0),
+        "v_rand_split": _ratio(s_joint, s_true, 1.0),
+        "v_rand_merge": _ratio(s_joint, s_pred, 1.0),
+        "v_info": _ratio(2.0 * mutual, h_true + h_pred, 1.0),
+        "v_info_split": _ratio(mutual, h_pred, 1.0),
+        "v_info_merge": _ratio(mutual, h_true, 1.0),
         "h_true_given_pred": h_true_given_pred,
         "h_pred_given_true": h_pred_given_true,
     }
@@ -553,46 +561,9 @@ def _rand_info(true_labels, pred_labels, convention):
     }
 
 
-def rand_scores(true_labels, pred_labels, convention="skimage"):
-    """Foreground-restricted Rand and information-theoretic scores of instance label images.
-
-    Both inputs are integer instance labels, (H, W) or (batch, H, W) (a trailing axis of 1 is
-    accepted), 0 = background. Only pixels where the TRUE label is non-zero count (N of them);
-    each image is scored separately. With the contingency table ``n_ij`` (true segment i,
-    predicted segment j), true sizes ``a_i`` and predicted sizes ``b_j``:
-
-    * ``convention="skimage"`` (default): predicted 0 is one ordinary segment; pairs are of
-      distinct pixels: ``S_J = sum n_ij^2 - N``, ``S_T = sum a_i^2 - N``,
-      ``S_P = sum b_j^2 - N``. ``v_rand = 2 S_J / (S_T + S_P)`` equals
-      ``1 - skimage.metrics.adapted_rand_error(true, pred)[0]``.
-    * ``convention="isbi2012"``: the challenge's Fiji script (Trainable Weka Segmentation,
-      ``RandError.foregroundRestrictedStatsN2`` / ``VariationOfInformation``): every pixel
-      predicted 0 is its own singleton segment, and sums of squares include each pixel paired
-      with itself (N^2 normalization): ``S_J = sum_{j>0} n_ij^2 + n_0``, ``S_P = sum_{j>0}
-      b_j^2 + n_0``, ``S_T = sum a_i^2`` (n_0: true-foreground pixels predicted 0).
-
-    Returned dict of float32 tensors (scalars for one image, (batch,) otherwise):
-
-    * ``v_rand``: Rand F-score ``2 S_J / (S_T + S_P)`` (alpha = 0.5), the challenge's V_rand.
-    * ``v_rand_merge = S_J / S_P`` (Rand precision, lowered by false merges) and
-      ``v_rand_split = S_J / S_T`` (Rand recall, lowered by false splits). Note that
-      scikit-image 0.26 returns them as (are, prec, rec) = (.., v_rand_split, v_rand_merge),
-      the reverse of its docstring (scikit-image issue #6485).
-    * ``adapted_rand_error = 1 - v_rand``.
-    * ``h_true_given_pred`` = H(T|P) (false merges) and ``h_pred_given_true`` = H(P|T) (false
-      splits), in bits: ``skimage.metrics.variation_of_information(true, pred,
-      ignore_labels=[0])`` returns ``[h_pred_given_true, h_true_given_pred]`` (skimage
-      convention).
-    * ``v_info = 2 I(T; P) / (H(T) + H(P))``, the challenge's V_info (information-theoretic
-      F-score, alpha = 0.5), with ``I = H(T) - H(T|P)``; ``v_info_split = I / H(P)`` and
-      ``v_info_merge = I / H(T)``.
-
-    A ratio whose denominator is 0 (e.g. a single segment on both sides) is 1; every score of
-    an image without true foreground is NaN. Labels must fit int32. Rows are sorted with
-    stable argsorts (TF, JAX and torch sorts are stable); sums use float64 where available.
-    """
-    owner = "rand_scores"
-    _check_convention(convention, owner)
+def _rand_inputs(true_labels, pred_labels, owner):
+    """Check the label images of `rand_scores`; returns them as (batch, H, W) tensors and
+    whether a single (H, W) image was given."""
     true_labels = ops.convert_to_tensor(true_labels)
     pred_labels = ops.convert_to_tensor(pred_labels)
     shape = tuple(true_labels.shape)
@@ -618,6 +589,62 @@ def rand_scores(true_labels, pred_labels, convention="skimage"):
     single = len(shape) == 2
     if single:
         true_labels, pred_labels = true_labels[None], pred_labels[None]
+    return true_labels, pred_labels, single
+
+
+def rand_scores(true_labels, pred_labels, convention="skimage"):
+    """Foreground-restricted Rand and information-theoretic scores of instance label images.
+
+    Only pixels where the TRUE label is non-zero count (N of them); each image is scored
+    separately. With the contingency table ``n_ij`` (true segment i, predicted segment j),
+    true sizes ``a_i`` and predicted sizes ``b_j``:
+
+    * ``convention="skimage"`` (default): predicted 0 is one ordinary segment; pairs are of
+      distinct pixels: ``S_J = sum n_ij^2 - N``, ``S_T = sum a_i^2 - N``,
+      ``S_P = sum b_j^2 - N``. ``v_rand = 2 S_J / (S_T + S_P)`` equals
+      ``1 - skimage.metrics.adapted_rand_error(true, pred)[0]``.
+    * ``convention="isbi2012"``: the challenge's Fiji script (Trainable Weka Segmentation,
+      ``RandError.foregroundRestrictedStatsN2`` / ``VariationOfInformation``): every pixel
+      predicted 0 is its own singleton segment, and sums of squares include each pixel paired
+      with itself (N^2 normalization): ``S_J = sum_{j>0} n_ij^2 + n_0``, ``S_P = sum_{j>0}
+      b_j^2 + n_0``, ``S_T = sum a_i^2`` (n_0: true-foreground pixels predicted 0).
+
+    A ratio whose denominator is 0 (e.g. a single segment on both sides) is 1; every score of
+    an image without true foreground is NaN. Labels must fit int32. Rows are sorted with
+    stable argsorts (TF, JAX and torch sorts are stable); sums use float64 where available.
+
+    Args:
+        true_labels: integer instance labels, (H, W) or (batch, H, W) (a trailing axis of 1
+            is accepted), 0 = background.
+        pred_labels: predicted instance labels of the same shape.
+        convention: "skimage" or "isbi2012" (see above).
+
+    Returns:
+        A dict of float32 tensors (scalars for one image, (batch,) otherwise):
+
+        * ``v_rand``: Rand F-score ``2 S_J / (S_T + S_P)`` (alpha = 0.5), the challenge's
+          V_rand.
+        * ``v_rand_merge = S_J / S_P`` (Rand precision, lowered by false merges) and
+          ``v_rand_split = S_J / S_T`` (Rand recall, lowered by false splits). Note that
+          scikit-image 0.26 returns them as (are, prec, rec) = (.., v_rand_split,
+          v_rand_merge), the reverse of its docstring (scikit-image issue #6485).
+        * ``adapted_rand_error = 1 - v_rand``.
+        * ``h_true_given_pred`` = H(T|P) (false merges) and ``h_pred_given_true`` = H(P|T)
+          (false splits), in bits: ``skimage.metrics.variation_of_information(true, pred,
+          ignore_labels=[0])`` returns ``[h_pred_given_true, h_true_given_pred]`` (skimage
+          convention).
+        * ``v_info = 2 I(T; P) / (H(T) + H(P))``, the challenge's V_info
+          (information-theoretic F-score, alpha = 0.5), with ``I = H(T) - H(T|P)``;
+          ``v_info_split = I / H(P)`` and ``v_info_merge = I / H(T)``.
+
+    Raises:
+        ValueError: an unknown `convention`, label images of different shapes or of a rank
+            other than 2 or 3.
+        TypeError: label images that are not integers.
+    """
+    owner = "rand_scores"
+    _check_convention(convention, owner)
+    true_labels, pred_labels, single = _rand_inputs(true_labels, pred_labels, owner)
     batch = ops.shape(true_labels)[0]
     t = ops.reshape(ops.cast(true_labels, "int32"), (batch, -1))
     p = ops.reshape(ops.cast(pred_labels, "int32"), (batch, -1))
@@ -631,6 +658,7 @@ class _InstanceScore(keras.metrics.Metric):
     """Mean over images of one `rand_scores` entry of connected-component labellings."""
 
     score_key = None
+    default_name = None
 
     def __init__(
         self,
@@ -644,26 +672,11 @@ class _InstanceScore(keras.metrics.Metric):
         name=None,
         dtype=None,
     ):
-        super().__init__(name=name, dtype=dtype)
+        super().__init__(name=name or self.default_name, dtype=dtype)
         owner = type(self).__name__
         self.threshold = check_real(threshold, "threshold", owner, low=0.0, high=1.0)
-        if (
-            isinstance(foreground_class, bool)
-            or not isinstance(foreground_class, numbers.Integral)
-            or foreground_class < 0
-        ):
-            raise ValueError(
-                f"{owner}: `foreground_class` must be an int >= 0; got {foreground_class!r}."
-            )
-        self.foreground_class = int(foreground_class)
-        try:
-            self.connectivity = check_connectivity(connectivity)
-        except ValueError as error:
-            raise ValueError(f"{owner}: {error}") from None
-        if connectivity is None:
-            raise ValueError(
-                f"{owner}: `connectivity` must be 1 (4-connected) or 2 (8-connected); got None."
-            )
+        self.foreground_class = check_int(foreground_class, "foreground_class", 0, context=owner)
+        self.connectivity = check_connectivity(connectivity, allow_none=False, context=owner)
         self.convention = _check_convention(convention, owner)
         self.from_logits = bool(from_logits)
         self.y_pred_is_labels = bool(y_pred_is_labels)
@@ -702,30 +715,28 @@ class _InstanceScore(keras.metrics.Metric):
             )
         return ops.equal(ops.argmax(y_pred, axis=-1), self.foreground_class)
 
+    def _instance_labels(self, y_true, y_pred, owner):
+        """The instance label maps of `y_true` and `y_pred`: as given with
+        `instance_labels`, else the connected components of their foregrounds."""
+        if self.instance_labels:
+            return _label_map(y_true, owner, "`y_true`"), _label_map(y_pred, owner, "`y_pred`")
+        true_fg = ops.equal(_label_map(y_true, owner, "`y_true`"), self.foreground_class)
+        pred_fg = self._foreground_of_prediction(y_pred, owner)
+        for name, x in (("`y_true`", true_fg), ("`y_pred`", pred_fg)):
+            if len(x.shape) != 3:
+                raise ValueError(
+                    f"{owner}: {name} must be a batch of 2D maps; got shape {tuple(x.shape)}."
+                )
+        true_labels = label_components(true_fg, self.connectivity)[0]
+        return true_labels, label_components(pred_fg, self.connectivity)[0]
+
     def update_state(self, y_true, y_pred, sample_weight=None):
         owner = type(self).__name__
         y_true = ops.convert_to_tensor(y_true)
         y_pred = ops.convert_to_tensor(y_pred)
-        if self.instance_labels:
-            true_labels = _label_map(y_true, owner, "`y_true`")
-            pred_labels = _label_map(y_pred, owner, "`y_pred`")
-        else:
-            true_fg = ops.equal(_label_map(y_true, owner, "`y_true`"), self.foreground_class)
-            pred_fg = self._foreground_of_prediction(y_pred, owner)
-            for name, x in (("`y_true`", true_fg), ("`y_pred`", pred_fg)):
-                if len(x.shape) != 3:
-                    raise ValueError(
-                        f"{owner}: {name} must be a batch of 2D maps; got shape {tuple(x.shape)}."
-                    )
-            true_labels = label_components(true_fg, self.connectivity)[0]
-            pred_labels = label_components(pred_fg, self.connectivity)[0]
-        true_shape, pred_shape = tuple(true_labels.shape), tuple(pred_labels.shape)
-        if true_shape != pred_shape and None not in true_shape + pred_shape:
-            raise ValueError(
-                f"{owner}: `y_true` and `y_pred` must agree in batch and spatial "
-                f"size; got shapes {tuple(y_true.shape)} and "
-                f"{tuple(y_pred.shape)}."
-            )
+        true_labels, pred_labels = self._instance_labels(y_true, y_pred, owner)
+        shapes = (tuple(y_true.shape), tuple(y_pred.shape))
+        check_same_size(tuple(true_labels.shape), tuple(pred_labels.shape), owner, shapes)
         batch = ops.shape(true_labels)[0]
         t = ops.reshape(true_labels, (batch, -1))
         p = ops.reshape(pred_labels, (batch, -1))
@@ -788,61 +799,19 @@ class VRand(_InstanceScore):
     """
 
     score_key = "v_rand"
-
-    def __init__(
-        self,
-        threshold=0.5,
-        foreground_class=1,
-        connectivity=1,
-        convention="skimage",
-        from_logits=False,
-        y_pred_is_labels=False,
-        instance_labels=False,
-        name="v_rand",
-        dtype=None,
-    ):
-        super().__init__(
-            threshold=threshold,
-            foreground_class=foreground_class,
-            connectivity=connectivity,
-            convention=convention,
-            from_logits=from_logits,
-            y_pred_is_labels=y_pred_is_labels,
-            instance_labels=instance_labels,
-            name=name,
-            dtype=dtype,
-        )
+    default_name = "v_rand"
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
 class VInfo(_InstanceScore):
     """Foreground-restricted information-theoretic score V_info = 2 I(T; P) / (H(T) + H(P))
     (ISBI 2012 challenge; Arganda-Carreras et al., Front. Neuroanat. 2015), averaged over
-    images. Inputs and arguments as `VRand`; definitions in `rand_scores`.
+    images. Inputs as `VRand`; definitions in `rand_scores`.
+
+    Args:
+        threshold, foreground_class, connectivity, convention, from_logits,
+            y_pred_is_labels, instance_labels: as `VRand`.
     """
 
     score_key = "v_info"
-
-    def __init__(
-        self,
-        threshold=0.5,
-        foreground_class=1,
-        connectivity=1,
-        convention="skimage",
-        from_logits=False,
-        y_pred_is_labels=False,
-        instance_labels=False,
-        name="v_info",
-        dtype=None,
-    ):
-        super().__init__(
-            threshold=threshold,
-            foreground_class=foreground_class,
-            connectivity=connectivity,
-            convention=convention,
-            from_logits=from_logits,
-            y_pred_is_labels=y_pred_is_labels,
-            instance_labels=instance_labels,
-            name=name,
-            dtype=dtype,
-        )
+    default_name = "v_info"

@@ -12,6 +12,8 @@ import math
 import keras
 from keras import ops
 
+__all__ = ["CAFFE_MEAN_BGR", "IMAGENET_MEAN", "IMAGENET_STD", "MODES", "ImagePreprocessing"]
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -31,6 +33,7 @@ MODES = {
 
 
 def _per_channel(values, channels):
+    """`values` for `channels` channels: as they are for as many, else their mean repeated."""
     if channels == len(values):
         return list(values)
     mean = sum(values) / len(values)
@@ -41,9 +44,20 @@ def _per_channel(values, channels):
 class ImagePreprocessing(keras.layers.Layer):
     """Normalise 0..255 images the way an encoder expects.
 
+    Every mode is `y = x * scale + offset` per channel (after an RGB -> BGR flip for
+    "caffe" on 3 channels), computed in float32 whatever the dtype policy. For channel
+    counts other than 3 the per-channel statistics are averaged.
+
     Args:
         mode: one of `kerasseg.preprocessing.MODES`: "none", "unit", "tf",
             "efficientnet_v2", "torch", "caffe", "efficientnet".
+        **kwargs: arguments of `keras.layers.Layer` (name, ...).
+
+    Raises:
+        ValueError: an unknown `mode`, or (when built) an unknown channel count.
+
+    Example:
+        >>> x = ImagePreprocessing("torch")(images)  # images: (batch, H, W, 3) in 0..255
     """
 
     def __init__(self, mode="none", **kwargs):

@@ -40,7 +40,27 @@ BACKEND_NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
 
 @dataclasses.dataclass(frozen=True)
 class ModelEntry:
-    """Everything the registry knows about one loadable name."""
+    """Everything the registry knows about one loadable name.
+
+    Attributes:
+        name: the snake_case name `load` takes.
+        builder: a function, `builder(**arguments)` returns a `keras.Model`.
+        task: one of `TASKS`.
+        description: one line for listings.
+        reference: the publication or source the model follows.
+        input_channels: channels of the default input.
+        default_input_shape: the input shape the builder makes by default.
+        num_classes: classes of the default model (None: data-dependent).
+        preprocessing: the `ImagePreprocessing` mode the inputs need, or a function of the
+            builder's arguments that returns it.
+        weights: {name: `kerasseg.weights.WeightsInfo`}.
+        architecture: for presets, the architecture they instantiate.
+        defaults: for presets, the arguments they fix.
+        default_weights: for presets, the named weights they load unless told otherwise.
+        arguments: the keywords `load` accepts, when the builder's signature does not say (a
+            builder that imports its model only when called); None: the signature's.
+        backends: the Keras backends the model runs on; None for all.
+    """
 
     name: str
     builder: Callable
@@ -50,14 +70,12 @@ class ModelEntry:
     input_channels: int
     default_input_shape: tuple
     num_classes: int | None
-    preprocessing: str | Callable  # an ImagePreprocessing mode, or f(arguments) -> mode
-    weights: dict = dataclasses.field(default_factory=dict)  # name -> WeightsInfo
-    architecture: str | None = None  # for presets: the architecture they instantiate
-    defaults: dict = dataclasses.field(default_factory=dict)  # arguments a preset fixes
-    default_weights: str | None = None  # named weights a preset loads unless told otherwise
-    # The keywords `load` accepts; None: those of the builder's signature.
+    preprocessing: str | Callable
+    weights: dict = dataclasses.field(default_factory=dict)
+    architecture: str | None = None
+    defaults: dict = dataclasses.field(default_factory=dict)
+    default_weights: str | None = None
     arguments: tuple | None = None
-    # The Keras backends the model runs on; None: all of them.
     backends: tuple | None = None
 
     @property
@@ -154,22 +172,9 @@ def register_model(
     Args:
         name: the snake_case name `load` takes.
         builder: a function, `builder(**arguments)` returns a `keras.Model`.
-        task: one of `TASKS`.
-        description: one line for listings.
-        reference: the publication or source the model follows.
-        input_channels: channels of the default input.
-        default_input_shape: the input shape the builder makes by default.
-        num_classes: classes of the default model (None: data-dependent).
-        preprocessing: the `ImagePreprocessing` mode the inputs need, or a function of the
-            builder's arguments that returns it.
         weights: a sequence of `kerasseg.weights.WeightsInfo`.
-        architecture: for presets, the architecture they instantiate.
-        defaults: for presets, the arguments they fix.
-        default_weights: for presets, the named weights they load unless told otherwise.
-        arguments: the keywords `load` accepts, when the builder's signature does not say
-            (a builder that imports its model only when called).
-        backends: the Keras backends the model runs on; None for all.
         overwrite: replace an entry of the same name instead of refusing.
+        task, description, ..., backends: the `ModelEntry` attributes of the same names.
 
     Returns:
         The `ModelEntry`, or with no `builder`, a decorator.
@@ -178,27 +183,11 @@ def register_model(
         ValueError: a bad name, a taken name, an unknown task or default weights.
         TypeError: a builder that is not callable.
     """
+    options = {key: value for key, value in locals().items() if key not in ("name", "builder")}
     if builder is None:
 
         def decorate(function):
-            register_model(
-                name,
-                function,
-                task=task,
-                description=description,
-                reference=reference,
-                input_channels=input_channels,
-                default_input_shape=default_input_shape,
-                num_classes=num_classes,
-                preprocessing=preprocessing,
-                weights=weights,
-                architecture=architecture,
-                defaults=defaults,
-                default_weights=default_weights,
-                arguments=arguments,
-                backends=backends,
-                overwrite=overwrite,
-            )
+            register_model(name, function, **options)
             return function
 
         return decorate
@@ -216,22 +205,18 @@ def register_model(
             f"`default_weights` {default_weights!r} is not among the entry's weights "
             f"{sorted(weights)}."
         )
+    del options["overwrite"]
     entry = ModelEntry(
         name=name,
         builder=builder,
-        task=task,
-        description=description,
-        reference=reference,
-        input_channels=input_channels,
-        default_input_shape=tuple(default_input_shape),
-        num_classes=num_classes,
-        preprocessing=preprocessing,
-        weights=weights,
-        architecture=architecture,
-        defaults=dict(defaults or {}),
-        default_weights=default_weights,
-        arguments=None if arguments is None else tuple(arguments),
-        backends=None if backends is None else tuple(backends),
+        **{
+            **options,
+            "weights": weights,
+            "default_input_shape": tuple(default_input_shape),
+            "defaults": dict(defaults or {}),
+            "arguments": None if arguments is None else tuple(arguments),
+            "backends": None if backends is None else tuple(backends),
+        },
     )
     _REGISTRY[name] = entry
     return entry

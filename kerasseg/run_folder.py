@@ -25,6 +25,16 @@ import filelock
 
 from kerasseg import files
 
+__all__ = [
+    "CONFIG_FILE",
+    "LOCK_FILE",
+    "OWNER_FILE",
+    "RESUMABLE_KEYS",
+    "RunFolder",
+    "RunFolderError",
+    "config_differences",
+]
+
 LOCK_FILE = ".lock"
 OWNER_FILE = ".lock.json"
 CONFIG_FILE = "run.json"
@@ -129,7 +139,11 @@ class RunFolder:
             return "another process (it is starting); wait for it or choose another folder."
 
     def read_config(self):
-        """The `run.json` of an earlier run in this folder, or None."""
+        """The `run.json` of an earlier run in this folder, or None.
+
+        Raises:
+            RunFolderError: `run.json` is not readable JSON.
+        """
         path = self.path / CONFIG_FILE
         if not path.is_file():
             return None
@@ -141,9 +155,14 @@ class RunFolder:
     def check_same_run(self, config, keys=None):
         """Refuse `config` if an earlier run in this folder had other arguments.
 
-        Keys of `RESUMABLE_KEYS` may differ; with `keys`, only those top-level keys are
-        compared (an early check on part of the configuration). Returns the earlier
-        configuration (None for a new folder).
+        Args:
+            config: the configuration of this call, as `run.json` would record it; keys of
+                `RESUMABLE_KEYS` may differ from the earlier run's.
+            keys: None to compare everything, or the top-level keys to compare (an early
+                check on part of the configuration).
+
+        Returns:
+            The earlier configuration (None for a new folder).
 
         Raises:
             RunFolderError: listing up to 8 differing arguments, earlier value first.
@@ -166,6 +185,7 @@ class RunFolder:
         return earlier
 
     def write_config(self, config):
+        """Write `config` as this folder's `run.json` (atomically)."""
         files.write_json(self.path / CONFIG_FILE, config)
 
 
@@ -191,8 +211,16 @@ def _differences(before, after, prefix):
 
 
 def config_differences(earlier, now):
-    """["key: earlier -> now", ...] for the arguments that differ, `RESUMABLE_KEYS` aside;
-    nested keys are joined with dots ("model_arguments.base_filters")."""
+    """The arguments that differ between two run configurations, `RESUMABLE_KEYS` aside.
+
+    Args:
+        earlier: the configuration of the earlier run (`run.json`).
+        now: the configuration of this call.
+
+    Returns:
+        ["key: earlier -> now", ...]; nested keys are joined with dots
+        ("model_arguments.base_filters").
+    """
     earlier = {k: v for k, v in _plain(earlier).items() if k not in RESUMABLE_KEYS}
     now = {k: v for k, v in _plain(now).items() if k not in RESUMABLE_KEYS}
     return _differences(earlier, now, "")

@@ -6,6 +6,8 @@ its int32 label map, so the demo and tests can measure how well a method segment
 
 import numpy as np
 
+__all__ = ["SAMPLES", "load_sample", "membranes", "nuclei", "shapes"]
+
 
 def _grid(size):
     return np.mgrid[0:size, 0:size].astype(np.float64)
@@ -80,7 +82,18 @@ SAMPLES = {"nuclei": nuclei, "membranes": membranes, "shapes": shapes}
 
 
 def load_sample(name, **kwargs):
-    """`(image, mask)` of the built-in sample `name` ("nuclei", "membranes", "shapes")."""
+    """`(image, mask)` of the built-in sample `name`.
+
+    Args:
+        name: "nuclei", "membranes" or "shapes".
+        **kwargs: arguments of that sample's function (`size`, `seed`, ...).
+
+    Returns:
+        A uint8 image and its int32 label map.
+
+    Raises:
+        ValueError: `name` is not a built-in sample.
+    """
     if name not in SAMPLES:
         raise ValueError(f"`name` must be one of {sorted(SAMPLES)}; got {name!r}.")
     return SAMPLES[name](**kwargs)

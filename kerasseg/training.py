@@ -30,7 +30,6 @@ import dataclasses
 import io
 import json
 import math
-import numbers
 import pathlib
 import re
 import sys
@@ -38,13 +37,26 @@ import sys
 import keras
 import tensorflow as tf
 
-from kerasseg import files
+from kerasseg import files, registry
 from kerasseg import losses as losses_lib
 from kerasseg import metrics as metrics_lib
 from kerasseg.data import transforms
 from kerasseg.data.decode import error_text
 from kerasseg.inference.semantic import output_is_logits
+from kerasseg.ops.checks import check_int, check_number
 from kerasseg.run_folder import RunFolder
+
+__all__ = [
+    "LOSS_NAMES",
+    "OPTIMIZERS",
+    "PRECISION_POLICIES",
+    "SCHEDULES",
+    "TrainingDiverged",
+    "TrainingRun",
+    "default_metrics",
+    "loss_from_spec",
+    "train",
+]
 
 LOSS_NAMES = {
     "ce": losses_lib.CrossEntropyLoss,
@@ -86,9 +98,19 @@ class TrainingRun:
 def loss_from_spec(spec, *, num_classes, from_logits, ignore_label=None):
     """A loss from a spec such as "bce", "ce+dice" or "0.5*focal+dice".
 
-    Terms are names of `LOSS_NAMES`, optionally weighted as `w*name`, joined by "+"; more
-    than one term gives a `WeightedSum`. `num_classes` 1 means a binary (sigmoid) model,
-    more a multiclass (softmax) one. A `keras.losses.Loss` instance is returned as is.
+    Args:
+        spec: terms that are names of `LOSS_NAMES`, optionally weighted as `w*name`, joined
+            by "+"; or a `keras.losses.Loss` instance, returned as is.
+        num_classes: the model's output channels: 1 means a binary (sigmoid) model, more a
+            multiclass (softmax) one.
+        from_logits: whether the model outputs logits.
+        ignore_label: the mask value the loss skips, or None.
+
+    Returns:
+        The loss; more than one term gives a `WeightedSum`.
+
+    Raises:
+        ValueError: `spec` is empty, not a string, or holds a term that cannot be read.
     """
     if isinstance(spec, keras.losses.Loss):
         return spec
@@ -116,7 +138,16 @@ def loss_from_spec(spec, *, num_classes, from_logits, ignore_label=None):
 
 
 def default_metrics(num_classes, *, from_logits, ignore_label=None):
-    """Pixel accuracy, mean IoU and Dice over the classes (2 for a binary model)."""
+    """Pixel accuracy, mean IoU and Dice over the classes (2 for a binary model).
+
+    Args:
+        num_classes: the model's output channels (1 for a binary model).
+        from_logits: whether the model outputs logits.
+        ignore_label: the mask value the metrics skip, or None.
+
+    Returns:
+        A list of three Keras metrics named "pixel_accuracy", "mean_iou" and "dice".
+    """
     classes = 2 if num_classes == 1 else num_classes
     common = dict(num_classes=classes, ignore_label=ignore_label, from_logits=from_logits)
     return [
@@ -298,22 +329,6 @@ def _say(message, verbose):
         print(f"kerasseg train: {message}", file=sys.stderr, flush=True)
 
 
-def _positive_int(value, name, *, optional=False):
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive int{' or None' if optional else ''}; got {value!r}."
-        )
-
-
-def _check_learning_rate(value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"`learning_rate` must be a number; got {value!r}.")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"`learning_rate` must be finite and > 0; got {value!r}.")
-
-
 def _label_check(dataset, num_classes, ignore_label, what):
     """`dataset` with `kerasseg.data.check_labels` on its masks; elements that are not
     (images, masks, ...) tuples of tensors pass unchecked."""
@@ -345,6 +360,57 @@ def _strategy(strategy):
 def _dataset_steps(dataset):
     count = int(dataset.cardinality())
     return count if count > 0 else None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Request:
+    """The arguments of one `train` call but `output_dir` (see `train`), checked when made."""
+
+    model: object
+    train_data: tf.data.Dataset
+    epochs: int
+    model_arguments: dict | None
+    validation_data: tf.data.Dataset | None
+    loss: object
+    metrics: object
+    optimizer: object
+    learning_rate: float
+    schedule: str
+    steps_per_epoch: int | None
+    validation_steps: int | None
+    monitor: str
+    strategy: object
+    mixed_precision: str | None
+    ignore_label: int | None
+    seed: int
+    verbose: object
+    run_config: dict | None
+
+    def __post_init__(self):
+        """Refuse arguments that are wrong in themselves, before the run folder is touched."""
+        if not isinstance(self.train_data, tf.data.Dataset):
+            raise TypeError(
+                f"`train_data` must be a tf.data.Dataset; got {type(self.train_data).__name__}."
+            )
+        check_int(self.epochs, "epochs", minimum=1)
+        check_int(self.steps_per_epoch, "steps_per_epoch", minimum=1, allow_none=True)
+        check_int(self.validation_steps, "validation_steps", minimum=1, allow_none=True)
+        check_number(self.learning_rate, "learning_rate", positive=True)
+        check_int(self.seed, "seed")
+        if self.mixed_precision not in PRECISION_POLICIES:
+            raise ValueError(
+                f"`mixed_precision` must be one of {PRECISION_POLICIES}; got "
+                f"{self.mixed_precision!r}."
+            )
+        if not isinstance(self.monitor, str) or not self.monitor:
+            raise ValueError(f"`monitor` must be the name of a logged value; got {self.monitor!r}.")
+
+    @property
+    def model_name(self):
+        """The registry name, or the name of the callable that builds the model."""
+        if isinstance(self.model, str):
+            return self.model
+        return getattr(self.model, "__qualname__", type(self.model).__name__)
 
 
 def train(
@@ -403,63 +469,52 @@ def train(
     Returns:
         A `TrainingRun`.
     """
-    if not isinstance(train_data, tf.data.Dataset):
-        raise TypeError(f"`train_data` must be a tf.data.Dataset; got {type(train_data).__name__}.")
-    _positive_int(epochs, "epochs")
-    _positive_int(steps_per_epoch, "steps_per_epoch", optional=True)
-    _positive_int(validation_steps, "validation_steps", optional=True)
-    _check_learning_rate(learning_rate)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ValueError(f"`seed` must be an int; got {seed!r}.")
-    if mixed_precision not in PRECISION_POLICIES:
-        raise ValueError(
-            f"`mixed_precision` must be one of {PRECISION_POLICIES}; got {mixed_precision!r}."
-        )
-    if not isinstance(monitor, str) or not monitor:
-        raise ValueError(f"`monitor` must be the name of a logged value; got {monitor!r}.")
+    request = _Request(
+        model,
+        train_data,
+        epochs=epochs,
+        model_arguments=model_arguments,
+        validation_data=validation_data,
+        loss=loss,
+        metrics=metrics,
+        optimizer=optimizer,
+        learning_rate=learning_rate,
+        schedule=schedule,
+        steps_per_epoch=steps_per_epoch,
+        validation_steps=validation_steps,
+        monitor=monitor,
+        strategy=strategy,
+        mixed_precision=mixed_precision,
+        ignore_label=ignore_label,
+        seed=seed,
+        verbose=verbose,
+        run_config=run_config,
+    )
     with RunFolder(output_dir) as folder:
-        return _train_in_folder(
-            folder,
-            model,
-            train_data,
-            epochs=epochs,
-            model_arguments=model_arguments,
-            validation_data=validation_data,
-            loss=loss,
-            metrics=metrics,
-            optimizer=optimizer,
-            learning_rate=learning_rate,
-            schedule=schedule,
-            steps_per_epoch=steps_per_epoch,
-            validation_steps=validation_steps,
-            monitor=monitor,
-            strategy=strategy,
-            mixed_precision=mixed_precision,
-            ignore_label=ignore_label,
-            seed=seed,
-            verbose=verbose,
-            run_config=run_config,
-        )
+        return _train_in_folder(folder, request)
 
 
-def _build_and_compile(model, model_arguments, *, loss, metrics, optimizer, rate, ignore_label):
-    if isinstance(model, str):
-        from kerasseg.registry import load
-
-        network = load(model, **(model_arguments or {}))
-    elif callable(model):
-        network = model()
+def _build_and_compile(request, rate):
+    """The model of `request`, compiled with its loss, metrics and optimizer; and the loss."""
+    if isinstance(request.model, str):
+        network = registry.load(request.model, **(request.model_arguments or {}))
+    elif callable(request.model):
+        network = request.model()
     else:
-        raise TypeError(f"`model` must be a registry name or a callable; got {model!r}.")
+        raise TypeError(f"`model` must be a registry name or a callable; got {request.model!r}.")
     num_classes = int(network.output_shape[-1])
     logits = output_is_logits(network)
+    ignore_label = request.ignore_label
+    loss = request.loss
     if loss == "auto":
         loss = "bce+dice" if num_classes == 1 else "ce+dice"
     loss = loss_from_spec(
         loss, num_classes=num_classes, from_logits=logits, ignore_label=ignore_label
     )
+    metrics = request.metrics
     if metrics == "auto":
         metrics = default_metrics(num_classes, from_logits=logits, ignore_label=ignore_label)
+    optimizer = request.optimizer
     if isinstance(optimizer, str):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"`optimizer` must be one of {sorted(OPTIMIZERS)}; got {optimizer!r}.")
@@ -467,6 +522,24 @@ def _build_and_compile(model, model_arguments, *, loss, metrics, optimizer, rate
         optimizer = OPTIMIZERS[optimizer](learning_rate=rate, **options)
     network.compile(optimizer=optimizer, loss=loss, metrics=metrics or None)
     return network, loss
+
+
+def _build(request):
+    """Seed and dtype policy set, the model built and compiled in the strategy's scope.
+
+    Returns:
+        (network, its loss, the `tf.distribute.Strategy`, batches per epoch or None).
+    """
+    keras.utils.set_random_seed(request.seed)
+    if request.mixed_precision is not None:
+        keras.mixed_precision.set_global_policy(request.mixed_precision)
+    steps = request.steps_per_epoch or _dataset_steps(request.train_data)
+    total_steps = None if steps is None else steps * request.epochs
+    distribution = _strategy(request.strategy)
+    with distribution.scope():
+        rate = _learning_rate(request.learning_rate, request.schedule, total_steps)
+        network, loss = _build_and_compile(request, rate)
+    return network, loss, distribution, steps
 
 
 def _without_names(config):
@@ -487,68 +560,44 @@ def _optimizer_config(optimizer):
     return config
 
 
-def _train_in_folder(
-    folder,
-    model,
-    train_data,
-    *,
-    epochs,
-    model_arguments,
-    validation_data,
-    loss,
-    metrics,
-    optimizer,
-    learning_rate,
-    schedule,
-    steps_per_epoch,
-    validation_steps,
-    monitor,
-    strategy,
-    mixed_precision,
-    ignore_label,
-    seed,
-    verbose,
-    run_config,
-):
-    output_dir = folder.path
-    keras.utils.set_random_seed(seed)
-    if mixed_precision is not None:
-        keras.mixed_precision.set_global_policy(mixed_precision)
-    steps = steps_per_epoch or _dataset_steps(train_data)
-    total_steps = None if steps is None else steps * epochs
-    distribution = _strategy(strategy)
-    with distribution.scope():
-        network, loss = _build_and_compile(
-            model,
-            model_arguments,
-            loss=loss,
-            metrics=metrics,
-            optimizer=optimizer,
-            rate=_learning_rate(learning_rate, schedule, total_steps),
-            ignore_label=ignore_label,
-        )
-    channels = int(network.output_shape[-1])
-    num_classes = 2 if channels == 1 else channels
-    mode = "min" if ("loss" in monitor or "error" in monitor) else "max"
-    name = model if isinstance(model, str) else getattr(model, "__qualname__", type(model).__name__)
-    config = {
-        "model": name,
-        "model_arguments": model_arguments or {},
-        "epochs": epochs,
+def _run_json(request, network, loss, distribution, steps):
+    """The configuration `run.json` records, which a resume must repeat."""
+    return {
+        "model": request.model_name,
+        "model_arguments": request.model_arguments or {},
+        "epochs": request.epochs,
         "steps_per_epoch": steps,
         "loss": _without_names(keras.saving.serialize_keras_object(loss)),
         "optimizer": _optimizer_config(network.optimizer),
-        "learning_rate": learning_rate,
-        "schedule": schedule,
-        "monitor": monitor,
+        "learning_rate": request.learning_rate,
+        "schedule": request.schedule,
+        "monitor": request.monitor,
         "strategy": type(distribution).__name__,
         "replicas": distribution.num_replicas_in_sync,
         "mixed_precision": keras.mixed_precision.global_policy().name,
-        "seed": seed,
-        "ignore_label": ignore_label,
+        "seed": request.seed,
+        "ignore_label": request.ignore_label,
         "versions": {"keras": keras.__version__, "tensorflow": tf.__version__},
-        **(run_config or {}),
+        **(request.run_config or {}),
     }
+
+
+def _result(network, output_dir, trained_epochs):
+    return TrainingRun(
+        model=network,
+        history=_read_history(output_dir / "history.csv"),
+        output_dir=output_dir,
+        best_path=output_dir / "best.keras",
+        final_path=output_dir / "final.keras",
+        trained_epochs=trained_epochs,
+    )
+
+
+def _train_in_folder(folder, request):
+    """Build the model, resume it from the folder's checkpoint, fit it and save it."""
+    output_dir = folder.path
+    network, loss, distribution, steps = _build(request)
+    config = _run_json(request, network, loss, distribution, steps)
     earlier = folder.check_same_run(config)
     done, checkpoint = _completed_epochs(output_dir) if earlier is not None else (0, None)
     if checkpoint is not None:
@@ -556,50 +605,59 @@ def _train_in_folder(
             network.optimizer.build(network.trainable_variables)
             network.load_weights(checkpoint)
     final_path = output_dir / "final.keras"
-
-    def result(trained_epochs):
-        return TrainingRun(
-            model=network,
-            history=_read_history(output_dir / "history.csv"),
-            output_dir=output_dir,
-            best_path=output_dir / "best.keras",
-            final_path=final_path,
-            trained_epochs=trained_epochs,
-        )
-
-    if done >= epochs and final_path.is_file():
+    if done >= request.epochs and final_path.is_file():
         _say(
-            f"the run in {output_dir} is complete ({done} epochs; asked for {epochs}); "
+            f"the run in {output_dir} is complete ({done} epochs; asked for {request.epochs}); "
             "nothing to do. Ask for more epochs to continue it.",
-            verbose,
+            request.verbose,
         )
-        return result(0)
+        return _result(network, output_dir, 0)
     if checkpoint is not None:
-        _say(f"resuming at epoch {done + 1} of {epochs} in {output_dir}", verbose)
+        _say(f"resuming at epoch {done + 1} of {request.epochs} in {output_dir}", request.verbose)
     folder.write_config(config)
-    train_data = _label_check(train_data, num_classes, ignore_label, "a training batch")
-    if validation_data is not None:
-        validation_data = _label_check(
-            validation_data, num_classes, ignore_label, "a validation batch"
-        )
-    callbacks = [
-        _StopOnNonFinite(epochs),  # first: nothing is saved of an epoch that diverged
+    _fit(request, network, output_dir, done)
+    files.save_model(network, final_path)
+    return _result(network, output_dir, max(request.epochs - done, 0))
+
+
+def _callbacks(request, output_dir):
+    mode = "min" if ("loss" in request.monitor or "error" in request.monitor) else "max"
+    return [
+        _StopOnNonFinite(request.epochs),  # first: nothing is saved of an epoch that diverged
         _History(output_dir / "history.csv"),
-        _Best(output_dir, monitor, mode),
+        _Best(output_dir, request.monitor, mode),
         keras.callbacks.TensorBoard(log_dir=str(output_dir / "tensorboard")),
         # Last, so that an epoch counts as done only once its logs and best model are saved.
         _Checkpoint(output_dir / "checkpoint"),
     ]
+
+
+def _fit(request, network, output_dir, done):
+    """`network.fit` from epoch `done` on, with the mask values of every batch checked.
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite.
+        ValueError: a batch holds mask values outside the model's classes.
+    """
+    channels = int(network.output_shape[-1])
+    num_classes = 2 if channels == 1 else channels
+    ignore_label = request.ignore_label
+    train_data = _label_check(request.train_data, num_classes, ignore_label, "a training batch")
+    validation_data = request.validation_data
+    if validation_data is not None:
+        validation_data = _label_check(
+            validation_data, num_classes, ignore_label, "a validation batch"
+        )
     try:
         network.fit(
             train_data,
-            epochs=epochs,
-            initial_epoch=min(done, epochs),
-            steps_per_epoch=steps_per_epoch,
+            epochs=request.epochs,
+            initial_epoch=min(done, request.epochs),
+            steps_per_epoch=request.steps_per_epoch,
             validation_data=validation_data,
-            validation_steps=validation_steps,
-            callbacks=callbacks,
-            verbose=verbose,
+            validation_steps=request.validation_steps,
+            callbacks=_callbacks(request, output_dir),
+            verbose=request.verbose,
             shuffle=False,  # datasets shuffle themselves (`segmentation_dataset(shuffle=True)`)
         )
     except _Diverged as error:
@@ -616,5 +674,3 @@ def _train_in_folder(
         ) from None
     except tf.errors.InvalidArgumentError as error:
         raise ValueError(error_text(error)) from error
-    files.save_model(network, final_path)
-    return result(max(epochs - done, 0))

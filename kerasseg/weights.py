@@ -22,6 +22,23 @@ import h5py
 import keras
 import numpy as np
 
+__all__ = [
+    "LOGGER",
+    "OPTIMIZER_GROUP",
+    "WEIGHT_SUFFIXES",
+    "WeightsInfo",
+    "WeightsReport",
+    "check_keras_archive",
+    "fetch",
+    "home_dir",
+    "load_weights_file",
+    "load_weights_for_classes",
+    "packaged_dir",
+    "read_manifest",
+    "save_weights_float16",
+    "sha256_of",
+]
+
 WEIGHT_SUFFIXES = (".weights.h5", ".keras")
 LOGGER = logging.getLogger("kerasseg")
 # The group of a `.weights.h5` where Keras stores a compiled model's optimizer state.
@@ -43,6 +60,7 @@ class WeightsInfo:
     card: str | None = None
 
     def as_dict(self):
+        """The fields as a plain dict."""
         return dataclasses.asdict(self)
 
 
@@ -73,6 +91,7 @@ def read_manifest(directory=None):
 
 
 def sha256_of(path):
+    """The sha256 of the file at `path`, as a hex string."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -171,6 +190,15 @@ def check_keras_archive(path):
         )
 
 
+def _load_keras_archive(path):
+    """The model of a `.keras` file, checked by `check_keras_archive`, loaded safely."""
+    check_keras_archive(path)
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:
+        raise ValueError(f"`weights`: cannot load {path}: {error}") from error
+
+
 def load_weights_file(model, path):
     """Load weights from a `.weights.h5` or `.keras` file into `model`, checking they fit."""
     path = Path(path)
@@ -182,22 +210,12 @@ def load_weights_file(model, path):
     if not path.is_file():
         raise FileNotFoundError(f"`weights`: no such file: {path}")
     if path.name.endswith(".keras"):
-        check_keras_archive(path)
-        try:
-            source = keras.saving.load_model(path, compile=False, safe_mode=True)
-        except Exception as error:
-            raise ValueError(f"`weights`: cannot load {path}: {error}") from error
-        _copy_weights(source, model, path)
+        _copy_weights(_load_keras_archive(path), model, path)
         return
     mismatch = (
         f"`weights`: {path} does not fit model {model.name!r} (built with the arguments given"
     )
-    try:
-        file_shapes = _h5_array_shapes(path)
-    except OSError as error:
-        raise ValueError(
-            f"`weights`: {path} is not a readable HDF5 weights file ({error})."
-        ) from error
+    file_shapes = sorted(_h5_layout(path, path).values())
     model_shapes = sorted(tuple(w.shape) for w in model.weights)
     if file_shapes != model_shapes:
         raise ValueError(
@@ -248,20 +266,6 @@ def _copy_as_float16(source, target):
             if data.dtype == np.float32:
                 data = data.astype(np.float16)
             target.create_dataset(name, data=data).attrs.update(node.attrs)
-
-
-def _h5_array_shapes(path):
-    """Shapes of the model arrays in a `.weights.h5`. The optimizer state that `save_weights`
-    adds for a compiled model (group `optimizer`) is not counted: `load_weights` skips it."""
-    shapes = []
-
-    def visit(name, node):
-        if isinstance(node, h5py.Dataset) and not name.startswith(OPTIMIZER_GROUP + "/"):
-            shapes.append(node.shape)
-
-    with h5py.File(path, "r") as f:
-        f.visititems(visit)
-    return sorted(tuple(s) for s in shapes)
 
 
 def _copy_weights(source, model, path):
@@ -315,16 +319,32 @@ class WeightsReport:
         return text
 
 
-def _h5_layout(path):
-    """{dataset path: shape} of the model arrays of a `.weights.h5` (optimizer left out)."""
+def _h5_layout(path, given=None):
+    """{dataset path: shape} of the model arrays of a `.weights.h5`.
+
+    The optimizer state that `save_weights` adds for a compiled model (group `optimizer`)
+    is left out: `load_weights` skips it.
+
+    Args:
+        path: the `.weights.h5` file.
+        given: the file the user gave, when `path` is read on its behalf; an unreadable
+            file then raises a ValueError naming it (else the OSError of h5py).
+    """
     layout = {}
 
     def visit(name, node):
         if isinstance(node, h5py.Dataset) and not name.startswith(OPTIMIZER_GROUP + "/"):
             layout[name] = tuple(node.shape)
 
-    with h5py.File(path, "r") as f:
-        f.visititems(visit)
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(visit)
+    except OSError as error:
+        if given is None:
+            raise
+        raise ValueError(
+            f"`weights`: {given} is not a readable HDF5 weights file ({error})."
+        ) from error
     return layout
 
 
@@ -333,13 +353,8 @@ def _source_h5(path, folder):
     loaded safely and its weights saved to `folder`)."""
     if not Path(path).name.endswith(".keras"):
         return Path(path)
-    check_keras_archive(path)
-    try:
-        source = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as error:
-        raise ValueError(f"`weights`: cannot load {path}: {error}") from error
     converted = Path(folder) / "source.weights.h5"
-    source.save_weights(converted)
+    _load_keras_archive(path).save_weights(converted)
     return converted
 
 
@@ -391,12 +406,7 @@ def load_weights_for_classes(model, path, build_for_classes, num_classes):
     total = len(model.weights)
     with tempfile.TemporaryDirectory() as folder:
         source = _source_h5(path, folder)
-        try:
-            file_layout = _h5_layout(source)
-        except OSError as error:
-            raise ValueError(
-                f"`weights`: {path} is not a readable HDF5 weights file ({error})."
-            ) from error
+        file_layout = _h5_layout(source, path)
         if sorted(file_layout.values()) == sorted(tuple(w.shape) for w in model.weights):
             load_weights_file(model, source)
             return WeightsReport(str(path), total, total)

@@ -20,13 +20,13 @@ from skimage import measure
 
 import kerasseg
 from kerasseg import cli
-from kerasseg.evaluation.semantic import evaluate, write_report
-from kerasseg.inference.semantic import (
+from kerasseg.evaluation import evaluate, write_report
+from kerasseg.inference import (
     cell_instances,
-    is_instance_model,
     predict_file,
     predict_image,
     predict_instances,
+    task_of,
 )
 from kerasseg.models.maskrcnn.postprocess import paste_masks
 
@@ -278,7 +278,7 @@ class _FixedDetector:
 
 def test_predict_instances_paints_the_best_detection_on_top(tmp_path):
     detector = _FixedDetector()
-    assert is_instance_model(detector) and not is_instance_model(kerasseg.load("otsu"))
+    assert task_of(detector) == "instance" and task_of(kerasseg.load("otsu")) == "semantic"
     grey = np.arange(32 * 30, dtype=np.uint8).reshape(32, 30)
     labels, detections = predict_instances(detector, grey, min_score=0.5)
     sent = detector.calls[0]

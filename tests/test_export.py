@@ -25,7 +25,7 @@ import kerasseg
 from kerasseg import samples, tta
 from kerasseg.cli import main as cli_main
 from kerasseg.export import export
-from kerasseg.inference.semantic import predict_image
+from kerasseg.inference import predict_image
 from kerasseg.preprocessing import ImagePreprocessing
 
 PY_FUNC_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}

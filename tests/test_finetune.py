@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import kerasseg
 from kerasseg import cli
+from kerasseg.cli.train import _weights_banner
 from kerasseg.data.instance_pipeline import instance_dataset
 
 # CamVid ids -> road and pavement / car / everything else; void (11) stays ignored.
@@ -168,7 +169,7 @@ def test_cli_fine_tunes_a_preset_and_says_where_weights_come_from(data_dir, tmp_
         capsys.readouterr().err
     )
     entry = kerasseg.get_entry("unet")
-    assert cli._weights_banner(entry, {"encoder": "mobilenet_v2"}, object()) == (
+    assert _weights_banner(entry, {"encoder": "mobilenet_v2"}, object()) == (
         "weights: encoder mobilenet_v2: random initialisation (--encoder-weights imagenet starts "
         "from ImageNet); decoder and head: random initialisation"
     )

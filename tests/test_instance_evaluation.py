@@ -15,20 +15,20 @@ from pycocotools.cocoeval import COCOeval
 
 import kerasseg
 from kerasseg import cli
+from kerasseg.cli.evaluate import _instance_data
 from kerasseg.data.coco import rle_encode
 from kerasseg.data.instances import to_padded
-from kerasseg.evaluation.coco import (
+from kerasseg.evaluation import (
     METRICS,
     coco_average_precision,
     coco_ground_truth,
     coco_results,
-    detections_from_outputs,
     evaluate_instances,
     format_markdown,
-    instance_map,
     masks_to_rle,
     outputs_to_coco_results,
 )
+from kerasseg.inference import detections_from_outputs, instance_map
 from kerasseg.models.maskrcnn.postprocess import paste_masks
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
@@ -583,7 +583,7 @@ def test_cli_instance_data_from_coco_and_folders(tmp_path):
     )
     argv = ["evaluate", "--model", "m.keras", "--coco", str(coco_file), "--images", str(tmp_path)]
     args = cli._parser().parse_args([*argv, "--out", str(tmp_path / "r")])
-    pairs, names = cli._instance_data(args)
+    pairs, names = _instance_data(args)
     pairs = list(pairs)
     assert names[1] == "cell" and names[2] == "clump"
     (first_image, first), (second_image, second) = pairs
@@ -608,13 +608,13 @@ def test_cli_instance_data_from_coco_and_folders(tmp_path):
     folders = ["--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks")]
     args = cli._parser().parse_args(["evaluate", "--model", "m", *folders, "--out", "r"])
     args.ignore_label = 9
-    ((image, targets),) = list(cli._instance_data(args)[0])
+    ((image, targets),) = list(_instance_data(args)[0])
     np.testing.assert_array_equal(targets["class_ids"], [1, 1, 2])  # class 1: two regions
     np.testing.assert_array_equal(instance_map(targets["masks"]), labels)
     Image.fromarray(labels.astype(np.uint8) * 50).save(tmp_path / "masks" / "a.png")
     args = cli._parser().parse_args(
         ["evaluate", "--model", "m", *folders, "--instance-masks", "labels", "--out", "r"]
     )
-    ((image, targets),) = list(cli._instance_data(args)[0])
+    ((image, targets),) = list(_instance_data(args)[0])
     np.testing.assert_array_equal(targets["class_ids"], [1, 1, 1])
     np.testing.assert_array_equal(instance_map(targets["masks"]), labels)

@@ -473,3 +473,27 @@ def test_box_representation_size_sets_the_box_head_width(version):
     assert default.count_params() - light.count_params() == head(1024) - head(256)
     with pytest.raises(ValueError, match="`box_representation_size` must be a positive"):
         maskrcnn(num_classes=2, backbone="resnet18", box_representation_size=0)
+
+
+def test_registered_arguments_follow_the_builder():
+    """`kerasseg.models.maskrcnn.ARGUMENTS` (what the registry lets a variant take) is the
+    builder's keywords but `backbone` and `version` (fixed by the variant), then the
+    `**training_options` its docstring lists, which the detector layer all accepts."""
+    import inspect
+    import re
+
+    import kerasseg.models.maskrcnn as package
+    from kerasseg.models.maskrcnn.model import MaskRCNNDetector
+
+    parameters = inspect.signature(maskrcnn).parameters.values()
+    keywords = [
+        p.name
+        for p in parameters
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and p.name not in ("backbone", "version")
+    ]
+    entry = maskrcnn.__doc__.split("**training_options:", 1)[1].split("\n\n", 1)[0]
+    training = re.findall(r"`(\w+)`", entry)
+    assert training and len(set(training)) == len(training)
+    assert package.ARGUMENTS == tuple(keywords + training)
+    assert set(training) <= set(inspect.signature(MaskRCNNDetector).parameters)

@@ -21,7 +21,7 @@ import tensorflow as tf
 from PIL import Image
 
 from kerasseg import cli, files, training
-from kerasseg.inference.semantic import predict_image
+from kerasseg.inference import predict_image
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model", "unet", "--model-arg", "base_filters=4", "--model-arg", "depth=2"]

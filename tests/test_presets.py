@@ -13,14 +13,12 @@ from sklearn.metrics import confusion_matrix
 import kerasseg
 from kerasseg import tta, weights
 from kerasseg.datasets import isbi2012_instances
-from kerasseg.evaluation.coco import (
+from kerasseg.evaluation import (
     coco_average_precision,
     coco_ground_truth,
     coco_results,
-    detections_from_outputs,
-    instance_map,
 )
-from kerasseg.inference.semantic import cell_instances
+from kerasseg.inference import cell_instances, detections_from_outputs, instance_map
 
 
 def _recorded_metrics(name):

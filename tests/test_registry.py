@@ -78,6 +78,51 @@ def test_register_and_load_a_user_model():
         registry._REGISTRY.pop("my_unet", None)
 
 
+# A whole new architecture, as it would stand in its own file kerasseg/models/tiny_net.py:
+# the decorator registers it where it is defined; nothing else in the package changes.
+TINY_NET_SOURCE = """
+import keras
+
+from kerasseg.models.base import SegmentationModel
+from kerasseg.registry import register_model
+
+
+@register_model(
+    "tiny_net",
+    task="semantic",
+    description="Two convolutions, for the registry test",
+    reference="none",
+    num_classes=2,
+    preprocessing="unit",
+)
+def tiny_net(num_classes=2, input_shape=(None, None, 3)):
+    images = keras.Input(input_shape, name="images")
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(images)
+    outputs = keras.layers.Conv2D(num_classes, 1, name="output")(x)
+    return SegmentationModel(images, outputs, name="tiny_net")
+"""
+
+
+def test_a_new_architecture_is_one_module_with_the_decorator(tmp_path, monkeypatch):
+    (tmp_path / "tiny_net.py").write_text(TINY_NET_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        __import__("tiny_net")
+        (entry,) = [e for e in kerasseg.list_models("semantic") if e["name"] == "tiny_net"]
+        assert entry["num_classes"] == 2 and entry["preprocessing"] == "unit"
+        model = kerasseg.load("tiny_net", num_classes=3, input_shape=(8, 8, 3))
+        assert model.output_shape == (None, 8, 8, 3)
+        assert kerasseg.get_entry("tiny_net").accepted_arguments() == (
+            "num_classes",
+            "input_shape",
+        )
+        with pytest.raises(TypeError, match="does not take the argument"):
+            kerasseg.load("tiny_net", encoder="resnet50")
+    finally:
+        registry._REGISTRY.pop("tiny_net", None)
+        sys.modules.pop("tiny_net", None)
+
+
 def _write_preset(folder, name="unet_tiny_test"):
     model = kerasseg.load(
         "unet", base_filters=4, depth=2, input_shape=(None, None, 1), num_classes=2

@@ -9,7 +9,7 @@ from PIL import Image
 
 import kerasseg
 from kerasseg import cli, tta
-from kerasseg.inference.semantic import output_is_logits
+from kerasseg.inference import output_is_logits
 
 TINY_ARGUMENTS = ["--model", "unet", "--model-arg", "base_filters=4", "--model-arg", "depth=2"]
 

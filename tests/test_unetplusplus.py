@@ -7,7 +7,7 @@ import tensorflow as tf
 from conftest import randomise_batch_norm
 
 import kerasseg
-from kerasseg.inference.semantic import output_is_logits
+from kerasseg.inference import output_is_logits
 from kerasseg.models.unetplusplus import inference_model, unetplusplus
 
 # MobileNetV2's features at strides 2, 4, 8, 16, 32 (Sandler et al. 2018, Table 2: the

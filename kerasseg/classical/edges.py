@@ -23,12 +23,15 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasseg.models.base import SegmentationModel
+from kerasseg.ops.checks import check_int, check_number, is_number
+from kerasseg.ops.components import dilate_bits, pack_bits, unpack_bits
 from kerasseg.ops.image import (
     DTYPE_MAX,
-    FLOAT_DTYPES,
-    INTEGER_DTYPES,
+    IMAGE_DTYPES,
     check_finite,
     check_images,
+    compute_dtype,
     dtype_name,
     images_input,
     to_float,
@@ -36,20 +39,28 @@ from kerasseg.ops.image import (
 )
 from kerasseg.registry import register_model
 
+__all__ = [
+    "SMOOTHING",
+    "Canny",
+    "GradientMagnitude",
+    "LaplacianOfGaussian",
+    "canny",
+    "hysteresis",
+    "laplacian_of_gaussian",
+    "prewitt",
+    "scharr",
+    "sobel",
+]
+
 # Smoothing weights of the 3x3 gradient kernels (scikit-image's normalised ones).
 SMOOTHING = {
     "sobel": (0.25, 0.5),  # [1, 2, 1] / 4 as (side, centre)
     "scharr": (3 / 16, 10 / 16),  # [3, 10, 3] / 16
     "prewitt": (1 / 3, 1 / 3),  # [1, 1, 1] / 3
 }
-IMAGE_DTYPES = INTEGER_DTYPES + FLOAT_DTYPES
 # cv2.Canny's tan(22.5 deg) in 15-bit fixed point (canny.cpp: CANNY_SHIFT, TG22).
 _CANNY_SHIFT = 15
 _TG22 = int(0.4142135623730950488016887242097 * (1 << _CANNY_SHIFT) + 0.5)
-
-
-def _compute_dtype(dtype):
-    return "float64" if dtype == "float64" else "float32"
 
 
 def _grey_float(images, dtype):
@@ -144,6 +155,20 @@ def _gradients(padded, side, centre):
     return g0, _smooth(_difference(padded, 2), 1, side, centre)
 
 
+def _neighbours(x):
+    """The 8 neighbours of each pixel of a (batch, H, W) map, zero outside the image.
+
+    Returns:
+        (up_left, up, up_right, left, right, down_left, down, down_right), each (batch, H, W).
+    """
+    padded = ops.pad(x, [[0, 0], [1, 1], [1, 1]])
+    up_row, _, down_row = _views(padded, 1, 1)
+    up_left, up, up_right = _views(up_row, 2, 1)
+    down_left, down, down_right = _views(down_row, 2, 1)
+    left, _, right = _views(padded[:, 1:-1], 2, 1)
+    return up_left, up, up_right, left, right, down_left, down, down_right
+
+
 def _gaussian_kernels(sigma, truncate):
     """scipy.ndimage's sampled Gaussian and its second derivative (float64 numpy)."""
     radius = int(truncate * sigma + 0.5)
@@ -155,55 +180,28 @@ def _gaussian_kernels(sigma, truncate):
     return phi, second
 
 
-def _pack_bits(mask):
-    """(batch, H, W) bool -> (batch, H, ceil(W / 32)) uint32, pixel 32 * w + k at bit k."""
-    shape = ops.shape(mask)
-    width = shape[2]
-    words = (width + 31) // 32
-    x = ops.pad(mask, [[0, 0], [0, 0], [0, words * 32 - width]])
-    x = ops.reshape(ops.cast(x, "uint32"), (shape[0], shape[1], words, 32))
-    bits = ops.convert_to_tensor([1 << k for k in range(32)], dtype="uint32")
-    return ops.sum(x * bits, axis=-1)  # distinct powers of two: the sum is the bitwise or
-
-
-def _unpack_bits(words, width):
-    shifts = ops.convert_to_tensor(list(range(32)), dtype="uint32")
-    bits = ops.bitwise_and(ops.right_shift(ops.expand_dims(words, -1), shifts), 1)
-    shape = ops.shape(words)
-    bits = ops.reshape(bits, (shape[0], shape[1], shape[2] * 32))
-    return ops.cast(bits[:, :, :width], "bool")
-
-
-def _dilate_bits(words):
-    """3x3 (8-connected) binary dilation of bit-packed rows, zero outside the image."""
-    before = ops.pad(words, [[0, 0], [0, 0], [1, 0]])[:, :, :-1]  # word w - 1
-    after = ops.pad(words, [[0, 0], [0, 0], [0, 1]])[:, :, 1:]  # word w + 1
-    rows = (
-        words
-        | ops.left_shift(words, 1)  # pixel j - 1 -> j
-        | ops.right_shift(before, 31)
-        | ops.right_shift(words, 1)  # pixel j + 1 -> j
-        | ops.left_shift(after, 31)
-    )
-    padded = ops.pad(rows, [[0, 0], [1, 1], [0, 0]])
-    return rows | padded[:, :-2] | padded[:, 2:]
-
-
 def hysteresis(strong, candidates, max_iterations=None):
     """8-connected hysteresis: the `candidates` pixels connected to a `strong` pixel.
 
     Grows `strong & candidates` by one 3x3 dilation restricted to `candidates` per
     iteration of a `keras.ops.while_loop`, until nothing changes. The masks are bit-packed
-    along the width (32 pixels per uint32 word), so a step costs about 1/32 of a boolean
-    one. (Unrolling several steps per iteration does not help: XLA fuses the chain and
-    recomputes the shared inputs.) `max_iterations` bounds the number of steps; None runs
-    to convergence, which takes as many steps as the longest geodesic path from a strong
-    pixel inside the candidates (at most H * W; 10-40 on 512x512 photos and micrographs
-    with cv2's 50/150). Inputs and output are (batch, H, W) bool.
+    along the width (32 pixels per uint32 word, `kerasseg.ops.components.pack_bits`), so a
+    step costs about 1/32 of a boolean one. (Unrolling several steps per iteration does not
+    help here: XLA fuses the chain and recomputes the shared inputs.) Convergence takes as
+    many steps as the longest geodesic path from a strong pixel inside the candidates (at
+    most H * W; 10-40 on 512x512 photos and micrographs with cv2's 50/150).
+
+    Args:
+        strong: (batch, H, W) bool, the pixels above the high threshold.
+        candidates: (batch, H, W) bool, the pixels above the low threshold.
+        max_iterations: the most dilation steps, or None to run until convergence.
+
+    Returns:
+        (batch, H, W) bool edges.
     """
     width = ops.shape(candidates)[2]
-    allowed = _pack_bits(candidates)
-    edges = _pack_bits(strong & candidates)
+    allowed = pack_bits(candidates)
+    edges = pack_bits(strong & candidates)
     if max_iterations is None:
         shape = ops.shape(candidates)
         limit = ops.cast(shape[1], "int32") * ops.cast(width, "int32")
@@ -214,32 +212,20 @@ def hysteresis(strong, candidates, max_iterations=None):
         return changed & (steps < limit)
 
     def body(edges, changed, steps):
-        grown = _dilate_bits(edges) & allowed
+        grown = dilate_bits(edges, 2) & allowed
         return grown, ops.any(ops.not_equal(grown, edges)), steps + 1
 
     start = (edges, ops.any(ops.not_equal(edges, 0)), ops.convert_to_tensor(0, dtype="int32"))
     edges, _, _ = ops.while_loop(cond, body, start)
-    return _unpack_bits(edges, width)
+    return unpack_bits(edges, width)
 
 
-def _check_float(value, name, minimum=None, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+def _check_float(value, name, positive=False, allow_none=False):
+    """`check_number`, with a TypeError for a value that is not a number at all (NaN,
+    infinity and values out of bounds give a ValueError)."""
+    if not (value is None and allow_none) and not is_number(value):
         raise TypeError(f"`{name}` must be a number; got {value!r}.")
-    value = float(value)
-    if not np.isfinite(value) or (minimum is not None and value <= minimum):
-        bound = f" > {minimum}" if minimum is not None else ""
-        raise ValueError(f"`{name}` must be a finite number{bound}; got {value!r}.")
-    return value
-
-
-def _check_max_iterations(value):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"`max_iterations` must be None or an integer >= 1; got {value!r}.")
-    return int(value)
+    return check_number(value, name, positive=positive, allow_none=allow_none)
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
@@ -251,7 +237,8 @@ class GradientMagnitude(keras.layers.Layer):
     'reflect' (tf.pad SYMMETRIC), and the magnitude is `sqrt((g0**2 + g1**2) / 2)`, where
     g0 = `skimage.filters.sobel(image, axis=0)` (down the rows) and g1 the same along
     columns. Integer images are divided by their dtype maximum first; 3-channel images are
-    converted to grey (`common.to_grey`, rgb2gray weights). A constant image gives 0.
+    converted to grey (`kerasseg.ops.image.to_grey`, rgb2gray weights). A constant image
+    gives 0.
 
     References:
         I. Sobel and G. Feldman, "A 3x3 isotropic gradient operator for image processing",
@@ -285,7 +272,7 @@ class GradientMagnitude(keras.layers.Layer):
     def call(self, images, training=None):
         dtype = check_images(images, type(self).__name__)
         check_finite(images, type(self).__name__)
-        x = _grey_float(_pad2d(images, 1, "reflect"), _compute_dtype(dtype))
+        x = _grey_float(_pad2d(images, 1, "reflect"), compute_dtype(dtype))
         g0, g1 = _gradients(x, *SMOOTHING[self.kernel])
         magnitude = ops.sqrt(g0 * g0 + g1 * g1) / np.sqrt(2.0)
         magnitude = ops.expand_dims(magnitude, -1)
@@ -297,7 +284,7 @@ class GradientMagnitude(keras.layers.Layer):
         return magnitude, ops.expand_dims(ops.arctan2(g0, g1), -1)
 
     def compute_output_spec(self, images, training=None):
-        dtype = _compute_dtype(dtype_name(images))
+        dtype = compute_dtype(dtype_name(images))
         shape = tuple(images.shape[:3]) + (1,)
         magnitude = keras.KerasTensor(shape, dtype=dtype)
         if not self.return_direction:
@@ -339,15 +326,15 @@ class LaplacianOfGaussian(keras.layers.Layer):
 
     def __init__(self, sigma=1.0, truncate=4.0, **kwargs):
         super().__init__(**kwargs)
-        self.sigma = _check_float(sigma, "sigma", minimum=0.0)
-        self.truncate = _check_float(truncate, "truncate", minimum=0.0)
+        self.sigma = _check_float(sigma, "sigma", positive=True)
+        self.truncate = _check_float(truncate, "truncate", positive=True)
         self.supports_jit = True
         self.autocast = False  # keep float64 images float64 (and float16 ones exact)
 
     def call(self, images, training=None):
         dtype = check_images(images, type(self).__name__)
         check_finite(images, type(self).__name__)
-        compute = _compute_dtype(dtype)
+        compute = compute_dtype(dtype)
         gauss, second = (w.astype(compute) for w in _gaussian_kernels(self.sigma, self.truncate))
         x = _grey_float(_pad2d(images, len(gauss) // 2, "reflect"), compute)
         # Each term: the row filter over the padded width, whose columns are then the
@@ -358,7 +345,7 @@ class LaplacianOfGaussian(keras.layers.Layer):
 
     def compute_output_spec(self, images, training=None):
         shape = tuple(images.shape[:3]) + (1,)
-        return keras.KerasTensor(shape, dtype=_compute_dtype(dtype_name(images)))
+        return keras.KerasTensor(shape, dtype=compute_dtype(dtype_name(images)))
 
     def get_config(self):
         config = super().get_config()
@@ -433,7 +420,7 @@ class Canny(keras.layers.Layer):
         self.low_threshold = _check_float(low_threshold, "low_threshold", allow_none=True)
         self.high_threshold = _check_float(high_threshold, "high_threshold", allow_none=True)
         self.l2_gradient = bool(l2_gradient)
-        self.max_iterations = _check_max_iterations(max_iterations)
+        self.max_iterations = check_int(max_iterations, "max_iterations", 1, allow_none=True)
         if compat == "opencv":
             if sigma is not None:
                 raise ValueError(
@@ -452,7 +439,7 @@ class Canny(keras.layers.Layer):
                     "`l2_gradient` applies to compat='opencv'; scikit-image's Canny always uses "
                     "the L2 gradient magnitude."
                 )
-            self.sigma = _check_float(1.0 if sigma is None else sigma, "sigma", minimum=0.0)
+            self.sigma = _check_float(1.0 if sigma is None else sigma, "sigma", positive=True)
             low, high = self.low_threshold, self.high_threshold
             if low is not None and high is not None and high < low:
                 raise ValueError(
@@ -541,11 +528,7 @@ class Canny(keras.layers.Layer):
             magnitude = dx * dx + dy * dy
         else:
             magnitude = ops.abs(dx) + ops.abs(dy)
-        padded = ops.pad(magnitude, [[0, 0], [1, 1], [1, 1]])
-        up_row, _, down_row = _views(padded, 1, 1)
-        up_left, up, up_right = _views(up_row, 2, 1)
-        down_left, down, down_right = _views(down_row, 2, 1)
-        left, _, right = _views(padded[:, 1:-1], 2, 1)
+        up_left, up, up_right, left, right, down_left, down, down_right = _neighbours(magnitude)
         m = magnitude
         ax = ops.abs(dx)
         ay = ops.abs(dy) * (1 << _CANNY_SHIFT)
@@ -586,11 +569,7 @@ def _nms_bilinear(isobel, jsobel, magnitude):
     zero-padded (the border is masked out afterwards anyway).
     """
     m = magnitude
-    padded = ops.pad(m, [[0, 0], [1, 1], [1, 1]])
-    up_row, _, down_row = _views(padded, 1, 1)
-    up_left, up, up_right = _views(up_row, 2, 1)
-    down_left, down, down_right = _views(down_row, 2, 1)
-    left, _, right = _views(padded[:, 1:-1], 2, 1)
+    up_left, up, up_right, left, right, down_left, down, down_right = _neighbours(m)
     abs_i, abs_j = ops.abs(isobel), ops.abs(jsobel)
     # Case 1: gradient in the 1st/3rd quadrant (i > 0 and j > 0, or i <= 0 and j <= 0).
     quadrant13 = ops.equal(isobel > 0, jsobel > 0)
@@ -616,8 +595,7 @@ def _nms_bilinear(isobel, jsobel, magnitude):
 
 
 def _gradient_model(kernel, input_dtype, channels, return_direction):
-    from kerasseg.models.base import SegmentationModel
-
+    """The model of the `GradientMagnitude` of `kernel`: images -> magnitude [, direction]."""
     images = images_input(input_dtype, channels, IMAGE_DTYPES)
     result = GradientMagnitude(kernel, return_direction=return_direction, name=kernel)(images)
     if return_direction:
@@ -645,6 +623,9 @@ def sobel(input_dtype="uint8", channels=1, return_direction=False):
         input_dtype: dtype of the images the model takes (any integer or float dtype).
         channels: 1 (grey) or 3 (RGB, converted with rgb2gray weights).
         return_direction: also output the gradient direction in radians.
+
+    Returns:
+        A `SegmentationModel`.
     """
     return _gradient_model("sobel", input_dtype, channels, return_direction)
 
@@ -691,9 +672,16 @@ def laplacian_of_gaussian(sigma=1.0, input_dtype="uint8", channels=1, truncate=4
 
     Same values as `scipy.ndimage.gaussian_laplace(img_as_float(image), sigma)` (see
     `LaplacianOfGaussian`).
-    """
-    from kerasseg.models.base import SegmentationModel
 
+    Args:
+        sigma: Gaussian standard deviation in pixels, > 0.
+        input_dtype: dtype of the images the model takes (any integer or float dtype).
+        channels: 1 (grey) or 3 (RGB, converted with rgb2gray weights).
+        truncate: kernel radius in standard deviations.
+
+    Returns:
+        A `SegmentationModel`.
+    """
     images = images_input(input_dtype, channels, IMAGE_DTYPES)
     layer = LaplacianOfGaussian(sigma=sigma, truncate=truncate, name="laplacian_of_gaussian")
     return SegmentationModel(images, {"response": layer(images)}, name="laplacian_of_gaussian")
@@ -726,9 +714,13 @@ def canny(
         low_threshold, high_threshold, sigma, l2_gradient, max_iterations: see `Canny`.
         input_dtype: dtype of the images the model takes.
         channels: 1 (grey) or 3 (RGB, converted with rgb2gray weights; skimage only).
-    """
-    from kerasseg.models.base import SegmentationModel
 
+    Returns:
+        A `SegmentationModel`.
+
+    Raises:
+        ValueError: compat="opencv" with images other than uint8 grey.
+    """
     images = images_input(input_dtype, channels, IMAGE_DTYPES)
     if compat == "opencv" and (input_dtype != "uint8" or channels != 1):
         raise ValueError(

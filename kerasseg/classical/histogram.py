@@ -12,6 +12,16 @@ import collections
 
 from keras import ops
 
+__all__ = [
+    "INTEGER_RANGES",
+    "Histogram",
+    "bin_positions",
+    "float_histogram",
+    "image_histogram",
+    "integer_histogram",
+    "segment_histogram",
+]
+
 # dtype -> (smallest value, number of values): one bin per value.
 INTEGER_RANGES = {
     "uint8": (0, 256),
@@ -25,9 +35,16 @@ Histogram.__doc__ = """counts (batch, n) float32, centres (batch, n), length (ba
 
 
 def segment_histogram(bin_index, nbins):
-    """Counts of (batch, pixels) int32 bin indices -> (batch, nbins) int32.
+    """Per-row counts of bin indices.
 
     `unsorted_segment_sum` with a static bin count compiles under XLA (bincount does not).
+
+    Args:
+        bin_index: (batch, pixels) int32 bin indices in [0, nbins).
+        nbins: the number of bins (a Python int).
+
+    Returns:
+        (batch, nbins) int32 counts.
     """
     batch = ops.shape(bin_index)[0]
     offsets = ops.expand_dims(ops.arange(batch, dtype="int32") * nbins, 1)
@@ -37,7 +54,16 @@ def segment_histogram(bin_index, nbins):
 
 
 def integer_histogram(values, dtype):
-    """One bin per integer from each image's min to max, shifted to start at bin 0."""
+    """One bin per integer from each image's min to max, shifted to start at bin 0.
+
+    Args:
+        values: (batch, pixels) integer values.
+        dtype: their dtype name, a key of `INTEGER_RANGES`.
+
+    Returns:
+        A `Histogram` with one bin per value of the dtype (empty bins after each image's
+        maximum).
+    """
     start, nbins = INTEGER_RANGES[dtype]
     shifted = ops.cast(values, "int32") - start
     full = segment_histogram(shifted, nbins)
@@ -55,7 +81,14 @@ def float_histogram(values, nbins):
     """numpy.histogram's `nbins` bins over each image's [min, max], and their centres.
 
     Arithmetic follows numpy for the image's dtype: edges from a float64 linspace cast to
-    the dtype, indices corrected against the edges. Centres are in the image's dtype.
+    the dtype, indices corrected against the edges.
+
+    Args:
+        values: (batch, pixels) float values.
+        nbins: the number of bins.
+
+    Returns:
+        A `Histogram` whose centres are in the image's dtype.
     """
     dtype = values.dtype
     low = ops.min(values, axis=1, keepdims=True)
@@ -79,14 +112,30 @@ def float_histogram(values, nbins):
 
 
 def image_histogram(values, dtype, nbins=256):
-    """The scikit-image histogram of each row of (batch, pixels) `values`."""
+    """The scikit-image histogram of each row of `values`.
+
+    Args:
+        values: (batch, pixels) values.
+        dtype: their dtype name.
+        nbins: the number of bins of float values (integers get one bin per value).
+
+    Returns:
+        A `Histogram`.
+    """
     if dtype in INTEGER_RANGES:
         return integer_histogram(values, dtype)
     return float_histogram(values, nbins)
 
 
 def bin_positions(histogram):
-    """(1, n) int32 bin positions and the (batch, n) mask of real bins."""
+    """Bin positions and which bins are real.
+
+    Args:
+        histogram: a `Histogram` of n bins.
+
+    Returns:
+        A tuple ((1, n) int32 bin positions, (batch, n) bool mask of the real bins).
+    """
     n = ops.shape(histogram.counts)[1]
     positions = ops.expand_dims(ops.arange(n, dtype="int32"), 0)
     return positions, positions < ops.expand_dims(histogram.length, 1)

@@ -4,7 +4,7 @@
 3) into `k` groups with k-means++ seeding (Arthur & Vassilvitskii 2007) and Lloyd's
 iterations (Lloyd 1982), with scikit-learn's `KMeans` rules:
 
-* Features: the channels on scikit-image's float scale (`common.to_float`: unsigned and
+* Features: the channels on scikit-image's float scale (`kerasseg.ops.image.to_float`: unsigned and
   signed integers divided by their dtype maximum, so uint8 becomes [0, 1]; float images as
   they are), plus, if `spatial_weight > 0`, the pixel position
   `spatial_weight * (row, col) / max(H, W)`. Computation is float32 (float64 for float64
@@ -48,30 +48,45 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasseg.models.base import SegmentationModel
+from kerasseg.ops.checks import check_int, check_number
 from kerasseg.ops.image import (
-    FLOAT_DTYPES,
-    INTEGER_DTYPES,
+    IMAGE_DTYPES,
     check_finite,
     check_images,
+    compute_dtype,
     dtype_name,
     images_input,
     to_float,
 )
 from kerasseg.registry import register_model
 
-IMAGE_DTYPES = INTEGER_DTYPES + FLOAT_DTYPES
+__all__ = [
+    "MAX_SEED",
+    "KMeansSegmentation",
+    "clustering_model",
+    "kmeans",
+    "kmeans_cluster",
+    "pixel_features",
+    "squared_distances",
+]
+
 MAX_SEED = 2**32 - 1
 
 
-def compute_dtype(dtype):
-    return "float64" if dtype == "float64" else "float32"
-
-
 def pixel_features(images, spatial_weight, dtype):
-    """(batch, H * W, C [+ 2]) features: colours on scikit-image's scale [+ weighted position].
+    """Per-pixel features: colours on scikit-image's scale [+ weighted position].
 
-    Non-finite images (possible only in traced calls) are replaced by zeros; the second
-    output says per image whether it was finite.
+    Non-finite images (possible only in traced calls) are replaced by zeros.
+
+    Args:
+        images: a (batch, H, W, C) image batch.
+        spatial_weight: weight of the (row, col) / max(H, W) features; 0 for none.
+        dtype: the float dtype of the features.
+
+    Returns:
+        A tuple ((batch, H * W, C [+ 2]) features, (batch,) bool: whether each image was
+        finite).
     """
     x = to_float(images, dtype)
     shape = ops.shape(x)
@@ -93,8 +108,15 @@ def pixel_features(images, spatial_weight, dtype):
 def squared_distances(points, centres):
     """Exact sum over features of (points - centres)^2, broadcasting the leading axes.
 
-    `points` (..., 1, D) against `centres` (..., K, D), written per feature so that equal
-    vectors are at distance exactly 0 (no |x|^2 - 2 x.c + |c|^2 cancellation).
+    Written per feature so that equal vectors are at distance exactly 0 (no
+    |x|^2 - 2 x.c + |c|^2 cancellation).
+
+    Args:
+        points: (..., 1, D) or (..., N, D) points.
+        centres: (..., K, D) centres, broadcast against `points` but for the last axis.
+
+    Returns:
+        The squared distances, the broadcast shape without the last axis.
     """
     total = None
     for d in range(points.shape[-1]):
@@ -209,7 +231,21 @@ def _intensity_rank(centres, channels):
 
 
 def kmeans_cluster(x, finite, k, n_init, max_iter, tol, seed, channels):
-    """k-means on (batch, N, D) features; returns labels (batch, N), centres, inertia."""
+    """k-means with k-means++ seeding and Lloyd's iterations, as `KMeansSegmentation`.
+
+    Args:
+        x: (batch, N, D) features.
+        finite: (batch,) bool, False for images whose features were not finite.
+        k: the number of clusters.
+        n_init: the number of restarts (the lowest inertia wins).
+        max_iter: the most Lloyd iterations.
+        tol: the relative tolerance on the centre shift.
+        seed: the seed of the k-means++ draws.
+        channels: the number of colour features (the first ones), which order the labels.
+
+    Returns:
+        A tuple (labels (batch, N) int32, centres (batch, k, D), inertia (batch,)).
+    """
     dtype = dtype_name(x)
     # Work on mean-centred features, as scikit-learn: sums of centred values round less (and
     # a constant image becomes exactly 0, so its centres come back exactly).
@@ -236,31 +272,16 @@ def kmeans_cluster(x, finite, k, n_init, max_iter, tol, seed, channels):
     return labels, centres, inertia
 
 
-def check_int(value, name, low, high=None):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"`{name}` must be an integer >= {low}; got {value!r}.")
-    if high is not None and value > high:
-        raise ValueError(f"`{name}` must be an integer <= {high}; got {value!r}.")
-    return value
-
-
-def check_number(value, name, positive=False):
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"`{name}` must be a finite number; got {value!r}.")
-    if positive and value <= 0:
-        raise ValueError(f"`{name}` must be > 0; got {value!r}.")
-    if not positive and value < 0:
-        raise ValueError(f"`{name}` must be >= 0; got {value!r}.")
-    return float(value)
-
-
 @keras.saving.register_keras_serializable(package="kerasseg")
 class KMeansSegmentation(keras.layers.Layer):
     """k-means clustering of each image's pixels (k-means++ seeding, Lloyd iterations).
 
-    References: S. P. Lloyd, "Least squares quantization in PCM", IEEE Trans. Information
-    Theory 28(2), 1982; D. Arthur & S. Vassilvitskii, "k-means++: the advantages of careful
-    seeding", SODA 2007. Rules follow `sklearn.cluster.KMeans` (see the module docstring).
+    Rules follow `sklearn.cluster.KMeans` (see the module docstring).
+
+    References:
+        S. P. Lloyd, "Least squares quantization in PCM", IEEE Trans. Information Theory
+        28(2), 1982. D. Arthur & S. Vassilvitskii, "k-means++: the advantages of careful
+        seeding", SODA 2007.
 
     Args:
         k: number of clusters (>= 1).
@@ -272,8 +293,9 @@ class KMeansSegmentation(keras.layers.Layer):
         seed: integer seed of the stateless k-means++ draws (same seed, same result).
         return_inertia: also return the (batch,) inertia.
 
-    Returns labels (batch, H, W, 1) int32 ordered by centre intensity, centres (batch, k, C)
-    on scikit-image's float scale [, inertia (batch,)].
+    Returns:
+        A tuple (labels (batch, H, W, 1) int32 ordered by centre intensity, centres
+        (batch, k, C) on scikit-image's float scale [, inertia (batch,)]).
 
     Example:
         >>> labels, centres = KMeansSegmentation(k=4)(images)  # (batch, H, W, 3) uint8
@@ -298,8 +320,8 @@ class KMeansSegmentation(keras.layers.Layer):
         self.init = init
         self.n_init = check_int(n_init, "n_init", 1)
         self.max_iter = check_int(max_iter, "max_iter", 1)
-        self.tol = check_number(tol, "tol")
-        self.spatial_weight = check_number(spatial_weight, "spatial_weight")
+        self.tol = check_number(tol, "tol", 0)
+        self.spatial_weight = check_number(spatial_weight, "spatial_weight", 0)
         self.seed = check_int(seed, "seed", 0, MAX_SEED)
         self.return_inertia = bool(return_inertia)
         self.supports_jit = True
@@ -347,8 +369,18 @@ class KMeansSegmentation(keras.layers.Layer):
 
 
 def clustering_model(layer, name, input_dtype, channels, output_names):
-    """Functional SegmentationModel around a clustering layer with named outputs."""
-    from kerasseg.models.base import SegmentationModel
+    """A functional model around a clustering layer, its outputs named.
+
+    Args:
+        layer: a clustering layer (`KMeansSegmentation`, `MeanShiftSegmentation`).
+        name: the model's name.
+        input_dtype: the dtype of the images the model takes.
+        channels: 1 or 3.
+        output_names: the names of the layer's outputs, in order.
+
+    Returns:
+        A `SegmentationModel`.
+    """
 
     images = images_input(input_dtype, channels, IMAGE_DTYPES)
     results = layer(images)
@@ -382,6 +414,9 @@ def kmeans(
         input_dtype: dtype of the images the model takes ("uint8" default).
         channels: 1 (grey) or 3 (colour, clustered in RGB).
         n_init, max_iter, tol, spatial_weight, seed: see `KMeansSegmentation`.
+
+    Returns:
+        A `SegmentationModel`.
 
     Example:
         >>> out = kmeans(k=4)(images)  # out["labels"]: (batch, H, W, 1) int32

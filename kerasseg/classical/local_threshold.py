@@ -17,23 +17,39 @@ References:
 """
 
 import math
-import numbers
 
 import keras
 import numpy as np
 from keras import ops
 
+from kerasseg.models.base import SegmentationModel
+from kerasseg.ops.checks import check_int, is_int, is_number
 from kerasseg.ops.image import (
     FLOAT_DTYPES,
     INTEGER_DTYPES,
     INTEGER_LIMITS,
     check_finite,
     check_images,
+    dtype_name,
     images_input,
     materialize,
     to_grey,
 )
 from kerasseg.registry import register_model
+
+__all__ = [
+    "AdaptiveThreshold",
+    "NiblackThreshold",
+    "SauvolaThreshold",
+    "adaptive_threshold",
+    "border_index",
+    "box_sum",
+    "niblack",
+    "opencv_gaussian_kernel",
+    "pad_2d",
+    "sauvola",
+    "window_sum",
+]
 
 _SMALL_GAUSSIAN = {  # OpenCV's fixed kernels for odd sizes <= 9 when sigma <= 0
     1: (1.0,),
@@ -50,9 +66,17 @@ _SMALL_GAUSSIAN = {  # OpenCV's fixed kernels for odd sizes <= 9 when sigma <= 0
 def border_index(n, before, after, mode):
     """Source index of every position of an axis of length `n` padded by `before`/`after`.
 
-    mode "replicate": OpenCV BORDER_REPLICATE (`aaa|abc|ccc`); "reflect": numpy/np.pad
-    "reflect" (`cb|abc|ba`, mirrored without repeating the edge, periodic for wide pads;
-    a length-1 axis repeats its value), which is OpenCV's BORDER_REFLECT_101.
+    Args:
+        n: the axis length (an int or a scalar tensor).
+        before: the padding before the axis.
+        after: the padding after the axis.
+        mode: "replicate", OpenCV's BORDER_REPLICATE (`aaa|abc|ccc`), or "reflect",
+            numpy's "reflect" (`cb|abc|ba`, mirrored without repeating the edge, periodic
+            for wide pads; a length-1 axis repeats its value), which is OpenCV's
+            BORDER_REFLECT_101.
+
+    Returns:
+        (n + before + after,) int32 indices into the axis.
     """
     index = ops.arange(0, n + before + after, dtype="int32") - before
     if mode == "replicate":
@@ -63,34 +87,68 @@ def border_index(n, before, after, mode):
 
 
 def pad_2d(x, before, after, mode):
-    """Pad (batch, H, W) `x` by the same amounts on both spatial axes with a gathered border."""
+    """Pad both spatial axes of (batch, H, W) `x` with a gathered border.
+
+    Args:
+        x: a (batch, H, W) tensor.
+        before: the padding before each axis.
+        after: the padding after each axis.
+        mode: "replicate" or "reflect" (see `border_index`).
+
+    Returns:
+        The (batch, H + before + after, W + before + after) padded tensor.
+    """
     height, width = ops.shape(x)[1], ops.shape(x)[2]
     x = ops.take(x, border_index(height, before, after, mode), axis=1)
     return ops.take(x, border_index(width, before, after, mode), axis=2)
 
 
 def _slice(x, start, stop, axis):
+    """`x[start:stop]` along `axis`."""
     index = [slice(None)] * len(x.shape)
     index[axis] = slice(start, stop)
     return x[tuple(index)]
 
 
 def window_sum(x, window, axis):
-    """Sums of `window` consecutive values along `axis` (output shorter by `window - 1`)."""
+    """Sums of `window` consecutive values along `axis`, from a cumulative sum.
+
+    Args:
+        x: a tensor.
+        window: the window length.
+        axis: the axis to sum along.
+
+    Returns:
+        The window sums, shorter than `x` by `window - 1` along `axis`.
+    """
     total = ops.cumsum(x, axis=axis)
     total = ops.concatenate([ops.zeros_like(_slice(total, 0, 1, axis)), total], axis=axis)
     return _slice(total, window, None, axis) - _slice(total, 0, -window, axis)
 
 
 def box_sum(padded, window):
-    """(batch, H + w - 1, W + w - 1) -> (batch, H, W) sums over w x w windows (integral image)."""
+    """Sums over `window` x `window` windows (an integral image).
+
+    Args:
+        padded: a (batch, H + window - 1, W + window - 1) tensor.
+        window: the window size.
+
+    Returns:
+        The (batch, H, W) window sums.
+    """
     return window_sum(window_sum(padded, window, 2), window, 1)
 
 
 def opencv_gaussian_kernel(size):
-    """`cv2.getGaussianKernel(size, 0, cv2.CV_32F)` bit for bit, as Python floats.
+    """`cv2.getGaussianKernel(size, 0, cv2.CV_32F)` bit for bit.
 
     sigma = 0.3 * ((size - 1) / 2 - 1) + 0.8; sizes up to 9 use OpenCV's fixed kernels.
+
+    Args:
+        size: the odd kernel size.
+
+    Returns:
+        The `size` weights as Python floats (float32 values).
     """
     if size in _SMALL_GAUSSIAN:
         return [float(v) for v in np.float32(_SMALL_GAUSSIAN[size])]
@@ -114,17 +172,16 @@ def _fma32(x, weight, accumulator):
     return ops.cast(product, "float32")
 
 
-def _check_int(value, name, minimum, odd=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+def _check_window(value, name, minimum):
+    """An odd window size >= `minimum`: `check_int`, with a TypeError for a non-integer."""
+    if not is_int(value):
         raise TypeError(f"`{name}` must be an integer; got {value!r}.")
-    if value < minimum or (odd and value % 2 == 0):
-        rule = f"an odd integer >= {minimum}" if odd else f"an integer >= {minimum}"
-        raise ValueError(f"`{name}` must be {rule}; got {value!r}.")
-    return int(value)
+    return check_int(value, name, minimum, odd=True)
 
 
 def _check_real(value, name, positive=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+    """A finite real number (TypeError otherwise), > 0 if `positive` (ValueError)."""
+    if not is_number(value) or not math.isfinite(value):
         raise TypeError(f"`{name}` must be a finite real number; got {value!r}.")
     if positive and value <= 0:
         raise ValueError(f"`{name}` must be > 0; got {value!r}.")
@@ -176,7 +233,7 @@ class AdaptiveThreshold(keras.layers.Layer):
     ):
         kwargs.setdefault("autocast", False)  # never cast the input dtype away
         super().__init__(**kwargs)
-        self.block_size = _check_int(block_size, "block_size", 3, odd=True)
+        self.block_size = _check_window(block_size, "block_size", 3)
         self.c = _check_real(c, "c")
         if method not in ("mean", "gaussian"):
             raise ValueError(f'`method` must be "mean" or "gaussian"; got {method!r}.')
@@ -257,14 +314,14 @@ class _LocalMeanStdThreshold(keras.layers.Layer):
     def __init__(self, window_size=15, k=0.2, return_threshold=False, **kwargs):
         kwargs.setdefault("autocast", False)  # float64 images stay float64
         super().__init__(**kwargs)
-        self.window_size = _check_int(window_size, "window_size", 1, odd=True)
+        self.window_size = _check_window(window_size, "window_size", 1)
         self.k = _check_real(k, "k")
         self.return_threshold = bool(return_threshold)
         self.supports_jit = True
 
     def _prepare(self, images):
         name = type(self).__name__
-        dtype = check_images(images, name, channels=(1, 3), dtypes=INTEGER_DTYPES + FLOAT_DTYPES)
+        dtype = check_images(images, name)
         check_finite(images, name)
         channels = images.shape[-1]
         float_dtype = _float_type(dtype)
@@ -309,7 +366,7 @@ class _LocalMeanStdThreshold(keras.layers.Layer):
         mask = keras.KerasTensor(shape, dtype="int32")
         if not self.return_threshold:
             return mask
-        float_dtype = _float_type(keras.backend.standardize_dtype(images.dtype))
+        float_dtype = _float_type(dtype_name(images))
         return mask, keras.KerasTensor(shape, dtype=float_dtype)
 
     def get_config(self):
@@ -393,8 +450,13 @@ class SauvolaThreshold(_LocalMeanStdThreshold):
 # ----------------------------------------------------------------------------- builders
 
 
-def _outputs(result, return_threshold):
-    return {"mask": result[0], "threshold": result[1]} if return_threshold else result
+def _local_model(layer_class, name, input_dtype, channels, return_threshold, **arguments):
+    """A functional model around a local threshold layer: images -> mask [, threshold]."""
+    images = images_input(input_dtype, channels)
+    layer = layer_class(return_threshold=return_threshold, name=name, **arguments)
+    result = layer(images)
+    outputs = {"mask": result[0], "threshold": result[1]} if return_threshold else result
+    return SegmentationModel(images, outputs, name=name)
 
 
 @register_model(
@@ -411,30 +473,24 @@ def adaptive_threshold(
 ):
     """OpenCV-compatible adaptive threshold as a model: uint8 (batch, H, W, 1) -> mask.
 
-    Args: as `AdaptiveThreshold`. Outputs {"mask", "threshold"} with `return_threshold`,
-    else the mask alone.
-    """
-    from kerasseg.models.base import SegmentationModel
+    Args:
+        block_size, c, method, inverse: as `AdaptiveThreshold`.
+        return_threshold: outputs {"mask", "threshold"} if True, else the mask alone.
 
-    layer = AdaptiveThreshold(
+    Returns:
+        A `SegmentationModel`.
+    """
+    return _local_model(
+        AdaptiveThreshold,
+        "adaptive_threshold",
+        "uint8",
+        1,
+        return_threshold,
         block_size=block_size,
         c=c,
         method=method,
         inverse=inverse,
-        return_threshold=return_threshold,
-        name="adaptive_threshold",
     )
-    images = keras.Input((None, None, 1), dtype="uint8", name="images")
-    outputs = _outputs(layer(images), return_threshold)
-    return SegmentationModel(images, outputs, name="adaptive_threshold")
-
-
-def _local_model(layer_class, name, input_dtype, channels, return_threshold, **arguments):
-    from kerasseg.models.base import SegmentationModel
-
-    images = images_input(input_dtype, channels)
-    layer = layer_class(return_threshold=return_threshold, name=name, **arguments)
-    return SegmentationModel(images, _outputs(layer(images), return_threshold), name=name)
 
 
 @register_model(
@@ -454,6 +510,9 @@ def niblack(input_dtype="uint8", window_size=15, k=0.2, channels=1, return_thres
         window_size, k: as `NiblackThreshold`.
         channels: 1 (grey) or 3 (converted with rgb2gray).
         return_threshold: outputs {"mask", "threshold"} if True, else the mask alone.
+
+    Returns:
+        A `SegmentationModel`.
     """
     return _local_model(
         NiblackThreshold,
@@ -483,6 +542,9 @@ def sauvola(input_dtype="uint8", window_size=15, k=0.2, r=None, channels=1, retu
         window_size, k, r: as `SauvolaThreshold`.
         channels: 1 (grey) or 3 (converted with rgb2gray).
         return_threshold: outputs {"mask", "threshold"} if True, else the mask alone.
+
+    Returns:
+        A `SegmentationModel`.
     """
     return _local_model(
         SauvolaThreshold,

@@ -46,28 +46,42 @@ Works eagerly, in `tf.function`, with `jit_compile=True` (`supports_jit = True`)
 import keras
 from keras import ops
 
-from kerasseg.classical.kmeans import (
+from kerasseg.classical.kmeans import clustering_model, pixel_features, squared_distances
+from kerasseg.ops.checks import check_int, check_number
+from kerasseg.ops.image import (
     IMAGE_DTYPES,
-    check_int,
-    check_number,
-    clustering_model,
+    check_finite,
+    check_images,
     compute_dtype,
-    pixel_features,
-    squared_distances,
+    dtype_name,
+    is_symbolic,
 )
-from kerasseg.ops.image import check_finite, check_images, dtype_name, is_symbolic
 from kerasseg.registry import register_model
+
+__all__ = ["KERNELS", "MeanShiftSegmentation", "bin_seeds", "mean_shift", "mean_shift_cluster"]
 
 KERNELS = ("flat", "gaussian")
 _KEY_LIMIT = 2.0**62
 
 
 def bin_seeds(x, bandwidth, min_bin_freq, max_seeds):
-    """scikit-learn's bin seeds of (batch, N, D) features: (batch, max_seeds, D), valid mask.
+    """scikit-learn's bin seeds of each image's features.
 
     Pixels are binned on a grid of cell `bandwidth`; each cell is encoded as one int64 key,
     keys are sorted, runs of equal keys counted, and the `max_seeds` most populated cells
     with at least `min_bin_freq` pixels become seeds at `cell * bandwidth`.
+
+    Args:
+        x: (batch, N, D) features.
+        bandwidth: the grid cell size.
+        min_bin_freq: the pixels a cell needs to give a seed.
+        max_seeds: the number of seeds kept per image.
+
+    Returns:
+        A tuple (seeds (batch, max_seeds, D), valid (batch, max_seeds) bool).
+
+    Raises:
+        ValueError: in eager calls, a grid whose cell keys would overflow int64.
     """
     dtype = dtype_name(x)
     n = ops.shape(x)[1]
@@ -201,7 +215,18 @@ def _merge(modes, support, bandwidth):
 
 
 def mean_shift_cluster(x, finite, bandwidth, kernel, min_bin_freq, max_seeds, max_iter, tol):
-    """Mean shift on (batch, N, D) features: labels (batch, N), modes, number of modes."""
+    """Mean shift with bin seeding, as `MeanShiftSegmentation`.
+
+    Args:
+        x: (batch, N, D) features.
+        finite: (batch,) bool, False for images whose features were not finite.
+        bandwidth, kernel, min_bin_freq, max_seeds, max_iter, tol: as
+            `MeanShiftSegmentation`.
+
+    Returns:
+        A tuple (labels (batch, N) int32, modes (batch, max_seeds, D) with NaN past the
+        number of modes, number of modes (batch,) int32).
+    """
     dtype = dtype_name(x)
     seeds, valid = bin_seeds(x, bandwidth, min_bin_freq, max_seeds)
     modes, support = _shift(x, seeds, valid, bandwidth, kernel, max_iter, tol)
@@ -226,8 +251,11 @@ def mean_shift_cluster(x, finite, bandwidth, kernel, min_bin_freq, max_seeds, ma
 class MeanShiftSegmentation(keras.layers.Layer):
     """Mean-shift clustering of each image's pixels, as `sklearn.cluster.MeanShift`.
 
-    Reference: D. Comaniciu & P. Meer, "Mean shift: a robust approach toward feature space
-    analysis", IEEE Trans. PAMI 24(5), 2002. Rules and limits: see the module docstring.
+    Rules and limits: see the module docstring.
+
+    Reference:
+        D. Comaniciu & P. Meer, "Mean shift: a robust approach toward feature space
+        analysis", IEEE Trans. PAMI 24(5), 2002.
 
     Args:
         bandwidth: kernel radius (> 0) on the feature scale (uint8 images: [0, 1]).
@@ -238,8 +266,9 @@ class MeanShiftSegmentation(keras.layers.Layer):
         max_iter: most mean-shift iterations (scikit-learn: 300).
         tol: a seed stops when it moves by <= `tol * bandwidth` (scikit-learn: 1e-3).
 
-    Returns labels (batch, H, W, 1) int32 by decreasing mode support, modes
-    (batch, max_seeds, C) (NaN past the number of modes) and the number of modes (batch,).
+    Returns:
+        A tuple (labels (batch, H, W, 1) int32 by decreasing mode support, modes
+        (batch, max_seeds, C) (NaN past the number of modes), number of modes (batch,)).
 
     Example:
         >>> labels, modes, n = MeanShiftSegmentation(bandwidth=0.1)(images)  # downsampled
@@ -261,11 +290,11 @@ class MeanShiftSegmentation(keras.layers.Layer):
         if kernel not in KERNELS:
             raise ValueError(f"`kernel` must be one of {KERNELS}; got {kernel!r}.")
         self.kernel = kernel
-        self.spatial_weight = check_number(spatial_weight, "spatial_weight")
+        self.spatial_weight = check_number(spatial_weight, "spatial_weight", 0)
         self.min_bin_freq = check_int(min_bin_freq, "min_bin_freq", 1)
         self.max_seeds = check_int(max_seeds, "max_seeds", 1)
         self.max_iter = check_int(max_iter, "max_iter", 1)
-        self.tol = check_number(tol, "tol")
+        self.tol = check_number(tol, "tol", 0)
         self.supports_jit = True
         self.autocast = False  # keep float64 images float64 (and float16 ones exact)
 
@@ -346,6 +375,9 @@ def mean_shift(
         channels: 1 (grey) or 3 (colour, clustered in RGB).
         kernel, spatial_weight, min_bin_freq, max_seeds, max_iter, tol: see
             `MeanShiftSegmentation`. Meant for downsampled images (dense seeds x pixels).
+
+    Returns:
+        A `SegmentationModel`.
 
     Example:
         >>> out = mean_shift(bandwidth=0.1)(small_images)  # out["labels"]: (batch, H, W, 1)

@@ -22,13 +22,14 @@ References:
 """
 
 import math
-import numbers
 
 import keras
 import numpy as np
 from keras import ops
 
-from kerasseg.ops.components import check_connectivity, check_max_iter, grow, label_components
+from kerasseg.models.base import SegmentationModel
+from kerasseg.ops.checks import check_int, is_number
+from kerasseg.ops.components import check_connectivity, grow, label_components
 from kerasseg.ops.image import (
     FLOAT_DTYPES,
     INTEGER_DTYPES,
@@ -40,6 +41,8 @@ from kerasseg.ops.image import (
     to_grey,
 )
 from kerasseg.registry import register_model
+
+__all__ = ["ConnectedComponents", "RegionGrowing", "connected_components", "region_growing"]
 
 # ----------------------------------------------------------------------------- layers
 
@@ -90,18 +93,14 @@ class RegionGrowing(keras.layers.Layer):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         if tolerance is not None:
-            if (
-                isinstance(tolerance, bool)
-                or not isinstance(tolerance, numbers.Real)
-                or not math.isfinite(tolerance)
-            ):
+            if not is_number(tolerance) or not math.isfinite(tolerance):
                 raise TypeError(f"`tolerance` must be None or a finite number; got {tolerance!r}.")
             if tolerance < 0:
                 raise ValueError(f"`tolerance` must be >= 0; got {tolerance!r}.")
             tolerance = float(tolerance)
         self.tolerance = tolerance
         self.connectivity = check_connectivity(connectivity)
-        self.max_iter = check_max_iter(max_iter)
+        self.max_iter = check_int(max_iter, "max_iter", 1, allow_none=True)
         self.return_converged = bool(return_converged)
         self.supports_jit = True
 
@@ -257,11 +256,9 @@ class ConnectedComponents(keras.layers.Layer):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.connectivity = check_connectivity(connectivity)
-        if isinstance(background, bool) or not isinstance(background, numbers.Integral):
-            raise TypeError(f"`background` must be an integer; got {background!r}.")
-        self.background = int(background)
+        self.background = check_int(background, "background", type_error=True)
         self.binary = bool(binary)
-        self.max_iter = check_max_iter(max_iter)
+        self.max_iter = check_int(max_iter, "max_iter", 1, allow_none=True)
         self.return_num = bool(return_num)
         self.return_converged = bool(return_converged)
         self.supports_jit = True
@@ -331,9 +328,15 @@ def region_growing(input_dtype="uint8", tolerance=None, connectivity=2, max_iter
     Inputs {"images": (batch, H, W, channels), "seeds": (batch, S, 2) int32 (row, col),
     (-1, -1) = padding}; outputs {"labels": (batch, H, W, 1) int32, seed i -> i + 1,
     "converged": (batch,) bool}.
-    """
-    from kerasseg.models.base import SegmentationModel
 
+    Args:
+        input_dtype: dtype of the images the model takes (any integer or float dtype).
+        tolerance, connectivity, max_iter: as `RegionGrowing`.
+        channels: 1 (grey) or 3 (converted with rgb2gray).
+
+    Returns:
+        A `SegmentationModel`.
+    """
     images = images_input(input_dtype, channels)
     seeds = keras.Input((None, 2), dtype="int32", name="seeds")
     layer = RegionGrowing(
@@ -368,9 +371,14 @@ def connected_components(
     Input "images": (batch, H, W, 1) masks or label images of `input_dtype` ("bool", an
     integer or a float dtype). Outputs {"labels": (batch, H, W, 1) int32, "num_labels":
     (batch,) int32, "converged": (batch,) bool}.
-    """
-    from kerasseg.models.base import SegmentationModel
 
+    Args:
+        input_dtype: dtype of the masks the model takes.
+        connectivity, background, binary, max_iter: as `ConnectedComponents`.
+
+    Returns:
+        A `SegmentationModel`.
+    """
     images = images_input(input_dtype, 1, ("bool",) + INTEGER_DTYPES + FLOAT_DTYPES)
     layer = ConnectedComponents(
         connectivity=connectivity,

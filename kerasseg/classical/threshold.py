@@ -27,6 +27,8 @@ import numpy as np
 from keras import ops
 
 from kerasseg.classical.histogram import INTEGER_RANGES, bin_positions, image_histogram
+from kerasseg.models.base import SegmentationModel
+from kerasseg.ops.checks import check_int, check_number, is_int
 from kerasseg.ops.image import (
     FLOAT_DTYPES,
     check_finite,
@@ -37,6 +39,21 @@ from kerasseg.ops.image import (
     to_grey,
 )
 from kerasseg.registry import register_model
+
+__all__ = [
+    "BUILDERS",
+    "SUPPORTED_DTYPES",
+    "IsodataThreshold",
+    "LiThreshold",
+    "MeanThreshold",
+    "MinimumThreshold",
+    "MultiOtsuThreshold",
+    "OtsuThreshold",
+    "TriangleThreshold",
+    "YenThreshold",
+    "otsu_from_histogram",
+    "threshold_builder",
+]
 
 SUPPORTED_DTYPES = tuple(INTEGER_RANGES) + FLOAT_DTYPES
 NEG_INF = float("-inf")
@@ -64,9 +81,7 @@ class _GlobalThreshold(keras.layers.Layer):
 
     def __init__(self, nbins=256, return_threshold=False, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(nbins, bool) or not isinstance(nbins, int) or nbins < 2:
-            raise ValueError(f"`nbins` must be an integer >= 2; got {nbins!r}.")
-        self.nbins = nbins
+        self.nbins = check_int(nbins, "nbins", 2)
         self.return_threshold = bool(return_threshold)
         self.supports_jit = True
         self.autocast = False  # float64 images stay float64
@@ -157,8 +172,17 @@ def otsu_from_histogram(counts, centres):
 class OtsuThreshold(_GlobalThreshold):
     """Otsu's threshold (`skimage.filters.threshold_otsu`).
 
-    Reference: N. Otsu, "A Threshold Selection Method from Gray-Level Histograms",
-    IEEE Trans. SMC 9(1), 1979. The first maximum of the between-class variance wins.
+    The first maximum of the between-class variance wins. The layer returns the int32
+    (batch, H, W, 1) mask `image > threshold` (see the module docstring).
+
+    Reference:
+        N. Otsu, "A Threshold Selection Method from Gray-Level Histograms", IEEE Trans.
+        SMC 9(1), 1979.
+
+    Args:
+        nbins: the number of histogram bins of float images (>= 2; integer images use one
+            bin per value).
+        return_threshold: also return the (batch,) float64 thresholds.
 
     Example:
         >>> mask = OtsuThreshold()(images)  # images: (batch, H, W, 1) uint8
@@ -175,8 +199,12 @@ class OtsuThreshold(_GlobalThreshold):
 class YenThreshold(_GlobalThreshold):
     """Yen's threshold (`skimage.filters.threshold_yen`), maximum correlation criterion.
 
-    Reference: Yen, Chang & Chang, "A New Criterion for Automatic Multilevel
-    Thresholding", IEEE Trans. Image Processing 4(3), 1995.
+    Reference:
+        Yen, Chang & Chang, "A New Criterion for Automatic Multilevel Thresholding", IEEE
+        Trans. Image Processing 4(3), 1995.
+
+    Args:
+        nbins, return_threshold: as `OtsuThreshold`.
     """
 
     reference = "Yen, Chang & Chang 1995, IEEE Trans. Image Processing 4(3)"
@@ -203,8 +231,13 @@ class IsodataThreshold(_GlobalThreshold):
     """ISODATA / Ridler-Calvard threshold (`skimage.filters.threshold_isodata`).
 
     The lowest bin centre t with `0 <= (mean below + mean above) / 2 - t < bin width`.
-    Reference: Ridler & Calvard, "Picture thresholding using an iterative selection
-    method", IEEE Trans. SMC 8(8), 1978.
+
+    Reference:
+        Ridler & Calvard, "Picture thresholding using an iterative selection method", IEEE
+        Trans. SMC 8(8), 1978.
+
+    Args:
+        nbins, return_threshold: as `OtsuThreshold`.
     """
 
     reference = "Ridler & Calvard 1978, IEEE Trans. SMC 8(8)"
@@ -231,9 +264,15 @@ class IsodataThreshold(_GlobalThreshold):
 class TriangleThreshold(_GlobalThreshold):
     """Triangle threshold (`skimage.filters.threshold_triangle`, the Zack/ImageJ variant).
 
-    Reference: Zack, Rogers & Latt, "Automatic measurement of sister chromatid exchange
-    frequency", J. Histochem. Cytochem. 25(7), 1977. (OpenCV's THRESH_TRIANGLE differs by
-    one bin: it widens the range and decrements the result.)
+    OpenCV's THRESH_TRIANGLE differs by one bin: it widens the range and decrements the
+    result.
+
+    Reference:
+        Zack, Rogers & Latt, "Automatic measurement of sister chromatid exchange
+        frequency", J. Histochem. Cytochem. 25(7), 1977.
+
+    Args:
+        nbins, return_threshold: as `OtsuThreshold`.
     """
 
     reference = "Zack, Rogers & Latt 1977, J. Histochem. Cytochem. 25(7)"
@@ -278,8 +317,13 @@ class TriangleThreshold(_GlobalThreshold):
 class MeanThreshold(_GlobalThreshold):
     """The mean intensity as threshold (`skimage.filters.threshold_mean`).
 
-    Reference: Glasbey, "An analysis of histogram-based thresholding algorithms",
-    CVGIP: Graphical Models and Image Processing 55(6), 1993.
+    Reference:
+        Glasbey, "An analysis of histogram-based thresholding algorithms", CVGIP:
+        Graphical Models and Image Processing 55(6), 1993.
+
+    Args:
+        nbins: unused (the mean needs no histogram); kept for a uniform signature.
+        return_threshold: as `OtsuThreshold`.
     """
 
     reference = "Glasbey 1993, CVGIP: Graphical Models and Image Processing 55(6)"
@@ -298,21 +342,23 @@ class LiThreshold(_GlobalThreshold):
     values for float images), at most `max_iter` times. Integer images iterate on the
     histogram, float images on the pixels, as scikit-image does.
 
-    References: Li & Lee, "Minimum cross entropy thresholding", Pattern Recognition 26(4),
-    1993; Li & Tam, "An iterative algorithm for minimum cross entropy thresholding",
-    Pattern Recognition Letters 18(8), 1998.
+    References:
+        Li & Lee, "Minimum cross entropy thresholding", Pattern Recognition 26(4), 1993.
+        Li & Tam, "An iterative algorithm for minimum cross entropy thresholding", Pattern
+        Recognition Letters 18(8), 1998.
+
+    Args:
+        tolerance: None or a number > 0, the step below which the iteration stops.
+        max_iter: the most iterations (>= 1).
+        nbins, return_threshold: as `OtsuThreshold`.
     """
 
     reference = "Li & Lee 1993, Pattern Recognition 26(4); Li & Tam 1998"
 
     def __init__(self, tolerance=None, max_iter=10000, **kwargs):
         super().__init__(**kwargs)
-        if tolerance is not None and not tolerance > 0:
-            raise ValueError(f"`tolerance` must be None or > 0; got {tolerance!r}.")
-        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(f"`max_iter` must be an integer >= 1; got {max_iter!r}.")
-        self.tolerance = tolerance
-        self.max_iter = max_iter
+        self.tolerance = check_number(tolerance, "tolerance", positive=True, allow_none=True)
+        self.max_iter = check_int(max_iter, "max_iter", 1)
 
     def thresholds(self, values, dtype):
         low = ops.min(ops.cast(values, "float64"), axis=1, keepdims=True)
@@ -384,17 +430,20 @@ class MinimumThreshold(_GlobalThreshold):
     most two local maxima (at most `max_iter` times); the threshold is the lowest bin
     between them. Images whose histogram never has exactly two maxima have no threshold.
 
-    Reference: Prewitt & Mendelsohn, "The analysis of cell images", Annals of the New York
-    Academy of Sciences 128, 1966.
+    Reference:
+        Prewitt & Mendelsohn, "The analysis of cell images", Annals of the New York Academy
+        of Sciences 128, 1966.
+
+    Args:
+        max_iter: the most smoothing passes (>= 1).
+        nbins, return_threshold: as `OtsuThreshold`.
     """
 
     reference = "Prewitt & Mendelsohn 1966, Ann. N. Y. Acad. Sci. 128"
 
     def __init__(self, max_iter=10000, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(f"`max_iter` must be an integer >= 1; got {max_iter!r}.")
-        self.max_iter = max_iter
+        self.max_iter = check_int(max_iter, "max_iter", 1)
 
     def from_histogram(self, histogram):
         positions, real = bin_positions(histogram)
@@ -468,8 +517,14 @@ class MultiOtsuThreshold(_GlobalThreshold):
     equal-variance tuples resolve to the lexicographically first, like scikit-image, up to
     float32 rounding of near-ties). Integer images must be 8-bit (16-bit: convert to float).
 
-    Reference: Liao, Chen & Chung, "A fast algorithm for multilevel thresholding",
-    J. Information Science and Engineering 17(5), 2001.
+    Reference:
+        Liao, Chen & Chung, "A fast algorithm for multilevel thresholding", J. Information
+        Science and Engineering 17(5), 2001.
+
+    Args:
+        classes: the number of classes, 2 to 5 (`classes - 1` thresholds).
+        nbins: as `OtsuThreshold`, at most 1024.
+        return_threshold: also return the (batch, classes - 1) float64 thresholds.
     """
 
     reference = "Liao, Chen & Chung 2001, J. Inf. Sci. Eng. 17(5)"
@@ -477,11 +532,11 @@ class MultiOtsuThreshold(_GlobalThreshold):
 
     def __init__(self, classes=3, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(classes, bool) or not isinstance(classes, int) or not 2 <= classes <= 5:
+        if not is_int(classes) or not 2 <= classes <= 5:
             raise ValueError(f"`classes` must be an integer from 2 to 5; got {classes!r}.")
         if self.nbins > 1024:
             raise ValueError(f"`nbins` must be <= 1024 for multi-Otsu; got {self.nbins}.")
-        self.classes = classes
+        self.classes = int(classes)
 
     def _threshold_shape(self, batch):
         return (batch, self.classes - 1)
@@ -598,8 +653,7 @@ def _best_thresholds(table, length, classes):
 
 
 def _threshold_model(layer, input_dtype, channels):
-    from kerasseg.models.base import SegmentationModel
-
+    """A functional model around a global threshold layer (see `threshold_builder`)."""
     images = images_input(input_dtype, channels, SUPPORTED_DTYPES)
     result = layer(images)
     key = "labels" if isinstance(layer, MultiOtsuThreshold) else "mask"

@@ -11,13 +11,14 @@ References:
     immersion simulations", IEEE TPAMI 13(6), 1991.
 """
 
-import numbers
-
 import keras
 from keras import ops
 
 from kerasseg.classical.region import ConnectedComponents
+from kerasseg.ops.checks import check_int, is_number
 from kerasseg.ops.image import FLOAT_DTYPES, check_finite, check_images, is_symbolic, materialize
+
+__all__ = ["SeededWatershed"]
 
 STEPS_PER_ITERATION = 8
 
@@ -54,18 +55,12 @@ class SeededWatershed(keras.layers.Layer):
     def __init__(self, seed_threshold=0.9, levels=64, **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        if (
-            isinstance(seed_threshold, bool)
-            or not isinstance(seed_threshold, numbers.Real)
-            or not 0.0 < seed_threshold <= 1.0
-        ):
+        if not is_number(seed_threshold) or not 0.0 < seed_threshold <= 1.0:
             raise ValueError(
                 f"`seed_threshold` must be a number in (0, 1]; got {seed_threshold!r}."
             )
-        if isinstance(levels, bool) or not isinstance(levels, numbers.Integral) or levels < 1:
-            raise ValueError(f"`levels` must be a positive integer; got {levels!r}.")
         self.seed_threshold = float(seed_threshold)
-        self.levels = int(levels)
+        self.levels = check_int(levels, "levels", 1)
         self.supports_jit = True
         self._components = ConnectedComponents(connectivity=1, name="seed_components")
 

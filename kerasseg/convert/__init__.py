@@ -1,1 +1,6 @@
-"""Weight converters from other ecosystems (numpy state dicts; torch only where installed)."""
+"""Weight converters from other ecosystems (numpy state dicts; torch only where installed).
+
+The converters live in the submodules (`kerasseg.convert.torchvision`).
+"""
+
+__all__ = []

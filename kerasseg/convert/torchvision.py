@@ -7,13 +7,17 @@ used only to read ``.pth``/``.pt`` pickles, when installed).
 Structure, so heads can be added next to the backbone:
 
 * `LEGACY_ALIASES`: old key spellings that torchvision's ``_load_from_state_dict`` still
-  remaps (reference notes 3.4), rewritten to the current names by `canonical_keys`.
+  remaps when a checkpoint's metadata ``version`` is missing or below 2 (FPN
+  ``inner_blocks.{i}.weight`` for ``inner_blocks.{i}.0.weight``, likewise ``layer_blocks``;
+  ``rpn.head.conv.weight`` for ``rpn.head.conv.0.0.weight``; ``roi_heads.mask_head.mask_fcn{k}``
+  for ``roi_heads.mask_head.{k-1}.0``), rewritten to the current names by `canonical_keys`.
 * A layer map: ``(regex on the Keras layer name, torch module path template)`` pairs, e.g.
   ``layer1_0_bn1 -> body.layer1.0.bn1`` (`BACKBONE_LAYER_MAP`).
 * `LAYER_PARAMS`: per Keras layer class, which torch parameter feeds which Keras variable
-  and how its layout changes (conv ``(out, in, kh, kw) -> (kh, kw, in, out)``, trap 7;
-  Linear ``(out, in) -> (in, out)``, trap 9; ConvTranspose2d ``(in, out, kh, kw) -> (kh, kw,
-  out, in)``, trap 8).
+  and how its layout changes: conv ``(out, in, kh, kw) -> (kh, kw, in, out)``; Linear
+  ``(out, in) -> (in, out)``; ConvTranspose2d ``(in, out, kh, kw) -> (kh, kw, out, in)``
+  (Keras' Conv2DTranspose layout). Both conv kinds are a (2, 3, 1, 0) transpose with no
+  spatial flip.
 * `assign_weights`: the generic engine. It checks every key and shape first and assigns
   nothing unless all of the model's weights found their key; it returns the keys consumed.
 
@@ -29,7 +33,26 @@ import re
 import keras
 import numpy as np
 
+from kerasseg import registry
 from kerasseg.models.maskrcnn.backbone import FrozenBatchNorm
+from kerasseg.models.maskrcnn.heads import heads_weights_from_state_dict
+
+__all__ = [
+    "BACKBONE_LAYER_MAP",
+    "LAYER_PARAMS",
+    "LEGACY_ALIASES",
+    "MASKRCNN_PREFIXES",
+    "OPTIONAL_PARAMS",
+    "assign_weights",
+    "backbone_keys",
+    "backbone_weights",
+    "canonical_keys",
+    "convert_file",
+    "load_state_dict",
+    "maskrcnn_weights",
+    "torchvision_param_count",
+    "weight_map",
+]
 
 # Old torchvision key spellings -> current ones (`FeaturePyramidNetwork`, `RPNHead` and
 # `MaskRCNNHeads` `_load_from_state_dict`, used when the state-dict "version" is < 2).
@@ -88,7 +111,14 @@ OPTIONAL_PARAMS = {"FrozenBatchNorm": ("num_batches_tracked",),
 def canonical_keys(keys):
     """Map each current-style key to the key it was given as (legacy names rewritten).
 
-    Raises ValueError when a legacy key and its current spelling are both present.
+    Args:
+        keys: the keys of a state dict.
+
+    Returns:
+        A dict ``{current spelling: key as given}``.
+
+    Raises:
+        ValueError: a legacy key and its current spelling are both present.
     """
     out = {}
     for key in keys:
@@ -116,12 +146,17 @@ def _leaf_layers(model):
 
 
 def weight_map(layers, layer_map, prefix):
-    """The torch key of every Keras weight: ``[(layer, attribute, key, transform), ...]``.
+    """The torch key of every Keras weight of `layers`.
 
-    Also returns ``(optional, unmapped)``: torch keys that may be present and are then
-    consumed (``num_batches_tracked``), and Keras layers holding weights that match no
-    pattern of `layer_map` (``((keras name regex, torch module template), ...)``, full
-    matches; the module path gets `prefix` in front).
+    Args:
+        layers: iterable of Keras layers.
+        layer_map: ``((keras name regex, torch module template), ...)``, full matches.
+        prefix: prepended to the torch module path.
+
+    Returns:
+        ``(entries, optional, unmapped)``: ``[(layer, attribute, key, transform), ...]``;
+        the torch keys that may be present and are then consumed (``num_batches_tracked``);
+        and the Keras layers holding weights that match no pattern of `layer_map`.
     """
     compiled = [(re.compile(p), t) for p, t in layer_map]
     entries, optional, unmapped = [], [], []
@@ -160,9 +195,10 @@ def assign_weights(state_dict, layers, layer_map, prefix, owned_prefixes=()):
         The set of `state_dict` keys (as given) that were consumed.
 
     Raises:
-        ValueError listing Keras weights with no key, keys with the wrong shape, unexpected
-        keys under `owned_prefixes`, and Keras layers that hold weights but match no
-        pattern. Nothing is assigned then.
+        TypeError: `state_dict` is not a dict.
+        ValueError: listing Keras weights with no key, keys with the wrong shape, unexpected
+            keys under `owned_prefixes`, and Keras layers that hold weights but match no
+            pattern. Nothing is assigned then.
     """
     if not isinstance(state_dict, dict):
         raise TypeError(f"`state_dict` must be a dict of arrays, got {type(state_dict).__name__}")
@@ -250,9 +286,9 @@ def backbone_weights(state_dict, model, prefix="backbone."):
         check for keys nobody consumed.
 
     Raises:
-        ValueError naming every backbone weight of `model` without a key, every shape
-        mismatch, and every key under `prefix` that matched nothing; nothing is assigned
-        then.
+        ValueError: naming every backbone weight of `model` without a key, every shape
+            mismatch, and every key under `prefix` that matched nothing; nothing is assigned
+            then.
     """
     if not isinstance(prefix, str):
         raise TypeError(f"`prefix` must be a str, got {type(prefix).__name__}")
@@ -265,8 +301,17 @@ def backbone_weights(state_dict, model, prefix="backbone."):
 def backbone_keys(model, prefix="backbone."):
     """The torchvision keys `backbone_weights` needs for `model` (current spelling), as a set.
 
-    Excludes the optional ``num_batches_tracked`` of BatchNorm layers. Raises ValueError when
-    a backbone layer with weights has no torchvision name.
+    Excludes the optional ``num_batches_tracked`` of BatchNorm layers.
+
+    Args:
+        model: the backbone model, or a model that contains exactly one as a nested model.
+        prefix: prefix of the backbone keys.
+
+    Returns:
+        A set of keys.
+
+    Raises:
+        ValueError: a backbone layer with weights has no torchvision name.
     """
     backbone = _find_backbone(model)
     entries, _, unmapped = weight_map(_leaf_layers(backbone), BACKBONE_LAYER_MAP, prefix)
@@ -296,8 +341,12 @@ def maskrcnn_weights(state_dict, model):
 
     Returns:
         `model`, with the weights assigned.
-    """
 
+    Raises:
+        TypeError: `state_dict` is not a mapping.
+        ValueError: `state_dict` does not fit `model` (see above); the model's weights are
+            left unchanged.
+    """
     if not hasattr(state_dict, "keys"):
         raise TypeError(f"`state_dict` must be a mapping; got {type(state_dict).__name__}.")
     keys = canonical_keys(state_dict)
@@ -332,7 +381,8 @@ def maskrcnn_weights(state_dict, model):
 
 
 def _assign_maskrcnn(canonical, keys, model, detector):
-    from kerasseg.models.maskrcnn.heads import heads_weights_from_state_dict
+    # Imported here: the RPN module imports TensorFlow, which the backbone converters above
+    # do not need.
     from kerasseg.models.maskrcnn.rpn import rpn_head_weights_from_state_dict
 
     consumed = set(backbone_weights(canonical, model))
@@ -364,6 +414,12 @@ def torchvision_param_count(model):
     Excludes what torch keeps as buffers: all four `FrozenBatchNorm` variables and the moving
     mean/variance of `BatchNormalization` (its gamma and beta are torch parameters), in every
     nested model and layer.
+
+    Args:
+        model: a Keras model.
+
+    Returns:
+        The parameter count, an int.
     """
     buffers = set()
     for layer in model._flatten_layers(include_self=False, recursive=True):
@@ -396,7 +452,18 @@ def load_state_dict(path):
     """Read a state dict as ``{key: numpy array}`` from ``.npz``, ``.safetensors`` or ``.pth``.
 
     ``.safetensors`` needs the `safetensors` package (its numpy API, no torch); ``.pth`` /
-    ``.pt`` need torch (loaded with ``weights_only=True``; bfloat16 tensors become float32).
+    ``.pt`` / ``.bin`` need torch (loaded with ``weights_only=True``; bfloat16 tensors become
+    float32).
+
+    Args:
+        path: the file.
+
+    Returns:
+        A dict ``{key: numpy array}``.
+
+    Raises:
+        ImportError: the package the format needs is not installed.
+        ValueError: the extension is not supported, or the file holds no state dict.
     """
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
@@ -404,7 +471,7 @@ def load_state_dict(path):
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
     if ext == ".safetensors":
-        try:
+        try:  # an optional package, imported only for this format
             from safetensors.numpy import load_file
         except ImportError as error:
             raise ImportError(
@@ -412,7 +479,7 @@ def load_state_dict(path):
             ) from error
         return dict(load_file(path))
     if ext in (".pth", ".pt", ".bin"):
-        try:
+        try:  # optional and heavy, imported only for this format
             import torch
         except ImportError as error:
             raise ImportError(
@@ -438,9 +505,11 @@ def convert_file(source, destination, model="maskrcnn_resnet50_fpn"):
 
     Returns:
         (destination path, number of classes).
-    """
-    from kerasseg import registry
 
+    Raises:
+        ValueError: `destination` does not end with ``.weights.h5``, `model` is not a Mask
+            R-CNN, or `source` holds no torchvision Mask R-CNN state dict.
+    """
     destination = os.fspath(destination)
     if not destination.endswith(".weights.h5"):
         raise ValueError(f"`destination` must end with .weights.h5; got {destination!r}.")

@@ -21,7 +21,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from kerasseg.data.transforms import _check_pair, _is_int, _is_number
+from kerasseg.data.transforms import _as_pair, _check_pair
+from kerasseg.ops.checks import is_int, is_number
 
 __all__ = ["JointAugment", "elastic_displacement_std", "seeds_dataset"]
 
@@ -42,19 +43,20 @@ def seeds_dataset(seed=None):
     """An infinite dataset of stateless seeds: int64 tensors of shape (2,).
 
     Zip it with a dataset so that each element gets its own seed and each epoch (each new
-    iteration over the zipped dataset) new seeds, all reproducible from `seed`.
+    iteration over the zipped dataset) new seeds, all reproducible from `seed`. Built on
+    ``tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`` (available since TF
+    2.13), two draws per element.
 
-    Parameters
-    ----------
-    seed : int or None
-        Seed of the sequence; None draws a non-reproducible one.
+    Args:
+        seed: int seed of the sequence; None draws a non-reproducible one.
 
-    Notes
-    -----
-    Built on ``tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`` (available
-    since TF 2.13), two draws per element.
+    Returns:
+        A `tf.data.Dataset` of int64 (2,) tensors.
+
+    Raises:
+        TypeError: `seed` is neither an int nor None.
     """
-    if seed is not None and not _is_int(seed):
+    if seed is not None and not is_int(seed):
         raise TypeError(f"seeds_dataset: `seed` must be a Python int or None; got {seed!r}.")
     dataset = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     return dataset.batch(2, drop_remainder=True).map(
@@ -195,6 +197,92 @@ def _coin(seed):
     return tf.random.stateless_uniform([], seed, 0.0, 1.0) < 0.5
 
 
+def _random_flip(image, mask, seed, axis):
+    """Both tensors reversed along `axis`, or both unchanged, with probability 1/2 each."""
+    return tf.cond(
+        _coin(seed),
+        lambda: (tf.reverse(image, [axis]), tf.reverse(mask, [axis])),
+        lambda: (image, mask),
+    )
+
+
+# ----------------------------------------------------------------------- option checks
+
+_NAME = "JointAugment"
+
+
+def _number_pair(value, key, accepted):
+    """`value` as a (low, high) pair of floats; a TypeError saying `accepted` otherwise."""
+    if not isinstance(value, tuple | list) or len(value) != 2 or not all(map(is_number, value)):
+        raise TypeError(f"{_NAME}: `{key}` must be {accepted}; got {value!r}.")
+    return float(value[0]), float(value[1])
+
+
+def _check_scale_range(scale_range):
+    if scale_range is None:
+        return None
+    accepted = "None or a (low, high) pair of numbers, e.g. (0.75, 1.25)"
+    low, high = _number_pair(scale_range, "scale_range", accepted)
+    if not (0.0 < low <= high and math.isfinite(high)):
+        raise ValueError(
+            f"{_NAME}: `scale_range` must satisfy 0 < low <= high (finite); got {scale_range!r}."
+        )
+    return low, high
+
+
+def _check_value_range(value_range):
+    low, high = _number_pair(value_range, "value_range", "a (low, high) pair of numbers")
+    if not (math.isfinite(low) and low < high < math.inf):
+        raise ValueError(
+            f"{_NAME}: `value_range` must satisfy low < high (finite); got {value_range!r}."
+        )
+    return low, high
+
+
+def _option_number(key, value, low, high, *, high_open=False):
+    """`value` as a float in [low, high] ([low, high) when `high_open`)."""
+    if not is_number(value):
+        raise TypeError(f"{_NAME}: `{key}` must be a number; got {value!r}.")
+    value = float(value)
+    if not (low <= value and (value < high if high_open else value <= high)):
+        bracket = ")" if high_open else "]"
+        raise ValueError(f"{_NAME}: `{key}` must be in [{low}, {high}{bracket}; got {value!r}.")
+    return value
+
+
+def _check_elastic_sigma(elastic_sigma):
+    if not is_number(elastic_sigma):
+        raise TypeError(f"{_NAME}: `elastic_sigma` must be a number; got {elastic_sigma!r}.")
+    elastic_sigma = float(elastic_sigma)
+    if not (0.0 < elastic_sigma < math.inf):
+        raise ValueError(
+            f"{_NAME}: `elastic_sigma` must be a positive finite number of pixels; got "
+            f"{elastic_sigma!r}."
+        )
+    return elastic_sigma
+
+
+def _check_fill(fill_mode, image_fill, mask_fill):
+    """The checks of `fill_mode`, `image_fill` and `mask_fill`; returns `image_fill` as a float."""
+    if fill_mode not in _FILL_MODES:
+        raise ValueError(
+            f"{_NAME}: `fill_mode` must be one of {tuple(_FILL_MODES)}; got {fill_mode!r}."
+        )
+    if not is_number(image_fill):
+        raise TypeError(f"{_NAME}: `image_fill` must be a number; got {image_fill!r}.")
+    if mask_fill is not None and (not is_int(mask_fill) or abs(mask_fill) > _MAX_EXACT_FLOAT32_INT):
+        raise TypeError(
+            f"{_NAME}: `mask_fill` must be None or a Python int with |mask_fill| <= 2**24 "
+            f"(e.g. the ignore label); got {mask_fill!r}."
+        )
+    if fill_mode == "constant" and mask_fill is None:
+        raise ValueError(
+            f'{_NAME}: fill_mode="constant" requires `mask_fill` (normally the ignore '
+            f'label); got None. Or use fill_mode="reflect".'
+        )
+    return float(image_fill)
+
+
 # ------------------------------------------------------------------------ the class
 
 
@@ -206,69 +294,67 @@ class JointAugment:
     off by default (the call is then the identity). Each op draws from its own sub-seed of
     ``tf.random.experimental.stateless_split(seed, 8)``.
 
-    Parameters
-    ----------
-    horizontal_flip, vertical_flip : bool
-        Flip left-right / up-down with probability 1/2.
-    rotate90 : bool
-        Rotate by a random multiple of 90 degrees. For non-square examples a quarter turn
-        swaps height and width, so examples of one batch can differ in shape: use it with
-        square images or a square `crop_size` (the crop comes after), or when the caller
-        accepts the swap.
-    scale_range : (low, high) of positive floats, optional
-        Random zoom factor s uniform in [low, high]: the example is resized to
-        round(s * H) x round(s * W) (the resize of `transforms.resize`) and a random
-        window of the output size is taken from it; where the resized example is
-        smaller, it is placed at a random position and the rest comes from `fill_mode`.
-    crop_size : (height, width) of positive ints, optional
-        Output size of the scale + crop step (a random crop, padded by `fill_mode` where
-        the example is smaller). None keeps the input size.
-    rotation_degrees : float
-        Rotation by an angle uniform in [-d, d] degrees about the output centre.
-        Scale, crop and rotation are one affine map applied by a single
-        `tf.raw_ops.ImageProjectiveTransformV3` call per tensor (image "BILINEAR", mask
-        "NEAREST", same matrix), so the image is interpolated once; a crop at scale 1
-        without rotation copies pixels exactly. With elastic deformation on, the affine
-        map and the displacement field are composed and sampled in one pass by a gather
-        sampler with the same interpolation and fill rules (the result of the affine step
-        followed by the elastic step, without a second interpolation).
-    elastic_alpha, elastic_sigma : float
-        Elastic deformation (Simard et al. 2003, "Best practices for convolutional neural
-        networks applied to visual document analysis"; used for U-Net training by
-        Ronneberger et al. 2015): per axis, uniform(-1, 1) noise smoothed by a Gaussian of
-        `elastic_sigma` pixels (truncated at 4 sigma) and scaled by `elastic_alpha`
-        pixels; the image is sampled bilinearly and the mask by nearest neighbour at the
-        same displaced coordinates. Off when alpha is 0. The per-axis displacement std is
-        `elastic_displacement_std(alpha, sigma)`, about alpha / (2 sqrt(3 pi) sigma), e.g.
-        alpha=34, sigma=4 (Simard's MNIST values) gives 1.4 px.
-    fill_mode : {"reflect", "constant", "nearest"}
-        Where scale, crop, rotation or elastic sample outside the example: "reflect"
-        mirrors it (d c b a | a b c d), so no unknown pixels appear; "nearest" repeats the
-        border; "constant" uses `image_fill` and `mask_fill`.
-    image_fill : float
-        Image value of "constant" fill.
-    mask_fill : int, optional
-        Mask value of "constant" fill, normally the ignore label (required then;
-        |mask_fill| <= 2**24 because the transform op takes a float32 fill value).
-    brightness : float in [0, 1]
-        Add a delta uniform in [-b, b] * (high - low) of `value_range`.
-    contrast : float in [0, 1)
-        Scale deviations from the image mean (per channel, as `tf.image.adjust_contrast`)
-        by a factor uniform in [1 - c, 1 + c].
-    gamma : float in [0, 1)
-        Gamma correction low + (high - low) * ((x - low) / (high - low)) ** g, with g
-        uniform in [1 - gamma, 1 + gamma].
-    noise_std : float >= 0
-        Add Gaussian noise of std noise_std * (high - low).
-    value_range : (low, high)
-        Sensor range of the image. Only the photometric ops use it: they require the image
-        inside it (a `tf.debugging` assertion, rather than a silent clip of values of
-        another scale) and clip their results to it. Geometric ops never clip.
+    Args:
+        horizontal_flip: bool, flip left-right with probability 1/2.
+        vertical_flip: bool, flip up-down with probability 1/2.
+        rotate90: bool, rotate by a random multiple of 90 degrees. For non-square examples a
+            quarter turn swaps height and width, so examples of one batch can differ in
+            shape: use it with square images or a square `crop_size` (the crop comes
+            after), or when the caller accepts the swap.
+        scale_range: optional (low, high) of positive floats: a random zoom factor s uniform
+            in [low, high]; the example is resized to round(s * H) x round(s * W) (the
+            resize of `transforms.resize`) and a random window of the output size is taken
+            from it; where the resized example is smaller, it is placed at a random position
+            and the rest comes from `fill_mode`.
+        crop_size: optional (height, width) of positive ints: output size of the scale +
+            crop step (a random crop, padded by `fill_mode` where the example is smaller).
+            None keeps the input size.
+        rotation_degrees: float, rotation by an angle uniform in [-d, d] degrees about the
+            output centre. Scale, crop and rotation are one affine map applied by a single
+            `tf.raw_ops.ImageProjectiveTransformV3` call per tensor (image "BILINEAR", mask
+            "NEAREST", same matrix), so the image is interpolated once; a crop at scale 1
+            without rotation copies pixels exactly. With elastic deformation on, the affine
+            map and the displacement field are composed and sampled in one pass by a gather
+            sampler with the same interpolation and fill rules (the result of the affine
+            step followed by the elastic step, without a second interpolation).
+        elastic_alpha: float, the scale in pixels of the elastic deformation; off when 0.
+            Per axis, uniform(-1, 1) noise is smoothed by a Gaussian of `elastic_sigma`
+            pixels (truncated at 4 sigma) and scaled by `elastic_alpha` pixels; the image is
+            sampled bilinearly and the mask by nearest neighbour at the same displaced
+            coordinates. The per-axis displacement std is
+            `elastic_displacement_std(alpha, sigma)`, about alpha / (2 sqrt(3 pi) sigma),
+            e.g. alpha=34, sigma=4 (Simard's MNIST values) gives 1.4 px.
+        elastic_sigma: float, the smoothing of the elastic deformation in pixels.
+        fill_mode: "reflect", "constant" or "nearest": where scale, crop, rotation or
+            elastic sample outside the example, "reflect" mirrors it (d c b a | a b c d), so
+            no unknown pixels appear; "nearest" repeats the border; "constant" uses
+            `image_fill` and `mask_fill`.
+        image_fill: float, image value of "constant" fill.
+        mask_fill: optional int, mask value of "constant" fill, normally the ignore label
+            (required then; |mask_fill| <= 2**24 because the transform op takes a float32
+            fill value).
+        brightness: float in [0, 1]: add a delta uniform in [-b, b] * (high - low) of
+            `value_range`.
+        contrast: float in [0, 1): scale deviations from the image mean (per channel, as
+            `tf.image.adjust_contrast`) by a factor uniform in [1 - c, 1 + c].
+        gamma: float in [0, 1): gamma correction low + (high - low) * ((x - low) / (high -
+            low)) ** g, with g uniform in [1 - gamma, 1 + gamma].
+        noise_std: float >= 0: add Gaussian noise of std noise_std * (high - low).
+        value_range: (low, high), the sensor range of the image. Only the photometric ops
+            use it: they require the image inside it (a `tf.debugging` assertion, rather
+            than a silent clip of values of another scale) and clip their results to it.
+            Geometric ops never clip.
 
-    Raises
-    ------
-    TypeError, ValueError
-        For an invalid option, naming it, what was given and what is accepted.
+    Raises:
+        TypeError: an option of the wrong type, naming it, what was given and what is
+            accepted.
+        ValueError: an option out of range, likewise.
+
+    References:
+        P. Y. Simard, D. Steinkraus and J. C. Platt, "Best practices for convolutional
+        neural networks applied to visual document analysis", ICDAR 2003 (elastic
+        deformation); used for U-Net training by O. Ronneberger, P. Fischer and T. Brox,
+        "U-Net: Convolutional networks for biomedical image segmentation", MICCAI 2015.
     """
 
     def __init__(
@@ -291,109 +377,26 @@ class JointAugment:
         noise_std=0.0,
         value_range=(0, 255),
     ):
-        name = "JointAugment"
         for key, value in (
             ("horizontal_flip", horizontal_flip),
             ("vertical_flip", vertical_flip),
             ("rotate90", rotate90),
         ):
             if not isinstance(value, bool):
-                raise TypeError(f"{name}: `{key}` must be True or False; got {value!r}.")
-
-        if scale_range is not None:
-            if (
-                not isinstance(scale_range, (tuple, list))
-                or len(scale_range) != 2
-                or not all(_is_number(v) for v in scale_range)
-            ):
-                raise TypeError(
-                    f"{name}: `scale_range` must be None or a (low, high) pair of numbers, "
-                    f"e.g. (0.75, 1.25); got {scale_range!r}."
-                )
-            low, high = float(scale_range[0]), float(scale_range[1])
-            if not (0.0 < low <= high and math.isfinite(high)):
-                raise ValueError(
-                    f"{name}: `scale_range` must satisfy 0 < low <= high (finite); got "
-                    f"{scale_range!r}."
-                )
-            scale_range = (low, high)
-
-        if crop_size is not None:
-            if (
-                not isinstance(crop_size, (tuple, list))
-                or len(crop_size) != 2
-                or not all(_is_int(v) for v in crop_size)
-            ):
-                raise TypeError(
-                    f"{name}: `crop_size` must be None or a (height, width) pair of Python "
-                    f"ints; got {crop_size!r}."
-                )
-            if any(v <= 0 for v in crop_size):
-                raise ValueError(
-                    f"{name}: `crop_size` values must be positive; got {tuple(crop_size)}."
-                )
-            crop_size = (int(crop_size[0]), int(crop_size[1]))
-
-        def number(key, value, low, high, *, high_open=False, hint=""):
-            if not _is_number(value):
-                raise TypeError(f"{name}: `{key}` must be a number; got {value!r}.")
-            value = float(value)
-            ok = low <= value and (value < high if high_open else value <= high)
-            if not ok:
-                bracket = ")" if high_open else "]"
-                raise ValueError(
-                    f"{name}: `{key}` must be in [{low}, {high}{bracket}{hint}; got {value!r}."
-                )
-            return value
-
-        rotation_degrees = number("rotation_degrees", rotation_degrees, 0.0, 180.0)
-        elastic_alpha = number("elastic_alpha", elastic_alpha, 0.0, math.inf, high_open=True)
-        if not _is_number(elastic_sigma):
-            raise TypeError(f"{name}: `elastic_sigma` must be a number; got {elastic_sigma!r}.")
-        elastic_sigma = float(elastic_sigma)
-        if not (0.0 < elastic_sigma < math.inf):
-            raise ValueError(
-                f"{name}: `elastic_sigma` must be a positive finite number of pixels; got "
-                f"{elastic_sigma!r}."
-            )
-
-        if fill_mode not in _FILL_MODES:
-            raise ValueError(
-                f"{name}: `fill_mode` must be one of {tuple(_FILL_MODES)}; got {fill_mode!r}."
-            )
-        if not _is_number(image_fill):
-            raise TypeError(f"{name}: `image_fill` must be a number; got {image_fill!r}.")
-        image_fill = float(image_fill)
-        if mask_fill is not None and (
-            not _is_int(mask_fill) or abs(mask_fill) > _MAX_EXACT_FLOAT32_INT
-        ):
-            raise TypeError(
-                f"{name}: `mask_fill` must be None or a Python int with |mask_fill| <= 2**24 "
-                f"(e.g. the ignore label); got {mask_fill!r}."
-            )
-        if fill_mode == "constant" and mask_fill is None:
-            raise ValueError(
-                f'{name}: fill_mode="constant" requires `mask_fill` (normally the ignore '
-                f'label); got None. Or use fill_mode="reflect".'
-            )
-
-        brightness = number("brightness", brightness, 0.0, 1.0)
-        contrast = number("contrast", contrast, 0.0, 1.0, high_open=True)
-        gamma = number("gamma", gamma, 0.0, 1.0, high_open=True)
-        noise_std = number("noise_std", noise_std, 0.0, math.inf, high_open=True)
-        if (
-            not isinstance(value_range, (tuple, list))
-            or len(value_range) != 2
-            or not all(_is_number(v) for v in value_range)
-        ):
-            raise TypeError(
-                f"{name}: `value_range` must be a (low, high) pair of numbers; got {value_range!r}."
-            )
-        if not (math.isfinite(value_range[0]) and value_range[0] < value_range[1] < math.inf):
-            raise ValueError(
-                f"{name}: `value_range` must satisfy low < high (finite); got {value_range!r}."
-            )
-        value_range = (float(value_range[0]), float(value_range[1]))
+                raise TypeError(f"{_NAME}: `{key}` must be True or False; got {value!r}.")
+        scale_range = _check_scale_range(scale_range)
+        crop_size = _as_pair(crop_size, "crop_size", _NAME, allow_none=True)
+        rotation_degrees = _option_number("rotation_degrees", rotation_degrees, 0.0, 180.0)
+        elastic_alpha = _option_number(
+            "elastic_alpha", elastic_alpha, 0.0, math.inf, high_open=True
+        )
+        elastic_sigma = _check_elastic_sigma(elastic_sigma)
+        image_fill = _check_fill(fill_mode, image_fill, mask_fill)
+        brightness = _option_number("brightness", brightness, 0.0, 1.0)
+        contrast = _option_number("contrast", contrast, 0.0, 1.0, high_open=True)
+        gamma = _option_number("gamma", gamma, 0.0, 1.0, high_open=True)
+        noise_std = _option_number("noise_std", noise_std, 0.0, math.inf, high_open=True)
+        value_range = _check_value_range(value_range)
         photometric = any(v > 0 for v in (brightness, contrast, gamma, noise_std))
         if (
             photometric
@@ -401,7 +404,7 @@ class JointAugment:
             and not (value_range[0] <= image_fill <= value_range[1])
         ):
             raise ValueError(
-                f"{name}: `image_fill` {image_fill} lies outside `value_range` {value_range}; "
+                f"{_NAME}: `image_fill` {image_fill} lies outside `value_range` {value_range}; "
                 f"the photometric ops require the image inside it."
             )
 
@@ -461,19 +464,21 @@ class JointAugment:
     def __call__(self, image, mask, seed):
         """Augment one example.
 
-        Parameters
-        ----------
-        image : float32 tensor (H, W, C)
-        mask : int32 tensor (H, W, K)
-        seed : int32 or int64 tensor of shape (2,)
-            Stateless seed, e.g. an element of `seeds_dataset`.
+        Args:
+            image: float32 tensor (H, W, C).
+            mask: int32 tensor (H, W, K).
+            seed: int32 or int64 tensor of shape (2,), a stateless seed, e.g. an element of
+                `seeds_dataset`.
 
-        Returns
-        -------
-        (image, mask), float32 and int32, of size `crop_size` (or the input size; H and W
-        swapped by an odd quarter turn of `rotate90`), channels unchanged.
+        Returns:
+            (image, mask), float32 and int32, of size `crop_size` (or the input size; H and
+            W swapped by an odd quarter turn of `rotate90`), channels unchanged.
+
+        Raises:
+            TypeError: a tensor or the seed has the wrong dtype.
+            ValueError: a tensor or the seed has the wrong shape.
         """
-        fn = "JointAugment"
+        fn = _NAME
         image, mask = _check_pair(image, mask, fn)
         seed = tf.convert_to_tensor(seed)
         if seed.dtype not in (tf.int32, tf.int64):
@@ -509,19 +514,9 @@ class JointAugment:
 
     def _flips(self, image, mask, seeds):
         if self.horizontal_flip:
-            flip = _coin(seeds["hflip"])
-            image, mask = tf.cond(
-                flip,
-                lambda: (tf.reverse(image, [1]), tf.reverse(mask, [1])),
-                lambda: (image, mask),
-            )
+            image, mask = _random_flip(image, mask, seeds["hflip"], axis=1)
         if self.vertical_flip:
-            flip = _coin(seeds["vflip"])
-            image, mask = tf.cond(
-                flip,
-                lambda: (tf.reverse(image, [0]), tf.reverse(mask, [0])),
-                lambda: (image, mask),
-            )
+            image, mask = _random_flip(image, mask, seeds["vflip"], axis=0)
         if self.rotate90:
             k = tf.random.stateless_uniform([], seeds["rot90"], 0, 4, dtype=tf.int32)
             image, mask = tf.image.rot90(image, k), tf.image.rot90(mask, k)

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasseg.data.instances import boxes_from_masks
+from kerasseg.ops.checks import check_int, is_int
 
 __all__ = [
     "CocoInfo",
@@ -38,10 +39,6 @@ __all__ = [
 ]
 
 _INT32_MAX = 2**31 - 1
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 # --------------------------------------------------------------------------- RLE codec
@@ -100,7 +97,7 @@ def _check_size(size, where):
     if (
         not isinstance(size, (list, tuple))
         or len(size) != 2
-        or not all(_is_int(v) and v >= 0 for v in size)
+        or not all(is_int(v) and v >= 0 for v in size)
     ):
         raise ValueError(f"{where}: RLE 'size' must be [height, width] of ints >= 0; got {size!r}.")
     return int(size[0]), int(size[1])
@@ -109,14 +106,16 @@ def _check_size(size, where):
 def rle_to_counts(rle, *, where="rle_to_counts"):
     """Uncompressed counts of a COCO RLE, checked.
 
-    Parameters
-    ----------
-    rle : dict ``{"size": [h, w], "counts": ...}``; counts a compressed str or bytes, or
-        an uncompressed list/array of ints >= 0.
+    Args:
+        rle: dict ``{"size": [h, w], "counts": ...}``; counts a compressed str or bytes, or
+            an uncompressed list/array of ints >= 0.
+        where: the prefix of error messages (the caller).
 
-    Returns
-    -------
-    ((h, w), int64 counts) with ``sum(counts) == h * w``.
+    Returns:
+        ((h, w), int64 counts) with ``sum(counts) == h * w``.
+
+    Raises:
+        ValueError: `rle` is malformed or its counts do not sum to h * w.
     """
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         got = sorted(rle) if isinstance(rle, dict) else type(rle).__name__
@@ -166,13 +165,11 @@ def _check_mask(mask, fn):
 def rle_encode(mask):
     """COCO RLE of a binary mask, equal to ``pycocotools.mask.encode`` (counts as str).
 
-    Parameters
-    ----------
-    mask : (H, W) or (H, W, 1) bool or integer array; nonzero is foreground.
+    Args:
+        mask: (H, W) or (H, W, 1) bool or integer array; nonzero is foreground.
 
-    Returns
-    -------
-    ``{"size": [H, W], "counts": str}`` (compressed, as stored in COCO JSON files).
+    Returns:
+        ``{"size": [H, W], "counts": str}`` (compressed, as stored in COCO JSON files).
     """
     mask = _check_mask(mask, "rle_encode")
     counts = _canonical_counts(mask.ravel(order="F"))
@@ -187,13 +184,11 @@ def _counts_to_mask(counts, height, width):
 def rle_decode(rle):
     """Binary mask of a COCO RLE, equal to ``pycocotools.mask.decode``.
 
-    Parameters
-    ----------
-    rle : dict ``{"size": [h, w], "counts": str | bytes | list of ints}``.
+    Args:
+        rle: dict ``{"size": [h, w], "counts": str | bytes | list of ints}``.
 
-    Returns
-    -------
-    uint8 (h, w) array of 0/1.
+    Returns:
+        uint8 (h, w) array of 0/1.
     """
     (height, width), counts = rle_to_counts(rle, where="rle_decode")
     return np.ascontiguousarray(_counts_to_mask(counts, height, width))
@@ -290,7 +285,7 @@ def _parse_polygons(polygons, where):
 
 
 def _check_image_size(height, width, fn):
-    if not (_is_int(height) and _is_int(width) and height >= 0 and width >= 0):
+    if not (is_int(height) and is_int(width) and height >= 0 and width >= 0):
         raise ValueError(
             f"{fn}: `height` and `width` must be ints >= 0; got {height!r}, {width!r}."
         )
@@ -306,16 +301,15 @@ def _polygons_counts(polygons, height, width, where):
 def polygon_to_rle(polygons, height, width):
     """COCO RLE (compressed) of the union of polygons, as pycocotools computes it.
 
-    Parameters
-    ----------
-    polygons : list of [x1, y1, x2, y2, ...] lists (COCO "segmentation"), or one such list;
-        x is the column, y the row, in pixels. Overlapping polygons are united.
-    height, width : ints, the image size.
+    Args:
+        polygons: list of [x1, y1, x2, y2, ...] lists (COCO "segmentation"), or one such
+            list; x is the column, y the row, in pixels. Overlapping polygons are united.
+        height: int, the image height.
+        width: int, the image width.
 
-    Returns
-    -------
-    ``{"size": [height, width], "counts": str}``, equal to pycocotools'
-    ``merge(frPyObjects(polygons, height, width))``.
+    Returns:
+        ``{"size": [height, width], "counts": str}``, equal to pycocotools'
+        ``merge(frPyObjects(polygons, height, width))``.
     """
     height, width = _check_image_size(height, width, "polygon_to_rle")
     counts = _polygons_counts(polygons, height, width, "polygon_to_rle")
@@ -338,15 +332,14 @@ def polygon_to_mask(polygons, height, width):
 def masks_from_counts(counts, height, width):
     """Decode uncompressed RLE counts to masks with TensorFlow ops (graph compatible).
 
-    Parameters
-    ----------
-    counts : `tf.RaggedTensor` (N, None) of ints, one row of COCO counts per mask (column-
-        major runs, starting with 0s); each row must sum to ``height * width``.
-    height, width : scalar int tensors or ints.
+    Args:
+        counts: `tf.RaggedTensor` (N, None) of ints, one row of COCO counts per mask
+            (column-major runs, starting with 0s); each row must sum to ``height * width``.
+        height: scalar int tensor or int.
+        width: scalar int tensor or int.
 
-    Returns
-    -------
-    uint8 (N, height, width) 0/1 masks.
+    Returns:
+        uint8 (N, height, width) 0/1 masks.
     """
     if not isinstance(counts, tf.RaggedTensor) or counts.shape.rank != 2:
         raise TypeError(
@@ -386,16 +379,15 @@ def masks_from_counts(counts, height, width):
 class CocoInfo:
     """What `read_coco` read: class names and the category mapping.
 
-    Attributes
-    ----------
-    class_names : tuple; ``class_names[c]`` names class id c; ``class_names[0]`` is
-        "background".
-    category_to_class : dict {COCO category id: class id 1..K}.
-    class_to_category : dict {class id: COCO category id}.
-    image_ids : tuple of the image ids in dataset order (the file's order of "images").
-    num_annotations : annotations in the dataset (crowd ones included).
-    num_crowd : of those, ``iscrowd`` ones.
-    num_skipped : annotations left out because their category is not in `category_ids`.
+    Attributes:
+        class_names: tuple; ``class_names[c]`` names class id c; ``class_names[0]`` is
+            "background".
+        category_to_class: dict {COCO category id: class id 1..K}.
+        class_to_category: dict {class id: COCO category id}.
+        image_ids: tuple of the image ids in dataset order (the file's order of "images").
+        num_annotations: annotations in the dataset (crowd ones included).
+        num_crowd: of those, ``iscrowd`` ones.
+        num_skipped: annotations left out because their category is not in `category_ids`.
     """
 
     class_names: tuple
@@ -453,60 +445,89 @@ def read_coco(annotation_file, image_dir=None, *, category_ids=None):
     as ignore regions (neither positives nor negatives), as COCO evaluation does. Images
     without annotations are kept (N = 0). Annotations keep the file's order.
 
-    Parameters
-    ----------
-    annotation_file : path of the JSON file (keys "images", "annotations", "categories").
-    image_dir : folder of the images; ``"image_path"`` is ``image_dir / file_name`` (just
-        ``file_name`` when None).
-    category_ids : optional sequence of COCO category ids to keep, mapped to class ids
-        1..K in the given order; the annotations of other categories are left out (counted
-        in ``info.num_skipped``). Default: every category, in increasing id order.
+    Args:
+        annotation_file: path of the JSON file (keys "images", "annotations",
+            "categories").
+        image_dir: folder of the images; ``"image_path"`` is ``image_dir / file_name``
+            (just ``file_name`` when None).
+        category_ids: optional sequence of COCO category ids to keep, mapped to class ids
+            1..K in the given order; the annotations of other categories are left out
+            (counted in ``info.num_skipped``). Default: every category, in increasing id
+            order.
 
-    Returns
-    -------
-    (dataset, info): elements ``{"image_path": string, "image_id": int64, "boxes": float32
-    (N, 4), "class_ids": int32 (N,), "masks": uint8 (N, H, W), "is_crowd": bool (N,)}``, and
-    a `CocoInfo`.
+    Returns:
+        (dataset, info): elements ``{"image_path": string, "image_id": int64, "boxes":
+        float32 (N, 4), "class_ids": int32 (N,), "masks": uint8 (N, H, W), "is_crowd": bool
+        (N,)}``, and a `CocoInfo`.
 
-    Raises
-    ------
-    KeyError for missing keys; ValueError for annotations of unknown image or category ids,
-    masks whose size differs from their image's, malformed polygons or RLE, duplicate ids.
+    Raises:
+        KeyError: missing keys.
+        ValueError: annotations of unknown image or category ids, masks whose size differs
+            from their image's, malformed polygons or RLE, duplicate ids.
     """
     path = pathlib.Path(annotation_file)
     with open(path, encoding="utf-8") as file:
         data = json.load(file)
     _require(data, ("images", "annotations", "categories"), "the top level", path)
+    categories = _read_categories(data["categories"], path)
+    selected = _select_categories(categories, category_ids)
+    category_to_class = {category: i + 1 for i, category in enumerate(selected)}
+    images = _read_images(data["images"], path)
+    skipped = _add_annotations(data["annotations"], path, images, categories, category_to_class)
+    entries = list(images.values())
+    dataset = tf.data.Dataset.from_tensor_slices(_image_tensors(entries, image_dir)).map(
+        _decode_element, num_parallel_calls=tf.data.AUTOTUNE
+    )
+    info = CocoInfo(
+        class_names=("background",) + tuple(categories[c] for c in selected),
+        category_to_class=category_to_class,
+        class_to_category={v: k for k, v in category_to_class.items()},
+        image_ids=tuple(images),
+        num_annotations=sum(len(entry["counts"]) for entry in entries),
+        num_crowd=sum(sum(entry["crowd"]) for entry in entries),
+        num_skipped=skipped,
+    )
+    return dataset, info
 
+
+def _read_categories(records, path):
+    """{category id: name} of the file's "categories"."""
     categories = {}
-    for category in data["categories"]:
+    for category in records:
         _require(category, ("id", "name"), "a category", path)
         if category["id"] in categories:
             raise ValueError(f"read_coco: {path}: category id {category['id']!r} appears twice.")
         categories[category["id"]] = str(category["name"])
-    if category_ids is None:
-        selected = sorted(categories)
-    else:
-        selected = list(category_ids)
-        unknown = [c for c in selected if c not in categories]
-        if unknown or len(set(selected)) != len(selected):
-            raise ValueError(
-                f"read_coco: `category_ids` must be distinct ids of the file's categories "
-                f"{sorted(categories)}; got {selected}."
-            )
-    category_to_class = {category: i + 1 for i, category in enumerate(selected)}
+    return categories
 
+
+def _select_categories(categories, category_ids):
+    """The category ids kept, in class order: `category_ids`, checked, or all in id order."""
+    if category_ids is None:
+        return sorted(categories)
+    selected = list(category_ids)
+    unknown = [c for c in selected if c not in categories]
+    if unknown or len(set(selected)) != len(selected):
+        raise ValueError(
+            f"read_coco: `category_ids` must be distinct ids of the file's categories "
+            f"{sorted(categories)}; got {selected}."
+        )
+    return selected
+
+
+def _read_images(records, path):
+    """{image id: entry} in the file's order; each entry holds the image record and the
+    (empty) lists that `_add_annotations` fills: "counts", "class_ids" and "crowd"."""
     images = {}
-    order = []
-    for image in data["images"]:
+    for image in records:
         _require(image, ("id", "file_name", "height", "width"), "an image", path)
         image_id = image["id"]
-        if not _is_int(image_id):
+        if not is_int(image_id):
             raise ValueError(f"read_coco: {path}: image ids must be ints; got {image_id!r}.")
         if image_id in images:
             raise ValueError(f"read_coco: {path}: image id {image_id!r} appears twice.")
         height, width = image["height"], image["width"]
-        if not (_is_int(height) and _is_int(width) and height > 0 and width > 0):
+        if not (is_int(height) and is_int(width) and height > 0 and width > 0):
             raise ValueError(
                 f"read_coco: {path}: image id {image_id!r} has height/width {height!r}/{width!r}; "
                 "positive ints are required."
@@ -517,10 +538,14 @@ def read_coco(annotation_file, image_dir=None, *, category_ids=None):
                 f"{_INT32_MAX} are supported."
             )
         images[image_id] = {"image": image, "counts": [], "class_ids": [], "crowd": []}
-        order.append(image_id)
+    return images
 
+
+def _add_annotations(records, path, images, categories, category_to_class):
+    """Add each annotation's counts, class id and crowd flag to its image's entry; returns
+    how many were left out because their category is not selected."""
     skipped = 0
-    for index, annotation in enumerate(data["annotations"]):
+    for index, annotation in enumerate(records):
         _require(annotation, ("image_id", "category_id", "segmentation"), "an annotation", path)
         name = (
             f"annotation id {annotation['id']!r}" if "id" in annotation else f"annotation {index}"
@@ -547,48 +572,34 @@ def read_coco(annotation_file, image_dir=None, *, category_ids=None):
         )
         entry["class_ids"].append(category_to_class[category])
         entry["crowd"].append(bool(crowd))
+    return skipped
 
-    entries = [images[image_id] for image_id in order]
-    image_lengths = [len(entry["counts"]) for entry in entries]
+
+def _image_tensors(entries, image_dir):
+    """The tensors, one row per image entry, that `_decode_element` turns into targets."""
+    image_lengths = tf.constant([len(entry["counts"]) for entry in entries], tf.int64)
     all_counts = [counts for entry in entries for counts in entry["counts"]]
     count_lengths = [counts.size for counts in all_counts]
     values = np.concatenate(all_counts) if all_counts else np.zeros(0, np.int64)
-    directory = None if image_dir is None else pathlib.Path(image_dir)
     file_names = [str(entry["image"]["file_name"]) for entry in entries]
-    tensors = {
-        "image_path": tf.constant(
-            file_names if directory is None else [str(directory / f) for f in file_names],
-            tf.string,
-        ),
-        "image_id": tf.constant([int(i) for i in order], tf.int64),
+    if image_dir is not None:
+        file_names = [str(pathlib.Path(image_dir) / name) for name in file_names]
+    return {
+        "image_path": tf.constant(file_names, tf.string),
+        "image_id": tf.constant([int(entry["image"]["id"]) for entry in entries], tf.int64),
         "height": tf.constant([entry["image"]["height"] for entry in entries], tf.int32),
         "width": tf.constant([entry["image"]["width"] for entry in entries], tf.int32),
         "class_ids": tf.RaggedTensor.from_row_lengths(
-            tf.constant([c for e in entries for c in e["class_ids"]], tf.int32),
-            tf.constant(image_lengths, tf.int64),
+            tf.constant([c for e in entries for c in e["class_ids"]], tf.int32), image_lengths
         ),
         "is_crowd": tf.RaggedTensor.from_row_lengths(
-            tf.constant([c for e in entries for c in e["crowd"]], tf.bool),
-            tf.constant(image_lengths, tf.int64),
+            tf.constant([c for e in entries for c in e["crowd"]], tf.bool), image_lengths
         ),
         "counts": tf.RaggedTensor.from_nested_row_lengths(
             tf.constant(values.astype(np.int32), tf.int32),
-            [tf.constant(image_lengths, tf.int64), tf.constant(count_lengths, tf.int64)],
+            [image_lengths, tf.constant(count_lengths, tf.int64)],
         ),
     }
-    dataset = tf.data.Dataset.from_tensor_slices(tensors).map(
-        _decode_element, num_parallel_calls=tf.data.AUTOTUNE
-    )
-    info = CocoInfo(
-        class_names=("background",) + tuple(categories[c] for c in selected),
-        category_to_class=category_to_class,
-        class_to_category={v: k for k, v in category_to_class.items()},
-        image_ids=tuple(order),
-        num_annotations=len(all_counts),
-        num_crowd=sum(sum(entry["crowd"]) for entry in entries),
-        num_skipped=skipped,
-    )
-    return dataset, info
 
 
 def _decode_element(element):
@@ -606,18 +617,16 @@ def _decode_element(element):
 def label_image_to_coco(labels, image_id, *, category_id=1, first_id=1, background=0):
     """COCO annotation dicts (compressed RLE) for the instances of a label image.
 
-    Parameters
-    ----------
-    labels : (H, W) or (H, W, 1) integer array of instance ids.
-    image_id : the COCO image id the annotations refer to.
-    category_id : COCO category id of every instance.
-    first_id : annotation id of the first instance; the next ones count up.
-    background : the id that is not an instance.
+    Args:
+        labels: (H, W) or (H, W, 1) integer array of instance ids.
+        image_id: the COCO image id the annotations refer to.
+        category_id: COCO category id of every instance.
+        first_id: annotation id of the first instance; the next ones count up.
+        background: the id that is not an instance.
 
-    Returns
-    -------
-    list of ``{"id", "image_id", "category_id", "segmentation": RLE, "area", "bbox": [x, y,
-    w, h], "iscrowd": 0}``, one per distinct non-background id in increasing id order.
+    Returns:
+        list of ``{"id", "image_id", "category_id", "segmentation": RLE, "area", "bbox": [x,
+        y, w, h], "iscrowd": 0}``, one per distinct non-background id in increasing id order.
     """
     labels = np.asarray(labels)
     if labels.ndim == 3 and labels.shape[-1] == 1:
@@ -627,8 +636,7 @@ def label_image_to_coco(labels, image_id, *, category_id=1, first_id=1, backgrou
             f"label_image_to_coco: `labels` must be an (H, W) integer array; got shape "
             f"{labels.shape} and dtype {labels.dtype}."
         )
-    if not _is_int(first_id):
-        raise TypeError(f"label_image_to_coco: `first_id` must be an int; got {first_id!r}.")
+    check_int(first_id, "first_id", context="label_image_to_coco", type_error=True)
     annotations = []
     ids = np.unique(labels)
     for i, label in enumerate(ids[ids != background]):

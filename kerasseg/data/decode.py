@@ -12,6 +12,23 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from kerasseg.ops.checks import is_int
+
+__all__ = [
+    "check_same_size",
+    "decode_image",
+    "decode_mask",
+    "decode_pair",
+    "decode_png_or_jpeg",
+    "error_text",
+    "file_format",
+    "jpeg_is_complete",
+    "load_pair",
+    "png_is_complete",
+    "read_image",
+    "read_mask",
+]
+
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -108,9 +125,7 @@ def _check_dtype(dtype):
 def _check_channels(channels):
     if channels is None:
         return None
-    if isinstance(channels, bool) or not isinstance(channels, int | np.integer):
-        raise ValueError(f"channels must be None, 1, 2, 3 or 4; got {channels!r}")
-    if int(channels) not in _CHANNELS:
+    if not is_int(channels) or int(channels) not in _CHANNELS:
         raise ValueError(f"channels must be None, 1, 2, 3 or 4; got {channels!r}")
     return int(channels)
 
@@ -134,7 +149,7 @@ def _as_bytes(value):
 
 def _pillow_decode(contents, path, kind, palette_indices):
     """Decode with Pillow; return (uint16 HxWxC pixels, is_16_bit, error message or b"")."""
-    from PIL import Image
+    from PIL import Image  # only TIFF files and palette PNG masks need Pillow
 
     path = _as_bytes(path).decode("utf-8", "replace")
     kind = _as_bytes(kind).decode()
@@ -324,22 +339,23 @@ def _decode(contents, path, dtype, *, mask):
 def decode_image(contents, *, channels=None, dtype="uint8", path=None):
     """Decode a PNG, JPEG or TIFF image to its stored values.
 
-    Parameters
-    ----------
-    contents : scalar string tensor
-        The encoded bytes of one file; the format is detected from its first bytes.
-    channels : {None, 1, 2, 3, 4}
-        None keeps the file's channels (1 or 3; a file with alpha is an error). An int must
-        equal the file's channel count; nothing is converted or dropped.
-    dtype : {"uint8", "uint16"}
-        Output dtype. A 16-bit file read as "uint8" is an error; 8-bit files read as "uint16"
-        keep their 0..255 values (no rescaling).
-    path : str or scalar string tensor, optional
-        Used only in error messages.
+    Args:
+        contents: scalar string tensor, the encoded bytes of one file; the format is
+            detected from its first bytes.
+        channels: None, 1, 2, 3 or 4. None keeps the file's channels (1 or 3; a file with
+            alpha is an error). An int must equal the file's channel count; nothing is
+            converted or dropped.
+        dtype: "uint8" or "uint16", the output dtype. A 16-bit file read as "uint8" is an
+            error; 8-bit files read as "uint16" keep their 0..255 values (no rescaling).
+        path: optional str or scalar string tensor, used only in error messages.
 
-    Returns
-    -------
-    tensor of shape (H, W, C) and `dtype`.
+    Returns:
+        tensor of shape (H, W, C) and `dtype`.
+
+    Raises:
+        ValueError: `channels`, `dtype` or `contents` is not of the accepted kind.
+        tf.errors.InvalidArgumentError: (when the op runs) the file cannot be decoded as
+            asked; the message names `path`.
     """
     channels = _check_channels(channels)
     dtype = _check_dtype(dtype)
@@ -383,17 +399,14 @@ def read_image(path, *, channels=None, dtype="uint8"):
 def decode_mask(contents, *, path=None):
     """Decode a single-channel label image (PNG of 1-16 bits, palette PNG or TIFF).
 
-    Parameters
-    ----------
-    contents : scalar string tensor
-        The encoded bytes of one PNG or TIFF file (JPEG is refused: it is lossy).
-    path : str or scalar string tensor, optional
-        Used only in error messages.
+    Args:
+        contents: scalar string tensor, the encoded bytes of one PNG or TIFF file (JPEG is
+            refused: it is lossy).
+        path: optional str or scalar string tensor, used only in error messages.
 
-    Returns
-    -------
-    int32 tensor of shape (H, W, 1) with the label values as stored (palette PNGs give
-    their palette indices).
+    Returns:
+        int32 tensor of shape (H, W, 1) with the label values as stored (palette PNGs give
+        their palette indices).
     """
     contents = _contents_tensor(contents)
     path = _path_tensor(path)
@@ -449,18 +462,17 @@ def decode_pair(image_bytes, mask_bytes, *, image_path=None, mask_path=None, cha
                 dtype="uint8"):  # fmt: skip
     """Decode an encoded image and its mask, checking they have the same height and width.
 
-    Parameters
-    ----------
-    image_bytes, mask_bytes : scalar string tensors
-        The encoded files.
-    image_path, mask_path : str or scalar string tensor, optional
-        Used only in error messages.
-    channels, dtype
-        As in `decode_image`.
+    Args:
+        image_bytes: scalar string tensor, the encoded image file.
+        mask_bytes: scalar string tensor, the encoded mask file.
+        image_path: optional str or scalar string tensor, used only in error messages.
+        mask_path: optional str or scalar string tensor, used only in error messages.
+        channels: as in `decode_image`.
+        dtype: as in `decode_image`.
 
-    Returns
-    -------
-    (image, mask): float32 (H, W, C) with the stored values (not rescaled) and int32 (H, W, 1).
+    Returns:
+        (image, mask): float32 (H, W, C) with the stored values (not rescaled) and int32
+        (H, W, 1).
     """
     image_path = _path_tensor(image_path)
     mask_path = _path_tensor(mask_path)

@@ -21,6 +21,9 @@ import tensorflow as tf
 from kerasseg.data import instances
 from kerasseg.data.augment import JointAugment, seeds_dataset
 from kerasseg.data.pipeline import AUTOTUNE, augment_instances
+from kerasseg.ops.checks import check_int
+
+__all__ = ["instance_dataset"]
 
 _TARGET_KEYS = ("boxes", "class_ids", "masks")
 
@@ -87,6 +90,11 @@ def instance_dataset(
 
     Returns:
         A `tf.data.Dataset` of ``(inputs, targets)`` batches.
+
+    Raises:
+        TypeError: `elements` is not a dataset or `augment` not a `JointAugment`.
+        ValueError: the elements are not (image, targets) pairs of the module docstring,
+            hold crowd regions, or `max_instances` or `batch_size` is not an int >= 1.
     """
     if not isinstance(elements, tf.data.Dataset):
         raise TypeError(
@@ -94,9 +102,8 @@ def instance_dataset(
             f"{type(elements).__name__}."
         )
     _check_elements(elements.element_spec)
-    for name, value in (("max_instances", max_instances), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"instance_dataset: `{name}` must be an int >= 1; got {value!r}.")
+    check_int(max_instances, "max_instances", minimum=1, context="instance_dataset")
+    check_int(batch_size, "batch_size", minimum=1, context="instance_dataset")
     if augment is not None and not isinstance(augment, JointAugment):
         raise TypeError(
             "instance_dataset: `augment` must be a kerasseg.data.JointAugment or None; got "

@@ -34,9 +34,9 @@ Every function here is TensorFlow ops only: it runs eagerly and inside `tf.data`
 (graph mode), also with unknown (None) height and width.
 """
 
-import numbers
-
 import tensorflow as tf
+
+from kerasseg.ops.checks import check_int, is_int
 
 __all__ = [
     "INSTANCE_KEYS",
@@ -72,12 +72,8 @@ _INTEGER_DTYPES = (
 # --------------------------------------------------------------------------- checks
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _check_class_id(class_id, fn):
-    if not _is_int(class_id) or class_id < 1:
+    if not is_int(class_id) or class_id < 1:
         raise ValueError(
             f"{fn}: `class_id` must be a Python int >= 1 (0 is background); got {class_id!r}."
         )
@@ -128,14 +124,12 @@ def _check_targets(targets, fn):
 def boxes_from_masks(masks):
     """Boxes of binary masks.
 
-    Parameters
-    ----------
-    masks : (N, H, W) bool or integer tensor; nonzero is foreground.
+    Args:
+        masks: (N, H, W) bool or integer tensor; nonzero is foreground.
 
-    Returns
-    -------
-    float32 (N, 4) ``[y1, x1, y2, x2]`` corners (``max + 1`` on the far side); an empty
-    mask gives ``[0, 0, 0, 0]``.
+    Returns:
+        float32 (N, 4) ``[y1, x1, y2, x2]`` corners (``max + 1`` on the far side); an empty
+        mask gives ``[0, 0, 0, 0]``.
     """
     masks = _masks_3d(masks, "boxes_from_masks")
     foreground = tf.not_equal(masks, tf.zeros((), masks.dtype))
@@ -192,20 +186,18 @@ def _targets_from_index(index, count, class_id):
 def instances_from_label_image(labels, *, class_id=1, background=0):
     """Instance targets from a label image (one instance per distinct non-background id).
 
-    Parameters
-    ----------
-    labels : (H, W) or (H, W, 1) integer tensor of instance ids (need not be contiguous).
-    class_id : int >= 1, the class of every instance.
-    background : int, the id that is not an instance.
+    Args:
+        labels: (H, W) or (H, W, 1) integer tensor of instance ids (need not be
+            contiguous).
+        class_id: int >= 1, the class of every instance.
+        background: int, the id that is not an instance.
 
-    Returns
-    -------
-    dict ``{"boxes", "class_ids", "masks"}`` (module layout), instances ordered by id.
+    Returns:
+        dict ``{"boxes", "class_ids", "masks"}`` (module layout), instances ordered by id.
     """
     fn = "instances_from_label_image"
     class_id = _check_class_id(class_id, fn)
-    if not _is_int(background):
-        raise TypeError(f"{fn}: `background` must be a Python int; got {background!r}.")
+    check_int(background, "background", context=fn, type_error=True)
     labels = _image_2d(labels, "labels", fn, _INTEGER_DTYPES, "an integer label image")
     labels = tf.cast(labels, tf.int64)
     ids = tf.sort(tf.unique(tf.reshape(labels, [-1])).y)
@@ -218,8 +210,14 @@ def instances_from_label_image(labels, *, class_id=1, background=0):
 
 
 def _check_connectivity(connectivity, fn):
+    """4 or 8 (or scikit-image's 1 or 2) as scikit-image's 1 or 2.
+
+    `kerasseg.ops.components.check_connectivity` reads the same numbers, but it takes None
+    for full (8-) connectivity, where this function's callers default to 4 and refuse None,
+    and it does not name the function in its message.
+    """
     aliases = {1: 1, 2: 2, 4: 1, 8: 2}
-    if not _is_int(connectivity) or connectivity not in aliases:
+    if not is_int(connectivity) or connectivity not in aliases:
         raise ValueError(
             f"{fn}: `connectivity` must be 4 (or 1, scikit-image's name) for edge neighbours "
             f"or 8 (or 2) for edge and corner neighbours; got {connectivity!r}."
@@ -236,14 +234,17 @@ def connected_components(mask, *, connectivity=4):
     twice, until nothing changes. Every component ends labelled with its first raster
     pixel, so numbering the roots in raster order gives exactly scikit-image's labels.
 
-    Parameters
-    ----------
-    mask : (H, W) or (H, W, 1) bool or integer tensor; nonzero is foreground.
-    connectivity : 4 (edge neighbours; scikit-image's 1) or 8 (also corners; 2).
+    Args:
+        mask: (H, W) or (H, W, 1) bool or integer tensor; nonzero is foreground.
+        connectivity: 4 (edge neighbours; scikit-image's 1) or 8 (also corners; 2).
 
-    Returns
-    -------
-    int32 (H, W) labels 1..K in raster order of each component's first pixel, 0 background.
+    Returns:
+        int32 (H, W) labels 1..K in raster order of each component's first pixel, 0
+        background.
+
+    References:
+        O. Kalentev, A. Rai, S. Kemnitz and R. Schneider, "Connected component labeling on a
+        2D grid using CUDA", J. Parallel Distrib. Comput. 71(4), 2011.
     """
     fn = "connected_components"
     neighbours = _check_connectivity(connectivity, fn)
@@ -299,15 +300,13 @@ def connected_components(mask, *, connectivity=4):
 def instances_from_binary_mask(mask, *, connectivity=4, class_id=1):
     """Instance targets from the connected regions of a binary mask (e.g. ISBI interiors).
 
-    Parameters
-    ----------
-    mask : (H, W) or (H, W, 1) bool or integer tensor; nonzero is foreground.
-    connectivity : 4 or 8 (scikit-image's 1 or 2), see `connected_components`.
-    class_id : int >= 1, the class of every instance.
+    Args:
+        mask: (H, W) or (H, W, 1) bool or integer tensor; nonzero is foreground.
+        connectivity: 4 or 8 (scikit-image's 1 or 2), see `connected_components`.
+        class_id: int >= 1, the class of every instance.
 
-    Returns
-    -------
-    dict ``{"boxes", "class_ids", "masks"}``, instances in scikit-image's label order.
+    Returns:
+        dict ``{"boxes", "class_ids", "masks"}``, instances in scikit-image's label order.
     """
     fn = "instances_from_binary_mask"
     class_id = _check_class_id(class_id, fn)
@@ -319,7 +318,8 @@ def instances_from_binary_mask(mask, *, connectivity=4, class_id=1):
 def label_image_from_instances(masks):
     """(N, H, W) masks -> (H, W) int32 label image with ids 1..N, later instances on top.
 
-    The inverse of `instances_from_label_image` up to the numbering (for metrics and display).
+    The inverse of `instances_from_label_image` up to the numbering (for metrics and
+    display).
     """
     masks = _masks_3d(masks, "label_image_from_instances")
     n = tf.shape(masks)[0]
@@ -338,13 +338,11 @@ def drop_empty_instances(targets):
     (`INSTANCE_KEYS`); other keys are returned unchanged. Boxes are not recomputed (call
     `boxes_from_masks` first when the masks moved).
 
-    Parameters
-    ----------
-    targets : dict in the module layout (unpadded).
+    Args:
+        targets: dict in the module layout (unpadded).
 
-    Returns
-    -------
-    dict with the non-empty instances, in their original order.
+    Returns:
+        dict with the non-empty instances, in their original order.
     """
     fn = "drop_empty_instances"
     _check_targets(targets, fn)
@@ -401,19 +399,16 @@ def to_padded(targets, max_instances):
     `max_instances` instances raises `tf.errors.InvalidArgumentError` when the op runs
     (nothing is truncated).
 
-    Parameters
-    ----------
-    targets : dict in the module layout (unpadded).
-    max_instances : int >= 0.
+    Args:
+        targets: dict in the module layout (unpadded).
+        max_instances: int >= 0.
 
-    Returns
-    -------
-    dict with (max_instances, ...) per-instance tensors and int32 ``"num_instances"``.
+    Returns:
+        dict with (max_instances, ...) per-instance tensors and int32 ``"num_instances"``.
     """
     fn = "to_padded"
     _check_targets(targets, fn)
-    if not _is_int(max_instances) or max_instances < 0:
-        raise ValueError(f"{fn}: `max_instances` must be a Python int >= 0; got {max_instances!r}.")
+    check_int(max_instances, "max_instances", minimum=0, context=fn)
     if "num_instances" in targets:
         raise ValueError(f"{fn}: `targets` are already padded (they have 'num_instances').")
     n = tf.shape(targets["class_ids"], out_type=tf.int32)[0]

@@ -15,6 +15,10 @@ import tensorflow as tf
 
 from kerasseg.data import decode, instances, sources, transforms
 from kerasseg.data.augment import JointAugment, seeds_dataset
+from kerasseg.ops.checks import check_int, check_ints
+from kerasseg.registry import preprocessing_layer
+
+__all__ = ["AUTOTUNE", "augment_instances", "segmentation_dataset"]
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -24,8 +28,6 @@ def _preprocessing_function(preprocessing):
     if preprocessing is None:
         return None
     if isinstance(preprocessing, str):
-        from kerasseg.registry import preprocessing_layer
-
         return preprocessing_layer(preprocessing)
     if callable(preprocessing):
         return preprocessing
@@ -36,16 +38,39 @@ def _preprocessing_function(preprocessing):
     )
 
 
-def _check_size(value, name):
-    if value is None:
-        return None
-    if (
-        not isinstance(value, (tuple, list))
-        or len(value) != 2
-        or not all(isinstance(v, (int, np.integer)) and v > 0 for v in value)
-    ):
-        raise ValueError(f"`{name}` must be (height, width) of positive ints; got {value!r}.")
-    return tuple(int(v) for v in value)
+def _normaliser(preprocessing, channels):
+    """The function of `_preprocessing_function`, refused without a channel count."""
+    normalise = _preprocessing_function(preprocessing)
+    if normalise is not None and channels is None:
+        raise ValueError(
+            "`preprocessing` normalises per channel, so it needs `channels` (the model's "
+            "input channel count, 1 or 3); got channels=None."
+        )
+    return normalise
+
+
+def _check_arguments(
+    batch_size, image_size, augment, ignore_label, pad_to_multiple, num_classes, cache
+):
+    """The argument checks of `segmentation_dataset`; returns `image_size` as a tuple."""
+    check_int(batch_size, "batch_size", minimum=1)
+    if image_size is not None:
+        image_size = check_ints(image_size, 2, "image_size", "(height, width) of positive ints")
+    if augment is not None and not isinstance(augment, JointAugment):
+        raise TypeError(
+            f"`augment` must be a kerasseg.data.JointAugment or None; got {type(augment).__name__}."
+        )
+    check_int(ignore_label, "ignore_label", allow_none=True, type_error=True)
+    check_int(pad_to_multiple, "pad_to_multiple", minimum=1, allow_none=True)
+    if pad_to_multiple is not None and ignore_label is None:
+        raise ValueError(
+            "`pad_to_multiple` pads masks with `ignore_label`, so that padding is never "
+            "taken for a class; pass `ignore_label`."
+        )
+    check_int(num_classes, "num_classes", minimum=1, allow_none=True)
+    if cache not in (False, True) and not isinstance(cache, str):
+        raise TypeError(f"`cache` must be False, True or a file path prefix; got {cache!r}.")
+    return image_size
 
 
 def _decoder(source, channels, image_dtype):
@@ -151,47 +176,32 @@ def segmentation_dataset(
         Pairs of different sizes are padded per batch with 0 and `ignore_label` when
         `ignore_label` is set; otherwise batching them raises.
     """
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
-    image_size = _check_size(image_size, "image_size")
-    if augment is not None and not isinstance(augment, JointAugment):
-        raise TypeError(
-            f"`augment` must be a kerasseg.data.JointAugment or None; got {type(augment).__name__}."
-        )
-    if ignore_label is not None and not isinstance(ignore_label, (int, np.integer)):
-        raise TypeError(f"`ignore_label` must be an int or None; got {ignore_label!r}.")
-    if pad_to_multiple is not None:
-        if not isinstance(pad_to_multiple, (int, np.integer)) or pad_to_multiple < 1:
-            raise ValueError(f"`pad_to_multiple` must be a positive int; got {pad_to_multiple!r}.")
-        if ignore_label is None:
-            raise ValueError(
-                "`pad_to_multiple` pads masks with `ignore_label`, so that padding is never "
-                "taken for a class; pass `ignore_label`."
-            )
-    if num_classes is not None and (
-        isinstance(num_classes, bool)
-        or not isinstance(num_classes, (int, np.integer))
-        or num_classes < 1
-    ):
-        raise ValueError(f"`num_classes` must be a positive int or None; got {num_classes!r}.")
-    if cache not in (False, True) and not isinstance(cache, str):
-        raise TypeError(f"`cache` must be False, True or a file path prefix; got {cache!r}.")
-    normalise = _preprocessing_function(preprocessing)
-    if normalise is not None and channels is None:
-        raise ValueError(
-            "`preprocessing` normalises per channel, so it needs `channels` (the model's "
-            "input channel count, 1 or 3); got channels=None."
-        )
-    if seed is None:
-        seed = int(np.random.default_rng().integers(2**31 - 1))
-    options = tf.data.Options()
-    options.deterministic = bool(deterministic)
-
+    image_size = _check_arguments(
+        batch_size, image_size, augment, ignore_label, pad_to_multiple, num_classes, cache
+    )
+    normalise = _normaliser(preprocessing, channels)
+    seed = int(np.random.default_rng().integers(2**31 - 1)) if seed is None else seed
+    parallel = {"num_parallel_calls": num_parallel_calls, "deterministic": deterministic}
     dataset, load = _decoder(source, channels, image_dtype)
-    if shuffle and not cache:
-        count = int(dataset.cardinality())
-        buffer = count if count > 0 else 1024
-        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    prepare = _preparer(load, class_map, ignore_label, num_classes, image_size)
+    dataset = _shuffled(dataset, shuffle and not cache, seed).map(prepare, **parallel)
+    if cache:
+        dataset = _shuffled(dataset.cache("" if cache is True else cache), shuffle, seed)
+    dataset = dataset.repeat() if repeat else dataset
+    dataset = _augmented(dataset, augment, seed, parallel)
+    dataset = _padded(dataset, pad_to_multiple, ignore_label, parallel)
+    dataset = _batched(dataset, batch_size, ignore_label, drop_remainder)
+    dataset = _normalised(dataset, normalise, parallel)
+    return dataset.prefetch(AUTOTUNE).with_options(_options(deterministic))
+
+
+# The steps of `segmentation_dataset`, in order; each returns `dataset` unchanged when its
+# option is off. `parallel` holds the `num_parallel_calls` and `deterministic` of the maps.
+
+
+def _preparer(load, class_map, ignore_label, num_classes, image_size):
+    """The map from a source element to a checked (image, mask): decode, map the classes,
+    check the labels, resize."""
 
     def prepare(*element):
         image, mask, mask_name = load(*element)
@@ -204,47 +214,61 @@ def segmentation_dataset(
             image, mask = transforms.resize(image, mask, image_size)
         return image, mask
 
-    dataset = dataset.map(
-        prepare, num_parallel_calls=num_parallel_calls, deterministic=deterministic
+    return prepare
+
+
+def _shuffled(dataset, shuffle, seed):
+    """Shuffled anew each epoch, in a buffer of the whole dataset (1024 when unknown)."""
+    if not shuffle:
+        return dataset
+    count = int(dataset.cardinality())
+    buffer = count if count > 0 else 1024
+    return dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+
+
+def _augmented(dataset, augment, seed, parallel):
+    if augment is None:
+        return dataset
+    return tf.data.Dataset.zip((dataset, seeds_dataset(seed))).map(
+        lambda pair, element_seed: augment(pair[0], pair[1], element_seed), **parallel
     )
-    if cache:
-        dataset = dataset.cache("" if cache is True else cache)
-        if shuffle:
-            count = int(dataset.cardinality())
-            dataset = dataset.shuffle(
-                count if count > 0 else 1024, seed=seed, reshuffle_each_iteration=True
-            )
-    if repeat:
-        dataset = dataset.repeat()
-    if augment is not None:
-        dataset = tf.data.Dataset.zip((dataset, seeds_dataset(seed))).map(
-            lambda pair, element_seed: augment(pair[0], pair[1], element_seed),
-            num_parallel_calls=num_parallel_calls,
-            deterministic=deterministic,
-        )
-    if pad_to_multiple is not None:
-        dataset = dataset.map(
-            lambda image, mask: transforms.pad_to_multiple(
-                image, mask, pad_to_multiple, mask_value=ignore_label
-            ),
-            num_parallel_calls=num_parallel_calls,
-            deterministic=deterministic,
-        )
+
+
+def _padded(dataset, multiple, ignore_label, parallel):
+    if multiple is None:
+        return dataset
+    return dataset.map(
+        lambda image, mask: transforms.pad_to_multiple(
+            image, mask, multiple, mask_value=ignore_label
+        ),
+        **parallel,
+    )
+
+
+def _batched(dataset, batch_size, ignore_label, drop_remainder):
+    """Batches; with an ignore label, examples of different sizes are padded per batch."""
     if ignore_label is None:
-        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    else:
-        dataset = dataset.padded_batch(
-            batch_size,
-            padding_values=(tf.constant(0.0), tf.constant(int(ignore_label), tf.int32)),
-            drop_remainder=drop_remainder,
-        )
-    if normalise is not None:
-        dataset = dataset.map(
-            lambda images, masks: (tf.cast(normalise(images), tf.float32), masks),
-            num_parallel_calls=num_parallel_calls,
-            deterministic=deterministic,
-        )
-    return dataset.prefetch(AUTOTUNE).with_options(options)
+        return dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return dataset.padded_batch(
+        batch_size,
+        padding_values=(tf.constant(0.0), tf.constant(int(ignore_label), tf.int32)),
+        drop_remainder=drop_remainder,
+    )
+
+
+def _normalised(dataset, normalise, parallel):
+    if normalise is None:
+        return dataset
+    return dataset.map(
+        lambda images, masks: (tf.cast(normalise(images), tf.float32), masks), **parallel
+    )
+
+
+def _options(deterministic):
+    """`tf.data` options that keep (or, False, relax) the element order of every map."""
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic)
+    return options
 
 
 def augment_instances(augment, image, targets, seed):

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
+__all__ = ["IMAGE_SUFFIXES", "MASK_SUFFIXES", "file_pairs", "paired_files", "pairs_dataset"]
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MASK_SUFFIXES = (".png", ".tif", ".tiff")
 _SHOWN = 10
@@ -78,25 +80,25 @@ def paired_files(
 ):
     """Pair the images in one folder with the masks in another by file name.
 
-    Parameters
-    ----------
-    images_dir, masks_dir : str or path
-        Folders (not searched recursively). They may be the same folder when
-        `mask_stem_suffix` is set; files whose stem ends with it are then masks.
-    image_suffixes, mask_suffixes : sequence of str
-        File endings to consider (case-insensitive); other files are ignored.
-    mask_stem_suffix : str
-        The mask of `a.jpg` is named `a{mask_stem_suffix}` plus a mask suffix, e.g. "_mask".
+    Args:
+        images_dir: str or path of the image folder (not searched recursively).
+        masks_dir: str or path of the mask folder (not searched recursively). It may be
+            `images_dir` when `mask_stem_suffix` is set; files whose stem ends with it are
+            then masks.
+        image_suffixes: sequence of str, the image file endings to consider
+            (case-insensitive); other files are ignored.
+        mask_suffixes: sequence of str, the mask file endings to consider, likewise.
+        mask_stem_suffix: str; the mask of `a.jpg` is named `a{mask_stem_suffix}` plus a
+            mask suffix, e.g. "_mask".
 
-    Returns
-    -------
-    list of (image_path, mask_path) str tuples, sorted by image path.
+    Returns:
+        list of (image_path, mask_path) str tuples, sorted by image path.
 
-    Raises
-    ------
-    ValueError
-        When any image has no mask or any mask no image (both lists are shown), when two
-        files share a stem, or when a folder holds no matching files.
+    Raises:
+        FileNotFoundError: a folder does not exist.
+        NotADirectoryError: a folder is a file.
+        ValueError: any image has no mask or any mask no image (both lists are shown), two
+            files share a stem, or a folder holds no matching files.
     """
     image_suffixes = _suffixes(image_suffixes, "image_suffixes")
     mask_suffixes = _suffixes(mask_suffixes, "mask_suffixes")
@@ -148,16 +150,17 @@ def _path_list(paths, name):
 def file_pairs(images, masks):
     """Pair two explicit, equally long lists of image and mask paths (by position).
 
-    Returns
-    -------
-    list of (image_path, mask_path) str tuples in the order given.
+    Args:
+        images: list of image paths.
+        masks: list of mask paths.
 
-    Raises
-    ------
-    ValueError
-        When the lists differ in length or are empty.
-    FileNotFoundError
-        When any path does not exist (the missing ones are listed).
+    Returns:
+        list of (image_path, mask_path) str tuples in the order given.
+
+    Raises:
+        TypeError: a single path is given instead of a list.
+        ValueError: the lists differ in length or are empty.
+        FileNotFoundError: any path does not exist (the missing ones are listed).
     """
     images = _path_list(images, "images")
     masks = _path_list(masks, "masks")

@@ -20,10 +20,21 @@ import json
 import os
 from pathlib import Path
 
+import keras
 import tensorflow as tf
 
 from kerasseg import files
 from kerasseg.data import decode
+
+__all__ = [
+    "EXAMPLE_FILES",
+    "SHOWN_VALUES",
+    "SUGGESTED_MAP_MAX",
+    "MaskSurvey",
+    "fingerprint",
+    "format_class_map",
+    "survey_masks",
+]
 
 EXAMPLE_FILES = 5  # files named per offending value
 SHOWN_VALUES = 10  # values shown in summaries and errors
@@ -50,6 +61,7 @@ class MaskSurvey:
 
     @property
     def values(self):
+        """The stored values, sorted."""
         return sorted(self.counts)
 
     def summary(self):
@@ -102,10 +114,22 @@ class MaskSurvey:
         )
 
     def resolve(self, num_classes=None, class_map=None, ignore_label=None):
-        """(num_classes, class_map, note): `infer_classes` without a class count or map;
-        else `check_classes`, except that a binary count (2) with masks {0, v} maps v to 1.
+        """The classes of these masks: inferred, or checked against what was given.
 
-        This is the one rule `kerasseg train` and `kerasseg evaluate` apply to mask folders.
+        `infer_classes` without a class count or map; else `check_classes`, except that a
+        binary count (2) with masks {0, v} maps v to 1. This is the one rule `kerasseg
+        train` and `kerasseg evaluate` apply to mask folders.
+
+        Args:
+            num_classes: the class count, or None.
+            class_map: {stored value: class id}, or None.
+            ignore_label: the stored value that is not a class, or None.
+
+        Returns:
+            (num_classes, class_map, note), as `infer_classes` returns them.
+
+        Raises:
+            ValueError: as `infer_classes` or `check_classes`.
         """
         if num_classes is None and class_map is None:
             return self.infer_classes(ignore_label)
@@ -167,6 +191,7 @@ class MaskSurvey:
         return f" ({'; '.join(parts)})" if parts else ""
 
     def to_json(self):
+        """The survey as a JSON-serialisable dict (the inverse of `from_json`)."""
         return {
             "files": self.files,
             "fingerprint": self.fingerprint,
@@ -177,6 +202,7 @@ class MaskSurvey:
 
     @classmethod
     def from_json(cls, data):
+        """A survey from the dict of `to_json`."""
         rows = data["values"]
         return cls(
             files=int(data["files"]),
@@ -266,11 +292,7 @@ def survey_masks(mask_paths, *, cache=None, progress=True):
         except (OSError, ValueError, KeyError, TypeError):
             pass  # an unreadable cache is surveyed again and rewritten
     counts, file_counts, examples = {}, {}, {}
-    bar = None
-    if progress:
-        import keras
-
-        bar = keras.utils.Progbar(len(paths), unit_name="mask")
+    bar = keras.utils.Progbar(len(paths), unit_name="mask") if progress else None
     dataset = tf.data.Dataset.from_tensor_slices(paths).map(
         _value_counts, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )

@@ -5,6 +5,10 @@ import re
 
 import tensorflow as tf
 
+from kerasseg.ops.checks import check_int, is_int
+
+__all__ = ["read_tfrecords", "shard_paths", "write_tfrecords"]
+
 _FEATURES = {
     "image": tf.io.FixedLenFeature([], tf.string),
     "mask": tf.io.FixedLenFeature([], tf.string),
@@ -34,26 +38,31 @@ def shard_paths(prefix, num_shards):
 def write_tfrecords(pairs, prefix, *, num_shards=4):
     """Write (image, mask) file pairs into `num_shards` TFRecord files, round-robin.
 
-    Parameters
-    ----------
-    pairs : sequence of (image_path, mask_path)
-        E.g. from `kerasseg.data.sources.paired_files`.
-    prefix : str
-        Output path prefix; its folder must exist.
-    num_shards : int
-        Between 1 and the number of pairs.
+    Args:
+        pairs: sequence of (image_path, mask_path), e.g. from
+            `kerasseg.data.sources.paired_files`.
+        prefix: str, the output path prefix; its folder must exist.
+        num_shards: int between 1 and the number of pairs.
 
-    Returns
-    -------
-    list of str: the written paths. Each record is a `tf.train.Example` with bytes features
-    image, mask (the files' bytes, not re-encoded), image_name and mask_name (base names).
+    Returns:
+        list of str: the written paths. Each record is a `tf.train.Example` with bytes
+        features image, mask (the files' bytes, not re-encoded), image_name and mask_name
+        (base names).
+
+    Raises:
+        TypeError: `num_shards` is not an int.
+        ValueError: no pairs, a malformed pair, `num_shards` out of range, or a file that
+            is not a PNG, JPEG or TIFF.
+        FileNotFoundError: the folder of `prefix` does not exist.
+        FileExistsError: shards of an earlier write with another `num_shards` lie beside
+            `prefix`.
     """
     pairs = [tuple(os.fspath(p) for p in pair) for pair in pairs]
     if not pairs:
         raise ValueError("pairs is empty; give at least one (image_path, mask_path) pair")
     if any(len(pair) != 2 for pair in pairs):
         raise ValueError("pairs must hold (image_path, mask_path) tuples")
-    if isinstance(num_shards, bool) or not isinstance(num_shards, int):
+    if not is_int(num_shards):
         raise TypeError(f"num_shards must be an int; got {num_shards!r}")
     if not 1 <= num_shards <= len(pairs):
         raise ValueError(
@@ -98,28 +107,27 @@ def _parse(record):
 def read_tfrecords(pattern, *, shuffle_files=False, seed=None, cycle_length=4, deterministic=True):
     """Read records written by `write_tfrecords`.
 
-    Parameters
-    ----------
-    pattern : str
-        Glob pattern of the shard files, e.g. "out/train-*.tfrecord".
-    shuffle_files : bool
-        Shuffle the order of the shard files (records within a shard keep their order).
-    seed : int, optional
-        Seed for the file shuffle.
-    cycle_length : int
-        How many shards are read at once, interleaved.
-    deterministic : bool
-        False lets parallel reads return records out of order (faster).
+    Args:
+        pattern: str, the glob pattern of the shard files, e.g. "out/train-*.tfrecord".
+        shuffle_files: bool, shuffle the order of the shard files (records within a shard
+            keep their order).
+        seed: optional int, the seed of the file shuffle.
+        cycle_length: int, how many shards are read at once, interleaved.
+        deterministic: bool; False lets parallel reads return records out of order
+            (faster).
 
-    Returns
-    -------
-    `tf.data.Dataset` of (image_bytes, mask_bytes, image_name, mask_name) scalar strings;
-    decode them with `kerasseg.data.decode.decode_image` / `decode_mask`.
+    Returns:
+        `tf.data.Dataset` of (image_bytes, mask_bytes, image_name, mask_name) scalar
+        strings; decode them with `kerasseg.data.decode.decode_image` / `decode_mask`.
+
+    Raises:
+        TypeError: `pattern` is not a str.
+        ValueError: `cycle_length` is not an integer >= 1.
+        FileNotFoundError: no file matches `pattern`.
     """
     if not isinstance(pattern, str):
         raise TypeError(f"pattern must be a str glob pattern; got {pattern!r}")
-    if isinstance(cycle_length, bool) or not isinstance(cycle_length, int) or cycle_length < 1:
-        raise ValueError(f"cycle_length must be a positive int; got {cycle_length!r}")
+    check_int(cycle_length, "cycle_length", minimum=1)
     if not tf.io.gfile.glob(pattern):
         raise FileNotFoundError(f"no files match pattern {pattern!r}")
     files = tf.data.Dataset.list_files(pattern, shuffle=shuffle_files, seed=seed)

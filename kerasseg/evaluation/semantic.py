@@ -1,8 +1,8 @@
 """Evaluate a segmentation model on a labelled dataset and write a report.
 
-    results = kerasseg.evaluation.semantic.evaluate(model, dataset, num_classes=11, ignore_label=11,
+    results = kerasseg.evaluation.evaluate(model, dataset, num_classes=11, ignore_label=11,
                                            class_names=info.class_names)
-    kerasseg.evaluation.semantic.write_report(results, "runs/camvid_val")  # .json and .md
+    kerasseg.evaluation.write_report(results, "runs/camvid_val")  # .json and .md
 
 Scores come from `kerasseg.metrics`: one confusion matrix accumulated over the whole dataset
 (pixel accuracy, per-class IoU and Dice, their means over the classes present in the ground
@@ -10,20 +10,17 @@ truth or the prediction, as scikit-learn's macro averages) and, on request, the 
 instance scores V_rand and V_info of the foreground (class 1), averaged over images.
 """
 
-import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 from keras import ops
 
-from kerasseg import files
 from kerasseg import metrics as metrics_lib
+from kerasseg.evaluation.report import mean_of_defined
 from kerasseg.inference.semantic import cell_instances, probabilities
 from kerasseg.ops.components import label_components
 
-__all__ = ["evaluate", "format_markdown", "write_report"]
+__all__ = ["evaluate"]
 
 
 def _number(value):
@@ -71,7 +68,7 @@ def evaluate(
             foreground (None when no image has any).
         threshold: probability threshold for 1-channel outputs.
         watershed_seeds: for the instance metrics of a 1-channel model, label the predicted
-            cells with `kerasseg.inference.semantic.cell_instances`' seeded watershed (seeds
+            cells with `kerasseg.inference.cell_instances`' seeded watershed (seeds
             p > `watershed_seeds`) instead of the regions of p > `threshold`.
         from_logits: None detects logits from the model's "output" layer (kerasseg heads).
 
@@ -87,26 +84,13 @@ def evaluate(
             "`watershed_seeds` labels the cells of the instance metrics: set "
             "`instance_metrics=True` too."
         )
-    if class_names is None:
-        class_names = [str(i) for i in range(num_classes)]
-    class_names = [str(name) for name in class_names]
-    if len(class_names) != num_classes or len(set(class_names)) != num_classes:
-        raise ValueError(
-            f"`class_names` must be {num_classes} distinct names (num_classes={num_classes}); "
-            f"got {class_names!r}."
-        )
+    class_names = _class_names(class_names, num_classes)
     confusion = metrics_lib.ConfusionMatrix(
         num_classes, ignore_label=ignore_label, threshold=threshold
     )
     instance_scores = {"v_rand": [], "v_info": []}
     images = 0
-    for batch in dataset:
-        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-            raise ValueError(
-                "`dataset` must yield (images, masks) batches; got an element of type "
-                f"{type(batch).__name__}."
-            )
-        x, masks = batch
+    for x, masks in _pairs(dataset):
         probs = probabilities(model, ops.convert_to_numpy(x), from_logits=from_logits)
         masks = np.asarray(ops.convert_to_numpy(masks)).astype(np.int32)
         if masks.ndim == 3:
@@ -119,22 +103,9 @@ def evaluate(
         images += int(probs.shape[0])
     if images == 0:
         raise ValueError("`dataset` yielded no batches.")
-    cm = ops.convert_to_numpy(confusion.total_cm)
-    iou = ops.convert_to_numpy(metrics_lib.iou_per_class(cm))
-    dice = ops.convert_to_numpy(metrics_lib.dice_per_class(cm))
-    overall = {
-        "pixel_accuracy": _number(ops.convert_to_numpy(metrics_lib.pixel_accuracy(cm))),
-        "mean_iou": _number(ops.convert_to_numpy(metrics_lib.mean_over_present(iou))),
-        "mean_dice": _number(ops.convert_to_numpy(metrics_lib.mean_over_present(dice))),
-    }
-    for key, values in instance_scores.items():
-        if instance_metrics:
-            defined = [v for v in values if not math.isnan(v)]
-            overall[key] = float(np.mean(defined)) if defined else None
-    per_class = {
-        name: {"iou": _number(iou[i]), "dice": _number(dice[i]), "pixels": int(cm[i].sum())}
-        for i, name in enumerate(class_names)
-    }
+    overall, per_class, cm = _scores(confusion, class_names)
+    if instance_metrics:
+        overall.update({key: mean_of_defined(values) for key, values in instance_scores.items()})
     return {
         "overall": overall,
         "per_class": per_class,
@@ -143,48 +114,42 @@ def evaluate(
     }
 
 
-def cell(value):
-    return "n/a" if value is None else f"{value:.4f}"
+def _pairs(dataset):
+    """The (images, masks) batches of `dataset`, checked to be pairs."""
+    for batch in dataset:
+        if not isinstance(batch, tuple | list) or len(batch) != 2:
+            raise ValueError(
+                "`dataset` must yield (images, masks) batches; got an element of type "
+                f"{type(batch).__name__}."
+            )
+        yield batch
 
 
-def format_markdown(results, title="Evaluation"):
-    """The results of `evaluate` as Markdown: a per-class table and an overall table.
-
-    Results of `kerasseg.evaluation.coco.evaluate_instances` (``"task": "instance"``) get
-    that module's box / mask AP tables.
-    """
-    if results.get("task") == "instance":
-        from kerasseg.evaluation.coco import format_markdown as instance_markdown
-
-        return instance_markdown(results, title=title)
-    lines = [f"# {title}", "", "| class | IoU | Dice | pixels |", "|---|---:|---:|---:|"]
-    for name, scores in results["per_class"].items():
-        lines.append(
-            f"| {name} | {cell(scores['iou'])} | {cell(scores['dice'])} | {scores['pixels']} |"
+def _class_names(class_names, num_classes):
+    """The names of the per-class table: given, or "0", "1", ..."""
+    if class_names is None:
+        class_names = [str(i) for i in range(num_classes)]
+    class_names = [str(name) for name in class_names]
+    if len(class_names) != num_classes or len(set(class_names)) != num_classes:
+        raise ValueError(
+            f"`class_names` must be {num_classes} distinct names (num_classes={num_classes}); "
+            f"got {class_names!r}."
         )
-    overall = results["overall"]
-    total = sum(scores["pixels"] for scores in results["per_class"].values())
-    lines.append(
-        f"| **mean** | {cell(overall['mean_iou'])} | {cell(overall['mean_dice'])} | {total} |"
-    )
-    labels = {
-        "pixel_accuracy": "pixel accuracy",
-        "mean_iou": "mean IoU",
-        "mean_dice": "mean Dice",
-        "v_rand": "V_rand",
-        "v_info": "V_info",
+    return class_names
+
+
+def _scores(confusion, class_names):
+    """(overall, per_class, confusion matrix) from the accumulated `ConfusionMatrix`."""
+    cm = ops.convert_to_numpy(confusion.total_cm)
+    iou = ops.convert_to_numpy(metrics_lib.iou_per_class(cm))
+    dice = ops.convert_to_numpy(metrics_lib.dice_per_class(cm))
+    overall = {
+        "pixel_accuracy": _number(ops.convert_to_numpy(metrics_lib.pixel_accuracy(cm))),
+        "mean_iou": _number(ops.convert_to_numpy(metrics_lib.mean_over_present(iou))),
+        "mean_dice": _number(ops.convert_to_numpy(metrics_lib.mean_over_present(dice))),
     }
-    lines += ["", "| metric | value |", "|---|---:|"]
-    lines += [f"| {labels.get(key, key)} | {cell(value)} |" for key, value in overall.items()]
-    lines.append(f"| images | {results['images']} |")
-    return "\n".join(lines) + "\n"
-
-
-def write_report(results, path_stem, *, title="Evaluation"):
-    """Write `path_stem.json` and `path_stem.md` (Markdown tables) of `evaluate` or
-    `kerasseg.evaluation.coco.evaluate_instances`; returns both paths."""
-    stem = os.fspath(path_stem)
-    json_path, markdown_path = Path(stem + ".json"), Path(stem + ".md")
-    files.write_text(json_path, json.dumps(results, indent=2, allow_nan=False) + "\n")
-    files.write_text(markdown_path, format_markdown(results, title=title))
-    return json_path, markdown_path
+    per_class = {
+        name: {"iou": _number(iou[i]), "dice": _number(dice[i]), "pixels": int(cm[i].sum())}
+        for i, name in enumerate(class_names)
+    }
+    return overall, per_class, cm

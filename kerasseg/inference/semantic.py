@@ -1,7 +1,7 @@
 """Run a segmentation model on images and image files: label maps, probabilities, PNGs.
 
-    labels, probabilities = kerasseg.inference.semantic.predict_image(model, image)
-    kerasseg.inference.semantic.predict_file(model, "slice.png", "slice_labels.png",
+    labels, probabilities = kerasseg.inference.predict_image(model, image)
+    kerasseg.inference.predict_file(model, "slice.png", "slice_labels.png",
                                      overlay_path="slice_overlay.png")
 
 Models take images with their values as stored (float32 0..255 for 8-bit files): presets and
@@ -10,23 +10,18 @@ model's `size_divisor` are padded at the bottom/right with 0 and the output is c
 """
 
 import functools
-import os
-from pathlib import Path
 
 import keras
 import numpy as np
 
-from kerasseg import files
+from kerasseg.classical.watershed import SeededWatershed
+from kerasseg.ops.components import label_components
 
 __all__ = [
     "cell_instances",
-    "display_image",
-    "is_instance_model",
     "labels_from_probabilities",
     "output_is_logits",
-    "predict_file",
     "predict_image",
-    "predict_instances",
     "probabilities",
 ]
 
@@ -105,9 +100,7 @@ def labels_from_probabilities(probs, threshold=0.5):
 
 @functools.lru_cache(maxsize=4)
 def _compiled_watershed(seed_threshold):
-    import tensorflow as tf
-
-    from kerasseg.classical.watershed import SeededWatershed
+    import tensorflow as tf  # the compiled watershed runs on TensorFlow alone
 
     return tf.function(SeededWatershed(seed_threshold=seed_threshold), jit_compile=True)
 
@@ -125,8 +118,6 @@ def cell_instances(probs, *, threshold=0.5, watershed_seeds=None):
     if probs.ndim != 4:
         raise ValueError(f"`probs` must have shape (batch, H, W, channels); got {probs.shape}.")
     if watershed_seeds is None:
-        from kerasseg.ops.components import label_components
-
         foreground = labels_from_probabilities(probs, threshold) == 1
         return np.asarray(label_components(foreground, 1)[0]).astype(np.int32)
     if probs.shape[-1] != 1:
@@ -164,169 +155,3 @@ def predict_image(model, image, *, threshold=0.5, from_logits=None):
         )
     probs = probabilities(model, image[None], from_logits=from_logits)[0]
     return labels_from_probabilities(probs, threshold), probs
-
-
-def is_instance_model(model):
-    """True for a Mask R-CNN style model: its outputs are a dict of detections."""
-    output = getattr(model, "output", None)
-    return isinstance(output, dict) and {"boxes", "masks", "num_detections"} <= set(output)
-
-
-def predict_instances(model, image, *, min_score=0.5, mask_threshold=0.5):
-    """Instance labels of one image from a Mask R-CNN (`is_instance_model`).
-
-    Grey images are repeated to RGB. The masks of the detections scoring >= `min_score` are
-    pasted at the image size (probability > `mask_threshold`) and painted best on top
-    (`kerasseg.evaluation.coco.instance_map`); ids are then renumbered 1..n by
-    decreasing score, 0 = background.
-
-    Args:
-        model: a Mask R-CNN (e.g. `kerasseg.load("maskrcnn_resnet18_isbi2012")`).
-        image: (H, W), (H, W, 1) or (H, W, 3) array with the values as stored (0..255).
-        min_score: in [0, 1]; detections below it are left out.
-        mask_threshold: in [0, 1]; torchvision's 0.5.
-
-    Returns:
-        (labels, detections): int32 (H, W) instance ids and the image's detections of
-        `kerasseg.evaluation.coco.detections_from_outputs` (all of them, by score).
-    """
-    from kerasseg.evaluation.coco import detections_from_outputs, instance_map
-
-    for name, value in (("min_score", min_score), ("mask_threshold", mask_threshold)):
-        if isinstance(value, bool) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"`{name}` must be in [0, 1]; got {value!r}.")
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[-1] not in (1, 3):
-        raise ValueError(
-            "`image` must have shape (height, width), (height, width, 1) or (height, width, 3); "
-            f"got {image.shape}."
-        )
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
-    size = image.shape[:2]
-    outputs = model.predict(
-        {"images": image[None], "image_sizes": np.array([size], "int32")}, verbose=0
-    )
-    detections = detections_from_outputs(outputs, size, mask_threshold=mask_threshold)[0]
-    painted = instance_map(detections["masks"], detections["scores"], min_score=min_score)
-    ids, labels = np.unique(painted, return_inverse=True)  # ids sorted: row order = score order
-    labels = labels.reshape(painted.shape).astype(np.int32)
-    return (labels if ids[0] == 0 else labels + 1), detections
-
-
-def display_image(image):
-    """uint8 (H, W) or (H, W, 3) version of an image with stored values, for overlays."""
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    elif image.ndim == 3 and image.shape[-1] != 3:
-        image = image[..., 0]
-    image = image.astype(np.float64)
-    top = image.max() if image.size else 0.0
-    if top > 255:
-        image = image * (255.0 / top)
-    return np.clip(np.round(image), 0, 255).astype(np.uint8)
-
-
-def predict_file(
-    model,
-    input_path,
-    output_path,
-    *,
-    overlay_path=None,
-    instances_path=None,
-    watershed_seeds=None,
-    channels=None,
-    threshold=0.5,
-    from_logits=None,
-    min_score=0.5,
-):
-    """Segment an image file and write its label map (and an overlay) as PNG.
-
-    The file (PNG, JPEG or TIFF, 8 or 16 bit) is read with `kerasseg.data.read_image` and
-    given to the model with its values as stored, float32 (1, H, W, C).
-
-    The label map PNG has the input's height and width and holds the class ids as 8-bit
-    values (16-bit when there are more than 256 classes); for a binary (1-channel, sigmoid)
-    model class 1 is written as 255 (so 0/255, viewable like the ISBI 2012 labels).
-    `overlay_path`: an RGB PNG of the image with the classes > 0 blended in the colours of
-    `kerasseg.demo.overlay` (class 0 stays uncoloured).
-
-    An instance model (Mask R-CNN, `is_instance_model`) writes 16-bit instance labels
-    instead (`predict_instances`: 0 = background, 1..n by decreasing score), with `threshold`
-    as the mask threshold and `min_score` as the detection score cut.
-
-    Args:
-        model: a `keras.Model` (or callable) as in `probabilities`.
-        input_path: the image file.
-        output_path: the label map PNG to write (folders are created).
-        overlay_path: optional overlay PNG to write.
-        instances_path: optional 16-bit PNG of the instance labels of class 1
-            (`cell_instances`; 0 = no instance).
-        watershed_seeds: `cell_instances`' seeded watershed threshold for `instances_path`.
-        channels: None keeps the file's channel count; an int requires it.
-        threshold: probability threshold of binary models (of the masks, instance models).
-        from_logits: None detects it from the model's "output" layer.
-        min_score: instance models: detections scoring below it are left out.
-
-    Returns:
-        The int32 (H, W) label map (class ids, 0/1 for a binary model; instance ids).
-    """
-    import tensorflow as tf
-
-    from kerasseg.data import read_image
-    from kerasseg.demo import overlay
-
-    if watershed_seeds is not None and instances_path is None:
-        raise ValueError(
-            "predict_file: `watershed_seeds` labels the cells of `instances_path`; give both."
-        )
-    input_path = os.fspath(input_path)
-    if not Path(input_path).is_file():
-        raise FileNotFoundError(f"predict_file: `input_path` {input_path!r} is not a file.")
-    try:
-        image = read_image(input_path, channels=channels, dtype="uint16").numpy()
-    except tf.errors.InvalidArgumentError as error:
-        raise ValueError(f"predict_file: cannot read {input_path!r}: {error.message}") from None
-    if is_instance_model(model):
-        if instances_path is not None:
-            raise ValueError(
-                "predict_file: an instance model writes its instance labels to `output_path`; "
-                "drop `instances_path`."
-            )
-        labels, _ = predict_instances(model, image, min_score=min_score, mask_threshold=threshold)
-        _write_png(_instance_png(labels), output_path)
-    else:
-        labels, probs = predict_image(
-            model, image.astype(np.float32), threshold=threshold, from_logits=from_logits
-        )
-        if probs.shape[-1] == 1:
-            stored = (labels * 255).astype(np.uint8)
-        elif probs.shape[-1] <= 256:
-            stored = labels.astype(np.uint8)
-        else:
-            stored = labels.astype(np.uint16)
-        _write_png(stored, output_path)
-    if overlay_path is not None:
-        _write_png(overlay(display_image(image), labels), overlay_path)
-    if instances_path is not None:
-        instances = cell_instances(
-            probs[None], threshold=threshold, watershed_seeds=watershed_seeds
-        )[0]
-        _write_png(_instance_png(instances), instances_path)
-    return labels
-
-
-def _instance_png(labels):
-    if labels.max() > np.iinfo(np.uint16).max:
-        raise ValueError(f"predict_file: {labels.max()} instances do not fit a 16-bit PNG.")
-    return labels.astype(np.uint16)
-
-
-def _write_png(array, path):
-    from PIL import Image
-
-    with files.atomic_path(path) as temporary:
-        Image.fromarray(array).save(temporary, format="PNG")

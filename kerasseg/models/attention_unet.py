@@ -23,23 +23,23 @@ visualisation from the layers "decoder<k>_attention_coefficients" (stride 2s) or
 Encoders without a stride-2 feature (ConvNeXt): that block has no skip and so no gate.
 """
 
+import functools
+
 from keras import layers
 
-from kerasseg.models.base import SegmentationModel
-from kerasseg.models.blocks import (
-    DECODER_FILTERS_RULE,
-    check_common_arguments,
-    check_ints,
-    conv_block,
-    segmentation_head,
+from kerasseg.models.assembly import (
+    EncoderDecoderArguments,
+    document_common_arguments,
+    encoder_decoder,
 )
-from kerasseg.models.encoders import (
-    check_encoder_arguments,
-    encoder_preprocessing,
-    stride32_encoder_stage,
-)
+from kerasseg.models.blocks import DECODER_FILTERS_RULE, segmentation_head
+from kerasseg.models.encoders import encoder_preprocessing
 from kerasseg.models.resize import UpSamplingBilinear2D
+from kerasseg.models.unet import unet_decoder
+from kerasseg.ops.checks import check_ints
 from kerasseg.registry import register_model
+
+__all__ = ["DEFAULT_DECODER_FILTERS", "GATES", "REFERENCE", "attention_gate", "attention_unet"]
 
 REFERENCE = "Oktay et al. 2018, Attention U-Net, arXiv:1804.03999"
 DEFAULT_DECODER_FILTERS = (256, 128, 64, 32, 16)
@@ -77,6 +77,7 @@ def _check_attention_filters(attention_filters):
     )
 
 
+@document_common_arguments("attention_unet")
 @register_model(
     "attention_unet",
     task="semantic",
@@ -105,53 +106,26 @@ def attention_unet(
     skip connection gated (see the module docstring).
 
     Args:
-        num_classes: output channels (1 for binary segmentation with a sigmoid).
-        input_shape: (height, width, channels); height and width may be None.
-        encoder: a name from `kerasseg.models.encoders.ENCODERS` (default "resnet50").
-        encoder_weights: None, "imagenet" or a path to the encoder network's weights
-            (3-channel weights are adapted to other channel counts).
-        encoder_freeze: if True, the encoder's weights are not trained.
         decoder_filters: five filter counts of the decoder blocks, deepest first
             (default (256, 128, 64, 32, 16)).
         attention_filters: the intermediate channels F_int of the four gates, deepest
             (stride 16) first; None (default): half the channels of each gated skip (at
             least 1), the default of Oktay et al.'s code.
-        activation: None (logits), "sigmoid" or "softmax".
-        include_preprocessing: put the input normalisation the encoder's weights expect
-            (`ImagePreprocessing`) inside the model, so it takes 0..255 images.
-        pad_to_fit: pad inputs inside the model by reflection up to a multiple of 32 and
-            crop the output back, so the model takes any height and width of at least 17.
-        name: model name (default "attention_unet_<encoder>").
 
     Returns:
         A `SegmentationModel` mapping (batch, H, W, C) images to (batch, H, W, num_classes);
         H and W must be multiples of 32 unless `pad_to_fit`.
     """
-    check_common_arguments(num_classes, input_shape, activation)
-    input_shape = tuple(input_shape)
-    spec = check_encoder_arguments(encoder, encoder_weights)
+    arguments = EncoderDecoderArguments.from_builder(locals(), "attention_unet")
     decoder_filters = check_ints(decoder_filters, 5, "decoder_filters", DECODER_FILTERS_RULE)
     attention_filters = _check_attention_filters(attention_filters)
-    images, features, size_divisor, min_size = stride32_encoder_stage(
-        spec, input_shape, encoder_weights, encoder_freeze, include_preprocessing, pad_to_fit
-    )
-    x = features[-1]
-    skips = features[3::-1] + [None]  # strides 16, 8, 4, 2, then full resolution
-    for i, (skip, filters) in enumerate(zip(skips, decoder_filters, strict=True)):
-        block = f"decoder{i + 1}"
-        if skip is not None:
-            inter = attention_filters[i] if attention_filters else max(1, skip.shape[-1] // 2)
-            skip = attention_gate(skip, x, inter, f"{block}_attention")
-        x = layers.UpSampling2D(2, interpolation="nearest", name=f"{block}_upsample")(x)
-        if skip is not None:
-            x = layers.Concatenate(name=f"{block}_concat")([x, skip])
-        x = conv_block(x, filters, block, batch_norm=True)
-    crop_to = images if pad_to_fit else None
-    outputs = segmentation_head(x, num_classes, activation, kernel_size=3, crop_to=crop_to)
-    return SegmentationModel(
-        images,
-        outputs,
-        name=name or f"attention_unet_{encoder}",
-        size_divisor=size_divisor,
-        min_size=min_size,
-    )
+
+    def gate(skip, x, index, block):
+        if attention_filters:
+            filters = attention_filters[index]
+        else:
+            filters = max(1, skip.shape[-1] // 2)
+        return attention_gate(skip, x, filters, f"{block}_attention")
+
+    decoder = functools.partial(unet_decoder, decoder_filters=decoder_filters, gate=gate)
+    return encoder_decoder(arguments, decoder, functools.partial(segmentation_head, kernel_size=3))

@@ -8,7 +8,10 @@ first and raises an error that names the argument, what was given and what is ac
 import keras
 import numpy as np
 
-_ACCEPTED_DTYPES = (
+__all__ = ["ACCEPTED_DTYPES", "SegmentationModel", "check_spatial_size", "dtype_name"]
+
+# The image dtypes a `SegmentationModel` takes.
+ACCEPTED_DTYPES = (
     "float16",
     "bfloat16",
     "float32",
@@ -21,9 +24,19 @@ _ACCEPTED_DTYPES = (
 
 
 def check_spatial_size(size, divisor, argument="input_shape", offset=0, minimum=None):
-    """Raise a ValueError unless each known size is `offset + k * divisor`, >= `minimum`.
+    """Check that each known spatial size is `offset + k * divisor` and at least `minimum`.
 
     With the default offset 0 the sizes must be multiples of the network's total stride.
+
+    Args:
+        size: the spatial sizes (height, width); None for an unknown one.
+        divisor: the network's total stride.
+        argument: the argument named in the message ("input_shape", "images").
+        offset: accepted sizes are `offset + k * divisor` (0: multiples of `divisor`).
+        minimum: the smallest accepted size (default `divisor`).
+
+    Raises:
+        ValueError: a size that does not fit, with the nearest sizes that do.
     """
     minimum = divisor if minimum is None else minimum
     for s in size:
@@ -39,7 +52,11 @@ def check_spatial_size(size, divisor, argument="input_shape", offset=0, minimum=
         )
 
 
-def _dtype_name(x):
+def dtype_name(x):
+    """The standardized dtype name of a tensor, array or nested list ("uint8", "float32", ...).
+
+    A dtype Keras does not know (NumPy strings or objects) comes back under its NumPy name.
+    """
     dtype = getattr(x, "dtype", None)
     if dtype is None:
         dtype = np.asarray(x).dtype
@@ -87,10 +104,10 @@ class SegmentationModel(keras.Model):
                 f"Build the model with `input_shape=(None, None, {shape[-1]})` to accept "
                 f"{shape[-1]}-channel images."
             )
-        dtype = _dtype_name(images)
-        if dtype not in _ACCEPTED_DTYPES:
+        dtype = dtype_name(images)
+        if dtype not in ACCEPTED_DTYPES:
             raise TypeError(
-                f"`images` must have a numeric image dtype, one of {_ACCEPTED_DTYPES}; got "
+                f"`images` must have a numeric image dtype, one of {ACCEPTED_DTYPES}; got "
                 f"{dtype}. Convert explicitly (e.g. `x.astype('float32')`)."
             )
         wanted = keras.backend.standardize_dtype(self.inputs[0].dtype)

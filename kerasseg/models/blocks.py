@@ -3,6 +3,20 @@
 import keras
 from keras import layers, ops
 
+from kerasseg.models.resize import UpSamplingBilinear2D
+from kerasseg.ops.checks import check_int, is_int
+
+__all__ = [
+    "DECODER_FILTERS_RULE",
+    "HEAD_ACTIVATIONS",
+    "CenterCropLike",
+    "ReflectPadToMultiple",
+    "check_common_arguments",
+    "conv_block",
+    "conv_bn_relu",
+    "segmentation_head",
+]
+
 
 @keras.saving.register_keras_serializable(package="kerasseg")
 class CenterCropLike(layers.Layer):
@@ -66,7 +80,11 @@ class ReflectPadToMultiple(layers.Layer):
 
 
 def conv_block(x, filters, name, batch_norm=True, padding="same", convs=2):
-    """`convs` x (3x3 conv, optional batch norm, ReLU)."""
+    """`convs` x (3x3 conv, optional batch norm, ReLU).
+
+    Layers are named `{name}_conv{i}`, `{name}_bn{i}`, `{name}_relu{i}`, i = 1..convs; without
+    batch norm the convolutions have a bias.
+    """
     for i in range(1, convs + 1):
         x = layers.Conv2D(
             filters,
@@ -90,13 +108,22 @@ def segmentation_head(
 ):
     """Class logits, plus an optional sigmoid or softmax, in float32 (mixed-precision safe).
 
-    `upsample`: a bilinear up-sampling factor applied to the logits (`align_corners` as in
-    `kerasseg.models.resize.UpSamplingBilinear2D`). `crop_to`: a tensor whose height and
-    width the logits are then centre-cropped to (after the head's convolution, so its border
-    sees the padded context).
-    """
-    from kerasseg.models.resize import UpSamplingBilinear2D
+    Layers: "head" (the convolution), "head_upsample", "crop_to_input", "output".
 
+    Args:
+        x: the decoder's last feature map.
+        num_classes: output channels.
+        activation: None (logits), "sigmoid" or "softmax".
+        kernel_size: the head convolution's kernel size.
+        crop_to: None, or a tensor whose height and width the logits are centre-cropped to
+            (after the head's convolution, so its border sees the padded context).
+        upsample: a bilinear up-sampling factor applied to the logits.
+        align_corners: the up-sampling's corner rule, as in
+            `kerasseg.models.resize.UpSamplingBilinear2D`.
+
+    Returns:
+        The output tensor, named "output".
+    """
     x = layers.Conv2D(num_classes, kernel_size, padding="same", name="head")(x)
     if upsample > 1:
         x = UpSamplingBilinear2D(upsample, align_corners=align_corners, name="head_upsample")(x)
@@ -105,41 +132,24 @@ def segmentation_head(
     return layers.Activation(activation or "linear", dtype="float32", name="output")(x)
 
 
-def check_rate(value, argument):
-    """Raise a ValueError naming `argument` unless `value` is a number in [0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
-        raise ValueError(f"`{argument}` must be a number in [0, 1); got {value!r}.")
-
-
-def check_int(value, argument, minimum=1):
-    """Raise a ValueError naming `argument` unless `value` is an integer >= `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{argument}` must be an integer >= {minimum}; got {value!r}.")
-
-
-def check_ints(value, count, argument, accepted):
-    """`value` as a tuple of `count` integers >= 1, or a ValueError naming `argument` and
-    saying what is `accepted`."""
-    if isinstance(value, tuple | list) and len(value) == count:
-        if all(isinstance(f, int) and not isinstance(f, bool) and f >= 1 for f in value):
-            return tuple(value)
-    raise ValueError(f"`{argument}` must be {accepted}; got {value!r}.")
-
-
 DECODER_FILTERS_RULE = "five integers >= 1, deepest block first"
 
 
 def check_common_arguments(num_classes, input_shape, activation):
-    """Check the arguments every architecture takes: classes, input shape, head activation."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"`num_classes` must be an integer >= 1; got {num_classes!r}.")
+    """Check the arguments every architecture takes: classes, input shape, head activation.
+
+    Raises:
+        ValueError: `num_classes` is not an integer >= 1, `input_shape` is not (height,
+            width, channels) with a known channel count, or `activation` is not one of
+            `HEAD_ACTIVATIONS`.
+    """
+    check_int(num_classes, "num_classes", 1)
     if not isinstance(input_shape, tuple | list) or len(input_shape) != 3:
         raise ValueError(
             f"`input_shape` must be (height, width, channels) with height/width None or an "
             f"integer; got {input_shape!r}."
         )
-    channels = input_shape[2]
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+    if not is_int(input_shape[2]) or input_shape[2] < 1:
         raise ValueError(
             f"`input_shape`: the channel count must be a known integer >= 1; got {input_shape!r}."
         )

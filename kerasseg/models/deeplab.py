@@ -56,26 +56,30 @@ centres (align_corners=False, the values of Keras's UpSampling2D); smp's
 `UpsamplingBilinear2d` uses align_corners=True.
 """
 
+import functools
+
 import keras
 from keras import layers
 
-from kerasseg.models.base import SegmentationModel, check_spatial_size
-from kerasseg.models.blocks import (
-    check_common_arguments,
-    check_int,
-    check_rate,
-    conv_bn_relu,
-    segmentation_head,
+from kerasseg.models.assembly import (
+    EncoderDecoderArguments,
+    document_common_arguments,
+    encoder_decoder,
 )
-from kerasseg.models.encoders import (
-    build_encoder,
-    check_encoder_arguments,
-    encoder_input_stage,
-    encoder_preprocessing,
-    get_encoder_spec,
-)
+from kerasseg.models.blocks import conv_bn_relu, segmentation_head
+from kerasseg.models.encoders import encoder_preprocessing
 from kerasseg.models.resize import BroadcastLike, UpSamplingBilinear2D
+from kerasseg.ops.checks import check_int, check_ints, check_rate
 from kerasseg.registry import register_model
+
+__all__ = [
+    "DEFAULT_ATROUS_RATES",
+    "OUTPUT_STRIDES",
+    "aspp",
+    "deeplabv3",
+    "deeplabv3plus",
+    "dilated_encoder",
+]
 
 OUTPUT_STRIDES = (8, 16)
 DEFAULT_ATROUS_RATES = {8: (12, 24, 36), 16: (6, 12, 18)}
@@ -196,26 +200,45 @@ def dilated_encoder(encoder, output_stride):
     return dilated
 
 
-def _check_arguments(
-    num_classes, input_shape, activation, encoder, encoder_weights, output_stride, atrous_rates,
-    decoder_filters, dropout,
-):  # fmt: skip
-    check_common_arguments(num_classes, input_shape, activation)
-    check_encoder_arguments(encoder, encoder_weights)
+def _deeplab(
+    arguments, decoder, output_stride, atrous_rates, decoder_filters, aspp_dropout, upsample
+):
+    """Check the arguments DeepLabV3 and DeepLabV3+ share, then build the model.
+
+    Args:
+        arguments: the builder's `EncoderDecoderArguments`.
+        decoder: `decoder(features, atrous_rates)`, on the dilated encoder's five features.
+        output_stride: the builder's `output_stride`.
+        atrous_rates: the builder's `atrous_rates` (None: `DEFAULT_ATROUS_RATES`).
+        decoder_filters: the builder's `decoder_filters`.
+        aspp_dropout: the builder's `aspp_dropout`.
+        upsample: the head's bilinear up-sampling factor, back to the input size.
+
+    Returns:
+        The `SegmentationModel`.
+
+    Raises:
+        ValueError: any of these arguments out of its accepted values.
+    """
     if isinstance(output_stride, bool) or output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"`output_stride` must be one of {OUTPUT_STRIDES}; got {output_stride!r}.")
-    rates = tuple(atrous_rates) if isinstance(atrous_rates, tuple | list) else None
-    if (
-        rates is None
-        or len(rates) != 3
-        or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in rates)
-    ):
-        raise ValueError(
-            f"`atrous_rates` must be three integers >= 1 (the ASPP's dilation rates, e.g. "
-            f"(6, 12, 18)); got {atrous_rates!r}."
-        )
-    check_int(decoder_filters, "decoder_filters")
-    check_rate(dropout, "aspp_dropout")
+    if atrous_rates is None:
+        atrous_rates = DEFAULT_ATROUS_RATES[output_stride]
+    atrous_rates = check_ints(
+        atrous_rates,
+        3,
+        "atrous_rates",
+        "three integers >= 1 (the ASPP's dilation rates, e.g. (6, 12, 18))",
+    )
+    check_int(decoder_filters, "decoder_filters", 1)
+    check_rate(aspp_dropout, "aspp_dropout")
+    return encoder_decoder(
+        arguments,
+        functools.partial(decoder, atrous_rates=atrous_rates),
+        functools.partial(segmentation_head, upsample=upsample, align_corners=False),
+        stride=output_stride,
+        prepare_encoder=lambda encoder, present: (dilated_encoder(encoder, output_stride), present),
+    )
 
 
 def aspp(x, filters, atrous_rates, separable, dropout, name="aspp"):
@@ -235,36 +258,9 @@ def aspp(x, filters, atrous_rates, separable, dropout, name="aspp"):
     return layers.Dropout(dropout, name=f"{name}_dropout")(x)
 
 
-def _prepare(
-    num_classes, input_shape, encoder, encoder_weights, encoder_freeze, output_stride,
-    atrous_rates, decoder_filters, aspp_dropout, activation, include_preprocessing, pad_to_fit,
-):  # fmt: skip
-    if atrous_rates is None and output_stride in OUTPUT_STRIDES:
-        atrous_rates = DEFAULT_ATROUS_RATES[output_stride]
-    _check_arguments(
-        num_classes, input_shape, activation, encoder, encoder_weights, output_stride,
-        atrous_rates, decoder_filters, aspp_dropout,
-    )  # fmt: skip
-    input_shape = tuple(input_shape)
-    spec = get_encoder_spec(encoder)
-    size_divisor, min_size = (1, output_stride // 2 + 1) if pad_to_fit else (output_stride,) * 2
-    check_spatial_size(input_shape[:2], size_divisor, "input_shape", 0, min_size)
-    # Built for any size: known sizes need only be multiples of the output stride here.
-    backbone, present = build_encoder(encoder, (None, None, input_shape[2]), encoder_weights)
-    backbone = dilated_encoder(backbone, output_stride)
-    backbone.trainable = not encoder_freeze
-
-    images, features = encoder_input_stage(
-        backbone,
-        input_shape,
-        spec,
-        include_preprocessing,
-        output_stride if pad_to_fit else None,
-        present,
-    )
-    return images, features, tuple(atrous_rates), size_divisor, min_size
-
-
+@document_common_arguments(
+    "deeplabv3", multiple="`output_stride`", minimum="`output_stride // 2 + 1`"
+)
 @register_model(
     "deeplabv3",
     task="semantic",
@@ -296,54 +292,32 @@ def deeplabv3(
     a 1x1 class convolution and bilinear up-sampling by `output_stride` follow.
 
     Args:
-        num_classes: output channels (1 for binary segmentation with a sigmoid).
-        input_shape: (height, width, channels); height and width may be None.
-        encoder: a name from `kerasseg.models.encoders.ENCODERS` (default "resnet50").
-        encoder_weights: None, "imagenet" or a path to the encoder network's weights
-            (3-channel weights are adapted to other channel counts).
-        encoder_freeze: if True, the encoder's weights are not trained.
         output_stride: 8 (default, as smp) or 16: the stride of the deepest features.
         atrous_rates: the three ASPP dilation rates (default (12, 24, 36) at output stride 8,
             (6, 12, 18) at 16).
         decoder_filters: filters of the ASPP branches and the head conv (default 256).
         separable: depthwise-separable 3x3 atrous convolutions in the ASPP (default False).
         aspp_dropout: dropout rate after the ASPP projection (default 0.5).
-        activation: None (logits), "sigmoid" or "softmax".
-        include_preprocessing: put the input normalisation the encoder's weights expect
-            (`ImagePreprocessing`) inside the model, so it takes 0..255 images.
-        pad_to_fit: pad inputs inside the model by reflection up to a multiple of
-            `output_stride` and crop the output back, so the model takes any height and
-            width of at least `output_stride // 2 + 1`.
-        name: model name (default "deeplabv3_<encoder>").
 
     Returns:
         A `SegmentationModel` mapping (batch, H, W, C) images to (batch, H, W, num_classes);
         H and W must be multiples of `output_stride` unless `pad_to_fit`.
     """
-    images, features, rates, size_divisor, min_size = _prepare(
-        num_classes, input_shape, encoder, encoder_weights, encoder_freeze,
-        output_stride, atrous_rates, decoder_filters, aspp_dropout, activation,
-        include_preprocessing, pad_to_fit,
-    )  # fmt: skip
-    x = aspp(features[-1], decoder_filters, rates, bool(separable), aspp_dropout)
-    x = conv_bn_relu(x, decoder_filters, 3, "decoder")
-    outputs = segmentation_head(
-        x,
-        num_classes,
-        activation,
-        crop_to=images if pad_to_fit else None,
+    arguments = EncoderDecoderArguments.from_builder(locals(), "deeplabv3")
+
+    def decoder(features, atrous_rates):
+        x = aspp(features[-1], decoder_filters, atrous_rates, bool(separable), aspp_dropout)
+        return conv_bn_relu(x, decoder_filters, 3, "decoder")
+
+    return _deeplab(
+        arguments, decoder, output_stride, atrous_rates, decoder_filters, aspp_dropout,
         upsample=output_stride,
-        align_corners=False,
-    )
-    return SegmentationModel(
-        images,
-        outputs,
-        name=name or f"deeplabv3_{encoder}",
-        size_divisor=size_divisor,
-        min_size=min_size,
-    )
+    )  # fmt: skip
 
 
+@document_common_arguments(
+    "deeplabv3plus", multiple="`output_stride`", minimum="`output_stride // 2 + 1`"
+)
 @register_model(
     "deeplabv3plus",
     task="semantic",
@@ -377,12 +351,6 @@ def deeplabv3plus(
     class convolution and 4x bilinear up-sampling.
 
     Args:
-        num_classes: output channels (1 for binary segmentation with a sigmoid).
-        input_shape: (height, width, channels); height and width may be None.
-        encoder: a name from `kerasseg.models.encoders.ENCODERS` (default "resnet50").
-        encoder_weights: None, "imagenet" or a path to the encoder network's weights
-            (3-channel weights are adapted to other channel counts).
-        encoder_freeze: if True, the encoder's weights are not trained.
         output_stride: 16 (default, as the paper and smp) or 8.
         atrous_rates: the three ASPP dilation rates (default (6, 12, 18) at output stride 16,
             (12, 24, 36) at 8).
@@ -391,43 +359,26 @@ def deeplabv3plus(
         separable: depthwise-separable 3x3 convolutions in the ASPP and the decoder
             (default True, as smp and the paper's Xception model).
         aspp_dropout: dropout rate after the ASPP projection (default 0.5).
-        activation: None (logits), "sigmoid" or "softmax".
-        include_preprocessing: put the input normalisation the encoder's weights expect
-            (`ImagePreprocessing`) inside the model, so it takes 0..255 images.
-        pad_to_fit: pad inputs inside the model by reflection up to a multiple of
-            `output_stride` and crop the output back, so the model takes any height and
-            width of at least `output_stride // 2 + 1`.
-        name: model name (default "deeplabv3plus_<encoder>").
 
     Returns:
         A `SegmentationModel` mapping (batch, H, W, C) images to (batch, H, W, num_classes);
         H and W must be multiples of `output_stride` unless `pad_to_fit`.
     """
-    check_int(low_level_filters, "low_level_filters")
-    images, features, rates, size_divisor, min_size = _prepare(
-        num_classes, input_shape, encoder, encoder_weights, encoder_freeze,
-        output_stride, atrous_rates, decoder_filters, aspp_dropout, activation,
-        include_preprocessing, pad_to_fit,
-    )  # fmt: skip
+    arguments = EncoderDecoderArguments.from_builder(locals(), "deeplabv3plus")
+    check_int(low_level_filters, "low_level_filters", 1)
     separable = bool(separable)
-    x = aspp(features[-1], decoder_filters, rates, separable, aspp_dropout)
-    x = conv_bn_relu(x, decoder_filters, 3, "aspp_head", separable=separable)
-    x = UpSamplingBilinear2D(output_stride // 4, align_corners=False, name="decoder_upsample")(x)
-    low = conv_bn_relu(features[1], low_level_filters, 1, "decoder_low_level")
-    x = layers.Concatenate(name="decoder_concat")([x, low])
-    x = conv_bn_relu(x, decoder_filters, 3, "decoder", separable=separable)
-    outputs = segmentation_head(
-        x,
-        num_classes,
-        activation,
-        crop_to=images if pad_to_fit else None,
+
+    def decoder(features, atrous_rates):
+        x = aspp(features[-1], decoder_filters, atrous_rates, separable, aspp_dropout)
+        x = conv_bn_relu(x, decoder_filters, 3, "aspp_head", separable=separable)
+        x = UpSamplingBilinear2D(output_stride // 4, align_corners=False, name="decoder_upsample")(
+            x
+        )
+        low = conv_bn_relu(features[1], low_level_filters, 1, "decoder_low_level")
+        x = layers.Concatenate(name="decoder_concat")([x, low])
+        return conv_bn_relu(x, decoder_filters, 3, "decoder", separable=separable)
+
+    return _deeplab(
+        arguments, decoder, output_stride, atrous_rates, decoder_filters, aspp_dropout,
         upsample=4,
-        align_corners=False,
-    )
-    return SegmentationModel(
-        images,
-        outputs,
-        name=name or f"deeplabv3plus_{encoder}",
-        size_divisor=size_divisor,
-        min_size=min_size,
-    )
+    )  # fmt: skip

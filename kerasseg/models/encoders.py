@@ -23,6 +23,17 @@ import numpy as np
 
 from kerasseg.models.base import check_spatial_size
 
+__all__ = [
+    "ENCODERS",
+    "STRIDES",
+    "EncoderSpec",
+    "adapt_first_conv_kernel",
+    "build_encoder",
+    "check_encoder_arguments",
+    "encoder_preprocessing",
+    "get_encoder_spec",
+]
+
 STRIDES = (2, 4, 8, 16, 32)
 
 
@@ -82,79 +93,83 @@ _CONVNEXT = "Liu et al. 2022, A ConvNet for the 2020s"
 _MOBILENET_V3 = "Howard et al. 2019, Searching for MobileNetV3"
 
 
-def _specs():
+# The encoders named one by one; the families with many sizes follow in `_families`.
+_NAMED = (
+    EncoderSpec(
+        "vgg16",
+        "VGG16",
+        ("block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3", "block5_pool"),
+        "caffe",
+        _VGG,
+    ),
+    EncoderSpec(
+        "vgg19",
+        "VGG19",
+        ("block2_conv2", "block3_conv4", "block4_conv4", "block5_conv4", "block5_pool"),
+        "caffe",
+        _VGG,
+    ),
+    EncoderSpec("resnet50", "ResNet50", _resnet_taps(4, 6), "caffe", _RESNET),
+    EncoderSpec("resnet101", "ResNet101", _resnet_taps(4, 23), "caffe", _RESNET),
+    EncoderSpec("resnet152", "ResNet152", _resnet_taps(8, 36), "caffe", _RESNET),
+    EncoderSpec("resnet50_v2", "ResNet50V2", _resnet_taps(4, 6, v2=True), "tf", _RESNET_V2),
+    EncoderSpec("resnet101_v2", "ResNet101V2", _resnet_taps(4, 23, v2=True), "tf", _RESNET_V2),
+    EncoderSpec("resnet152_v2", "ResNet152V2", _resnet_taps(8, 36, v2=True), "tf", _RESNET_V2),
+    EncoderSpec(
+        "mobilenet_v2",
+        "MobileNetV2",
+        (
+            "block_1_expand_relu",
+            "block_3_expand_relu",
+            "block_6_expand_relu",
+            "block_13_expand_relu",
+            "out_relu",
+        ),
+        "tf",
+        "Sandler et al. 2018, MobileNetV2",
+    ),
+    EncoderSpec(
+        "mobilenet_v3_small",
+        "MobileNetV3Small",
+        (
+            "input:expanded_conv_depthwise_pad",
+            "input:expanded_conv_1_depthwise_pad",
+            "input:expanded_conv_3_depthwise_pad",
+            "input:expanded_conv_8_depthwise_pad",
+            None,
+        ),
+        "tf",
+        _MOBILENET_V3,
+    ),
+    EncoderSpec(
+        "mobilenet_v3_large",
+        "MobileNetV3Large",
+        (
+            "input:expanded_conv_1_depthwise_pad",
+            "input:expanded_conv_3_depthwise_pad",
+            "input:expanded_conv_6_depthwise_pad",
+            "input:expanded_conv_12_depthwise_pad",
+            None,
+        ),
+        "tf",
+        _MOBILENET_V3,
+    ),
+)
+
+
+def _families():
+    """EfficientNet B0-B7, EfficientNetV2, DenseNet and ConvNeXt, one spec per size."""
     specs = [
         EncoderSpec(
-            "vgg16",
-            "VGG16",
-            ("block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3", "block5_pool"),
-            "caffe",
-            _VGG,
-        ),
-        EncoderSpec(
-            "vgg19",
-            "VGG19",
-            ("block2_conv2", "block3_conv4", "block4_conv4", "block5_conv4", "block5_pool"),
-            "caffe",
-            _VGG,
-        ),
-        EncoderSpec("resnet50", "ResNet50", _resnet_taps(4, 6), "caffe", _RESNET),
-        EncoderSpec("resnet101", "ResNet101", _resnet_taps(4, 23), "caffe", _RESNET),
-        EncoderSpec("resnet152", "ResNet152", _resnet_taps(8, 36), "caffe", _RESNET),
-        EncoderSpec("resnet50_v2", "ResNet50V2", _resnet_taps(4, 6, v2=True), "tf", _RESNET_V2),
-        EncoderSpec("resnet101_v2", "ResNet101V2", _resnet_taps(4, 23, v2=True), "tf", _RESNET_V2),
-        EncoderSpec("resnet152_v2", "ResNet152V2", _resnet_taps(8, 36, v2=True), "tf", _RESNET_V2),
-        EncoderSpec(
-            "mobilenet_v2",
-            "MobileNetV2",
-            (
-                "block_1_expand_relu",
-                "block_3_expand_relu",
-                "block_6_expand_relu",
-                "block_13_expand_relu",
-                "out_relu",
-            ),
-            "tf",
-            "Sandler et al. 2018, MobileNetV2",
-        ),
-        EncoderSpec(
-            "mobilenet_v3_small",
-            "MobileNetV3Small",
-            (
-                "input:expanded_conv_depthwise_pad",
-                "input:expanded_conv_1_depthwise_pad",
-                "input:expanded_conv_3_depthwise_pad",
-                "input:expanded_conv_8_depthwise_pad",
-                None,
-            ),
-            "tf",
-            _MOBILENET_V3,
-        ),
-        EncoderSpec(
-            "mobilenet_v3_large",
-            "MobileNetV3Large",
-            (
-                "input:expanded_conv_1_depthwise_pad",
-                "input:expanded_conv_3_depthwise_pad",
-                "input:expanded_conv_6_depthwise_pad",
-                "input:expanded_conv_12_depthwise_pad",
-                None,
-            ),
-            "tf",
-            _MOBILENET_V3,
-        ),
-    ]
-    for i in range(8):
-        specs.append(
-            EncoderSpec(
-                f"efficientnet_b{i}",
-                f"EfficientNetB{i}",
-                _EFFICIENTNET_TAPS,
-                "efficientnet",
-                _EFFICIENTNET,
-                cut_before="stem_conv_pad",
-            )
+            f"efficientnet_b{i}",
+            f"EfficientNetB{i}",
+            _EFFICIENTNET_TAPS,
+            "efficientnet",
+            _EFFICIENTNET,
+            cut_before="stem_conv_pad",
         )
+        for i in range(8)
+    ]
     for suffix in ("b0", "b1", "b2", "b3", "s", "m", "l"):
         specs.append(
             EncoderSpec(
@@ -174,10 +189,11 @@ def _specs():
         prefix = f"convnext_{size}"
         taps = (None,) + tuple(f"input:{prefix}_downsampling_block_{i}" for i in range(3)) + (None,)
         specs.append(EncoderSpec(prefix, f"ConvNeXt{size.capitalize()}", taps, "torch", _CONVNEXT))
-    return {spec.name: spec for spec in specs}
+    return specs
 
 
-ENCODERS = _specs()
+# Every encoder by name.
+ENCODERS = {spec.name: spec for spec in (*_NAMED, *_families())}
 
 
 def get_encoder_spec(name):
@@ -236,7 +252,11 @@ def _tap_tensor(network, tap):
 
 
 def adapt_first_conv_kernel(kernel, channels):
-    """Adapt an RGB conv kernel (kh, kw, 3, out) to `channels` input channels."""
+    """Adapt an RGB conv kernel (kh, kw, 3, out) to `channels` input channels.
+
+    1 channel: the kernel summed over RGB; otherwise RGB repeated cyclically and scaled by
+    3 / channels (segmentation_models.pytorch's `patch_first_conv`).
+    """
     if channels == 1:
         return kernel.sum(axis=2, keepdims=True)
     rgb = kernel.shape[2]
@@ -280,6 +300,11 @@ def build_encoder(name, input_shape=(None, None, 3), weights=None):
     Returns:
         `(encoder, present)`: a `keras.Model` named "encoder" whose outputs are the features
         that exist, and five booleans saying which strides (2, 4, 8, 16, 32) have one.
+
+    Raises:
+        ValueError: an unknown encoder, or an `input_shape` that is not (height, width,
+            channels) with known sizes multiples of 32.
+        OSError: ImageNet weights that cannot be downloaded.
     """
     spec = get_encoder_spec(name)
     input_shape = tuple(input_shape)
@@ -303,8 +328,15 @@ def build_encoder(name, input_shape=(None, None, 3), weights=None):
 
 
 def check_encoder_arguments(encoder, encoder_weights):
-    """The `EncoderSpec` of `encoder`, after checking it and `encoder_weights` (None,
-    "imagenet" or a path)."""
+    """Check a builder's `encoder` and `encoder_weights` (None, "imagenet" or a path).
+
+    Returns:
+        The `EncoderSpec` of `encoder`.
+
+    Raises:
+        ValueError: `encoder` is None or unknown, or `encoder_weights` is not None or a
+            string.
+    """
     if encoder is None:
         raise ValueError(
             "`encoder` must name a keras.applications encoder from "
@@ -317,45 +349,3 @@ def check_encoder_arguments(encoder, encoder_weights):
             f"{encoder_weights!r}."
         )
     return spec
-
-
-def encoder_input_stage(
-    backbone, input_shape, spec, include_preprocessing, pad_multiple, present=None
-):
-    """The input stage every encoder-decoder shares: the "images" input, the encoder's
-    normalisation when `include_preprocessing`, reflection padding to `pad_multiple` (None:
-    none), then the encoder. Returns (images, outputs); with `present` (from
-    `build_encoder`), outputs are the five stride features with None where one is missing."""
-    from kerasseg.models.blocks import ReflectPadToMultiple
-    from kerasseg.preprocessing import ImagePreprocessing
-
-    images = keras.Input(input_shape, name="images")
-    x = images
-    if include_preprocessing:
-        x = ImagePreprocessing(spec.preprocessing, name="preprocessing")(x)
-    if pad_multiple:
-        x = ReflectPadToMultiple(pad_multiple, name="pad_to_fit")(x)
-    outputs = backbone(x)
-    if present is None:
-        return images, outputs
-    outputs = iter(outputs)
-    return images, [next(outputs) if exists else None for exists in present]
-
-
-def stride32_encoder_stage(
-    spec, input_shape, encoder_weights, encoder_freeze, include_preprocessing, pad_to_fit
-):
-    """The start of the decoders on an encoder's five stride-2..32 features (U-Net, U-Net++,
-    Attention U-Net, FPN, LinkNet): the size rule (multiples of 32, or any size from 17 with
-    `pad_to_fit`), the encoder (frozen if `encoder_freeze`) and `encoder_input_stage`.
-
-    Returns (images, features, size_divisor, min_size); features has None where the encoder
-    has no map at a stride."""
-    size_divisor, min_size = (1, 17) if pad_to_fit else (32, 32)
-    check_spatial_size(input_shape[:2], size_divisor, "input_shape", 0, min_size)
-    backbone, present = build_encoder(spec.name, input_shape, weights=encoder_weights)
-    backbone.trainable = not encoder_freeze
-    images, features = encoder_input_stage(
-        backbone, input_shape, spec, include_preprocessing, 32 if pad_to_fit else None, present
-    )
-    return images, features, size_divisor, min_size

@@ -18,22 +18,22 @@ The bilinear up-sampling is `kerasseg.models.resize.UpSamplingBilinear2D` with P
 `normalization="batch"` gives the BatchNorm variant of qubvel's Keras `segmentation_models`.
 """
 
+import functools
+
 from keras import layers
 
-from kerasseg.models.base import SegmentationModel
-from kerasseg.models.blocks import (
-    check_common_arguments,
-    check_int,
-    check_rate,
-    segmentation_head,
+from kerasseg.models.assembly import (
+    EncoderDecoderArguments,
+    document_common_arguments,
+    encoder_decoder,
 )
-from kerasseg.models.encoders import (
-    check_encoder_arguments,
-    encoder_preprocessing,
-    stride32_encoder_stage,
-)
+from kerasseg.models.blocks import segmentation_head
+from kerasseg.models.encoders import encoder_preprocessing
 from kerasseg.models.resize import UpSamplingBilinear2D
+from kerasseg.ops.checks import check_int, check_rate
 from kerasseg.registry import register_model
+
+__all__ = ["GROUPS", "MERGE_POLICIES", "NORMALIZATIONS", "REFERENCE", "fpn", "fpn_decoder"]
 
 REFERENCE = "Kirillov et al. 2019, Panoptic Feature Pyramid Networks, arXiv:1901.02446"
 MERGE_POLICIES = ("add", "concat")
@@ -65,6 +65,7 @@ def _segmentation_block(x, filters, upsamples, normalization, name):
     return x
 
 
+@document_common_arguments("fpn")
 @register_model(
     "fpn",
     task="semantic",
@@ -95,12 +96,6 @@ def fpn(
     the layout of segmentation_models.pytorch's `FPN` (see the module docstring).
 
     Args:
-        num_classes: output channels (1 for binary segmentation with a sigmoid).
-        input_shape: (height, width, channels); height and width may be None.
-        encoder: a name from `kerasseg.models.encoders.ENCODERS` (default "resnet50").
-        encoder_weights: None, "imagenet" or a path to the encoder network's weights
-            (3-channel weights are adapted to other channel counts).
-        encoder_freeze: if True, the encoder's weights are not trained.
         pyramid_filters: channels of the lateral 1x1 convolutions and the top-down path
             (default 256).
         segmentation_filters: channels of the segmentation blocks (default 128; a multiple
@@ -110,22 +105,14 @@ def fpn(
         normalization: "group" (default, GroupNorm with 32 groups as in the paper and smp)
             or "batch" (BatchNorm, as qubvel's Keras segmentation_models).
         dropout: spatial dropout rate after the merge (default 0.2; 0 for none).
-        activation: None (logits), "sigmoid" or "softmax".
-        include_preprocessing: put the input normalisation the encoder's weights expect
-            (`ImagePreprocessing`) inside the model, so it takes 0..255 images.
-        pad_to_fit: pad inputs inside the model by reflection up to a multiple of 32 and
-            crop the output back, so the model takes any height and width of at least 17.
-        name: model name (default "fpn_<encoder>").
 
     Returns:
         A `SegmentationModel` mapping (batch, H, W, C) images to (batch, H, W, num_classes);
         H and W must be multiples of 32 unless `pad_to_fit`.
     """
-    check_common_arguments(num_classes, input_shape, activation)
-    input_shape = tuple(input_shape)
-    spec = check_encoder_arguments(encoder, encoder_weights)
-    check_int(pyramid_filters, "pyramid_filters")
-    check_int(segmentation_filters, "segmentation_filters")
+    arguments = EncoderDecoderArguments.from_builder(locals(), "fpn")
+    check_int(pyramid_filters, "pyramid_filters", 1)
+    check_int(segmentation_filters, "segmentation_filters", 1)
     if merge not in MERGE_POLICIES:
         raise ValueError(f"`merge` must be one of {MERGE_POLICIES}; got {merge!r}.")
     if normalization not in NORMALIZATIONS:
@@ -137,11 +124,28 @@ def fpn(
             f"{segmentation_filters!r}."
         )
     check_rate(dropout, "dropout")
-    images, features, size_divisor, min_size = stride32_encoder_stage(
-        spec, input_shape, encoder_weights, encoder_freeze, include_preprocessing, pad_to_fit
+    decoder = functools.partial(
+        fpn_decoder,
+        pyramid_filters=pyramid_filters,
+        segmentation_filters=segmentation_filters,
+        merge=merge,
+        normalization=normalization,
+        dropout=dropout,
     )
-    c2, c3, c4, c5 = features[1:]  # strides 4, 8, 16, 32
+    return encoder_decoder(arguments, decoder, functools.partial(segmentation_head, upsample=4))
 
+
+def fpn_decoder(features, pyramid_filters, segmentation_filters, merge, normalization, dropout):
+    """The FPN decoder on the encoder's features at strides 4..32, up to its stride-4 map.
+
+    Lateral 1x1 convolutions and the top-down path ("fpn_p5".."fpn_p2"), a segmentation
+    block per level ("seg_p5".."seg_p2"), the merge and the spatial dropout (see the
+    module docstring); the arguments are `fpn`'s.
+
+    Returns:
+        The merged stride-4 map.
+    """
+    c2, c3, c4, c5 = features[1:]  # strides 4, 8, 16, 32
     lateral = dict(kernel_size=1, kernel_initializer="he_uniform")
     p = layers.Conv2D(pyramid_filters, name="fpn_p5_lateral", **lateral)(c5)
     pyramid = [p]
@@ -160,14 +164,4 @@ def fpn(
         x = layers.Concatenate(name="merge_concat")(maps)
     if dropout:
         x = layers.SpatialDropout2D(dropout, name="merge_dropout")(x)
-    crop_to = images if pad_to_fit else None
-    outputs = segmentation_head(
-        x, num_classes, activation, kernel_size=1, crop_to=crop_to, upsample=4
-    )
-    return SegmentationModel(
-        images,
-        outputs,
-        name=name or f"fpn_{encoder}",
-        size_divisor=size_divisor,
-        min_size=min_size,
-    )
+    return x

@@ -16,20 +16,22 @@ Encoders without a stride-2 feature (ConvNeXt): the block at stride 2 has nothin
 keeps its in/4 width.
 """
 
+import functools
+
 from keras import layers
 
-from kerasseg.models.base import SegmentationModel
-from kerasseg.models.blocks import (
-    check_common_arguments,
-    conv_bn_relu,
-    segmentation_head,
+from kerasseg.models.assembly import (
+    EncoderDecoderArguments,
+    decoder_skips,
+    document_common_arguments,
+    encoder_decoder,
 )
-from kerasseg.models.encoders import (
-    check_encoder_arguments,
-    encoder_preprocessing,
-    stride32_encoder_stage,
-)
+from kerasseg.models.blocks import conv_bn_relu
+from kerasseg.models.encoders import encoder_preprocessing
+from kerasseg.ops.checks import check_int
 from kerasseg.registry import register_model
+
+__all__ = ["REFERENCE", "UPSAMPLING", "linknet", "linknet_decoder"]
 
 REFERENCE = "Chaurasia & Culurciello 2017, LinkNet, arXiv:1707.03718"
 UPSAMPLING = ("transpose", "upsampling")
@@ -54,6 +56,7 @@ def _decoder_block(x, skip, out_filters, upsampling, name):
     return x
 
 
+@document_common_arguments("linknet")
 @register_model(
     "linknet",
     task="semantic",
@@ -82,50 +85,36 @@ def linknet(
     segmentation_models.pytorch's `Linknet` (see the module docstring).
 
     Args:
-        num_classes: output channels (1 for binary segmentation with a sigmoid).
-        input_shape: (height, width, channels); height and width may be None.
-        encoder: a name from `kerasseg.models.encoders.ENCODERS` (default "resnet50").
-        encoder_weights: None, "imagenet" or a path to the encoder network's weights
-            (3-channel weights are adapted to other channel counts).
-        encoder_freeze: if True, the encoder's weights are not trained.
         upsampling: "transpose" (default, smp: 4x4 stride-2 transposed convolution) or
             "upsampling" (qubvel's Keras segmentation_models: 2x nearest up-sampling, then a
             3x3 convolution), each followed by BatchNorm and ReLU.
         final_filters: channels of the last, full-resolution decoder block (default 32).
-        activation: None (logits), "sigmoid" or "softmax".
-        include_preprocessing: put the input normalisation the encoder's weights expect
-            (`ImagePreprocessing`) inside the model, so it takes 0..255 images.
-        pad_to_fit: pad inputs inside the model by reflection up to a multiple of 32 and
-            crop the output back, so the model takes any height and width of at least 17.
-        name: model name (default "linknet_<encoder>").
 
     Returns:
         A `SegmentationModel` mapping (batch, H, W, C) images to (batch, H, W, num_classes);
         H and W must be multiples of 32 unless `pad_to_fit`.
     """
-    check_common_arguments(num_classes, input_shape, activation)
-    input_shape = tuple(input_shape)
-    spec = check_encoder_arguments(encoder, encoder_weights)
+    arguments = EncoderDecoderArguments.from_builder(locals(), "linknet")
     if upsampling not in UPSAMPLING:
         raise ValueError(f"`upsampling` must be one of {UPSAMPLING}; got {upsampling!r}.")
-    if isinstance(final_filters, bool) or not isinstance(final_filters, int) or final_filters < 1:
-        raise ValueError(f"`final_filters` must be an integer >= 1; got {final_filters!r}.")
-    images, features, size_divisor, min_size = stride32_encoder_stage(
-        spec, input_shape, encoder_weights, encoder_freeze, include_preprocessing, pad_to_fit
-    )
+    check_int(final_filters, "final_filters", 1)
+    decoder = functools.partial(linknet_decoder, upsampling=upsampling, final_filters=final_filters)
+    return encoder_decoder(arguments, decoder)
+
+
+def linknet_decoder(features, upsampling, final_filters):
+    """The LinkNet decoder: five blocks "decoder1".."decoder5" from the stride-32 feature
+    up to full resolution, each added to the encoder's feature at its new stride (see the
+    module docstring); the arguments are `linknet`'s.
+
+    Returns:
+        The last block's output, at full resolution with `final_filters` channels.
+    """
     x = features[-1]
-    skips = features[3::-1] + [None]  # strides 16, 8, 4, 2, then full resolution
+    skips = decoder_skips(features)
     for i, skip in enumerate(skips):
         out_filters = final_filters if i == len(skips) - 1 else None
         if skip is not None:
             out_filters = skip.shape[-1]
         x = _decoder_block(x, skip, out_filters, upsampling, f"decoder{i + 1}")
-    crop_to = images if pad_to_fit else None
-    outputs = segmentation_head(x, num_classes, activation, kernel_size=1, crop_to=crop_to)
-    return SegmentationModel(
-        images,
-        outputs,
-        name=name or f"linknet_{encoder}",
-        size_divisor=size_divisor,
-        min_size=min_size,
-    )
+    return x

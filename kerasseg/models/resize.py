@@ -10,6 +10,17 @@ semantics, as segmentation_models.pytorch uses them).
 import keras
 from keras import layers, ops
 
+from kerasseg.ops.checks import check_int
+
+__all__ = [
+    "AdaptiveAveragePooling2D",
+    "BroadcastLike",
+    "ResizeLike",
+    "UpSamplingBilinear2D",
+    "bilinear_resize",
+    "interpolation_matrix",
+]
+
 
 def interpolation_matrix(out_length, in_length, align_corners, dtype):
     """(out_length, in_length) 1-D bilinear weights, PyTorch `F.interpolate` semantics.
@@ -50,9 +61,7 @@ class UpSamplingBilinear2D(layers.Layer):
 
     def __init__(self, size=2, align_corners=True, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"`size` must be an integer >= 1; got {size!r}.")
-        self.size = size
+        self.size = check_int(size, "size", 1)
         self.align_corners = bool(align_corners)
 
     def call(self, inputs, training=None):
@@ -93,9 +102,7 @@ class AdaptiveAveragePooling2D(layers.Layer):
 
     def __init__(self, bins, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-            raise ValueError(f"`bins` must be an integer >= 1; got {bins!r}.")
-        self.bins = bins
+        self.bins = check_int(bins, "bins", 1)
 
     def call(self, inputs, training=None):
         shape = ops.shape(inputs)

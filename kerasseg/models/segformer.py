@@ -70,10 +70,37 @@ import math
 import keras
 from keras import layers, ops
 
+from kerasseg.models.assembly import document_common_arguments
 from kerasseg.models.base import SegmentationModel
-from kerasseg.models.blocks import check_common_arguments, check_int, check_rate
+from kerasseg.models.blocks import check_common_arguments
 from kerasseg.models.resize import ResizeLike
+from kerasseg.ops.checks import check_int, check_rate, is_int
+from kerasseg.preprocessing import ImagePreprocessing
 from kerasseg.registry import register_model
+
+__all__ = [
+    "BATCH_NORM_EPSILON",
+    "BATCH_NORM_MOMENTUM",
+    "LAYER_NORM_EPSILON",
+    "MLP_RATIO",
+    "NUM_HEADS",
+    "PATCH_SIZES",
+    "PREPROCESSING",
+    "REFERENCE",
+    "SR_RATIOS",
+    "STRIDES",
+    "VARIANTS",
+    "DropPath",
+    "EfficientSelfAttention",
+    "MiTVariant",
+    "MixFFN",
+    "all_mlp_decoder",
+    "check_variant",
+    "min_input_size",
+    "mix_transformer",
+    "preprocessing_rule",
+    "segformer",
+]
 
 REFERENCE = (
     "Xie et al. 2021, SegFormer: Simple and Efficient Design for Semantic Segmentation with "
@@ -209,9 +236,9 @@ class EfficientSelfAttention(layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_int(filters, "filters")
-        check_int(num_heads, "num_heads")
-        check_int(sr_ratio, "sr_ratio")
+        check_int(filters, "filters", 1)
+        check_int(num_heads, "num_heads", 1)
+        check_int(sr_ratio, "sr_ratio", 1)
         check_rate(attention_dropout, "attention_dropout")
         check_rate(projection_dropout, "projection_dropout")
         if filters % num_heads:
@@ -313,8 +340,8 @@ class MixFFN(layers.Layer):
 
     def __init__(self, filters, hidden_filters, dropout=0.0, **kwargs):
         super().__init__(**kwargs)
-        check_int(filters, "filters")
-        check_int(hidden_filters, "hidden_filters")
+        check_int(filters, "filters", 1)
+        check_int(hidden_filters, "hidden_filters", 1)
         check_rate(dropout, "dropout")
         self.filters = filters
         self.hidden_filters = hidden_filters
@@ -419,6 +446,7 @@ def preprocessing_rule(arguments):
     return "none" if arguments.get("include_preprocessing") else PREPROCESSING
 
 
+@document_common_arguments("segformer")
 @register_model(
     "segformer",
     task="semantic",
@@ -446,7 +474,6 @@ def segformer(
     `SegformerForSemanticSegmentation` (see the module docstring).
 
     Args:
-        num_classes: output channels (1 for binary segmentation with a sigmoid).
         input_shape: (height, width, channels); height and width may be None, or integers
             of at least 29 (any size from 29 up works, no multiple needed).
         variant: "b0" (default) .. "b5": the encoder size, MiT-B0..B5.
@@ -456,8 +483,6 @@ def segformer(
             (`SpatialDropout2D`), as the official code's `Dropout2d`; HuggingFace uses
             element-wise dropout there. Identical at inference.
         drop_path_rate: the encoder's stochastic depth rate of the last block (default 0.1).
-        encoder_freeze: if True, the encoder's weights are not trained.
-        activation: None (logits), "sigmoid" or "softmax".
         include_preprocessing: normalise inside the model (ImageNet mean/std of x / 255,
             `ImagePreprocessing("torch")`), so it takes 0..255 images; otherwise feed images
             normalised that way.
@@ -473,12 +498,31 @@ def segformer(
     spec = check_variant(variant)
     if decoder_filters is None:
         decoder_filters = spec.decoder_filters
-    check_int(decoder_filters, "decoder_filters")
+    check_int(decoder_filters, "decoder_filters", 1)
     check_rate(dropout, "dropout")
     check_rate(drop_path_rate, "drop_path_rate")
+    minimum = _check_input_size(input_shape)
+
+    encoder = mix_transformer(variant, input_shape, drop_path_rate, name="encoder")
+    encoder.trainable = not encoder_freeze
+    images = keras.Input(input_shape, name="images")
+    x = images
+    if include_preprocessing:
+        x = ImagePreprocessing(PREPROCESSING, name="preprocessing")(x)
+    x = all_mlp_decoder(encoder(x), decoder_filters, dropout)
+    x = layers.Conv2D(num_classes, 1, name="head")(x)
+    x = ResizeLike(align_corners=False, name="head_upsample")([x, images])
+    outputs = layers.Activation(activation or "linear", dtype="float32", name="output")(x)
+    return SegmentationModel(
+        images, outputs, name=name or f"segformer_{variant}", size_divisor=1, min_size=minimum
+    )
+
+
+def _check_input_size(input_shape):
+    """`min_input_size()`, after checking that known sizes are integers at least that."""
     minimum = min_input_size()
     for size in input_shape[:2]:
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+        if size is not None and not is_int(size):
             raise ValueError(
                 f"`input_shape`: height and width must be None or integers; got {input_shape!r}."
             )
@@ -488,17 +532,20 @@ def segformer(
                 f"stride-4 map must cover the 8x8 attention reduction of stage 1); got "
                 f"{input_shape!r}. Pad or resize the images."
             )
+    return minimum
 
-    encoder = mix_transformer(variant, input_shape, drop_path_rate, name="encoder")
-    encoder.trainable = not encoder_freeze
-    images = keras.Input(input_shape, name="images")
-    x = images
-    if include_preprocessing:
-        from kerasseg.preprocessing import ImagePreprocessing
 
-        x = ImagePreprocessing(PREPROCESSING, name="preprocessing")(x)
-    features = encoder(x)
+def all_mlp_decoder(features, decoder_filters, dropout):
+    """SegFormer's all-MLP decoder on the four stage maps, up to the classifier's input.
 
+    A Dense per stage to `decoder_filters` ("linear_c1".."linear_c4"), bilinear resizing to
+    stage 1's map (align_corners=False), concatenation with stage 4 first (as HuggingFace),
+    a 1x1 convolution without bias, BatchNorm and ReLU ("linear_fuse"), then channel-wise
+    dropout at `dropout`.
+
+    Returns:
+        The fused map, at stride 4.
+    """
     reference = features[0]  # stage 1, stride 4
     maps = []
     for stage, feature in enumerate(features, start=1):
@@ -518,9 +565,4 @@ def segformer(
     x = layers.Activation("relu", name="linear_fuse_relu")(x)
     if dropout:
         x = layers.SpatialDropout2D(dropout, name="decoder_dropout")(x)
-    x = layers.Conv2D(num_classes, 1, name="head")(x)
-    x = ResizeLike(align_corners=False, name="head_upsample")([x, images])
-    outputs = layers.Activation(activation or "linear", dtype="float32", name="output")(x)
-    return SegmentationModel(
-        images, outputs, name=name or f"segformer_{variant}", size_divisor=1, min_size=minimum
-    )
+    return x

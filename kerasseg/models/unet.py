@@ -8,26 +8,41 @@ References:
     two 3x3 conv-BN-ReLU), then a 3x3 convolution to the classes.
 """
 
+import functools
+
 import keras
 from keras import layers
 
+from kerasseg.models.assembly import (
+    EncoderDecoderArguments,
+    decoder_skips,
+    document_common_arguments,
+    encoder_decoder,
+)
 from kerasseg.models.base import SegmentationModel, check_spatial_size
 from kerasseg.models.blocks import (
     DECODER_FILTERS_RULE,
     CenterCropLike,
     ReflectPadToMultiple,
     check_common_arguments,
-    check_ints,
     conv_block,
     segmentation_head,
 )
-from kerasseg.models.encoders import (
-    check_encoder_arguments,
-    encoder_preprocessing,
-    stride32_encoder_stage,
-)
+from kerasseg.models.encoders import encoder_preprocessing
+from kerasseg.ops.checks import check_int, check_ints, check_rate
 from kerasseg.preprocessing import ImagePreprocessing
 from kerasseg.registry import register_model
+
+__all__ = [
+    "DEFAULT_DECODER_FILTERS",
+    "ENCODER_ONLY",
+    "ORIGINAL_ONLY",
+    "unet",
+    "unet_decoder",
+    "unet_preprocessing",
+    "valid_unet_output_size",
+    "valid_unet_size_rule",
+]
 
 DEFAULT_DECODER_FILTERS = (256, 128, 64, 32, 16)
 
@@ -39,12 +54,19 @@ def unet_preprocessing(arguments):
     return encoder_preprocessing(arguments)
 
 
-def _reject(mode, **options):
-    given = [name for name, value in options.items() if value is not None]
+# The arguments that apply to one kind of U-Net only.
+ENCODER_ONLY = ("encoder_weights", "encoder_freeze", "decoder_filters")
+ORIGINAL_ONLY = ("base_filters", "depth", "batch_norm", "dropout", "padding", "upsampling")
+
+
+def _reject(arguments, names, mode):
+    """Raise a ValueError naming those of `names` given (not None) in `arguments`."""
+    given = [name for name in names if arguments[name] is not None]
     if given:
         raise ValueError(f"{', '.join(f'`{g}`' for g in given)} only apply {mode}.")
 
 
+@document_common_arguments("unet")
 @register_model(
     "unet",
     task="semantic",
@@ -73,14 +95,13 @@ def unet(
 ):
     """Build a U-Net, the original (``encoder=None``) or on a keras.applications encoder.
 
+    `encoder_weights`, `encoder_freeze` and `decoder_filters` apply with an encoder only;
+    `base_filters`, `depth`, `batch_norm`, `dropout`, `padding` and `upsampling` to the
+    original U-Net only.
+
     Args:
-        num_classes: output channels (1 for binary segmentation with a sigmoid).
-        input_shape: (height, width, channels); height and width may be None.
         encoder: None for the original U-Net, or a name from
             `kerasseg.models.encoders.ENCODERS` (e.g. "resnet50", "efficientnet_b0").
-        encoder_weights: None, "imagenet" or a path to the encoder network's weights
-            (3-channel weights are adapted to other channel counts).
-        encoder_freeze: if True, the encoder's weights are not trained (default False).
         decoder_filters: five filter counts of the decoder blocks, deepest first
             (default (256, 128, 64, 32, 16)).
         base_filters: filters of the first level of the original U-Net (default 64,
@@ -93,9 +114,9 @@ def unet(
             unpadded convolutions with centre-cropped skips; 572 -> 388 at depth 4).
         upsampling: "transpose" (default, 2x2 transposed convolution) or "bilinear"
             (bilinear 2x up-sampling then a 2x2 convolution).
-        activation: None (logits), "sigmoid" or "softmax".
-        include_preprocessing: put the input normalisation the encoder's weights expect
-            (`ImagePreprocessing`) inside the model, so it takes 0..255 images.
+        include_preprocessing: put the input normalisation inside the model
+            (`ImagePreprocessing`: the one the encoder's weights expect, or x / 255 for the
+            original U-Net), so it takes 0..255 images.
         pad_to_fit: pad inputs inside the model by reflection up to the size the network
             needs (a multiple of 2**depth, or 32 with an encoder) and crop the output back,
             so the model takes any height and width of at least half that multiple plus one
@@ -105,18 +126,13 @@ def unet(
     Returns:
         A `SegmentationModel` mapping (batch, H, W, C) images to (batch, H', W', num_classes).
     """
-    check_common_arguments(num_classes, input_shape, activation)
-    input_shape = tuple(input_shape)
+    given = locals()  # the builder's arguments by name
     if encoder is None:
-        _reject(
-            "with an `encoder`",
-            encoder_weights=encoder_weights,
-            encoder_freeze=encoder_freeze,
-            decoder_filters=decoder_filters,
-        )
+        check_common_arguments(num_classes, input_shape, activation)
+        _reject(given, ENCODER_ONLY, "with an `encoder`")
         return _original_unet(
             num_classes,
-            input_shape,
+            tuple(input_shape),
             base_filters=64 if base_filters is None else base_filters,
             depth=4 if depth is None else depth,
             batch_norm=bool(batch_norm),
@@ -128,27 +144,42 @@ def unet(
             pad_to_fit=pad_to_fit,
             name=name or "unet",
         )
-    _reject(
-        "to the original U-Net (`encoder=None`)",
-        base_filters=base_filters,
-        depth=depth,
-        batch_norm=batch_norm,
-        dropout=dropout,
-        padding=padding,
-        upsampling=upsampling,
-    )
-    return _encoder_unet(
-        num_classes,
-        input_shape,
-        encoder=encoder,
-        encoder_weights=encoder_weights,
-        encoder_freeze=bool(encoder_freeze),
-        decoder_filters=DEFAULT_DECODER_FILTERS if decoder_filters is None else decoder_filters,
-        activation=activation,
-        include_preprocessing=include_preprocessing,
-        pad_to_fit=pad_to_fit,
-        name=name or f"unet_{encoder}",
-    )
+    arguments = EncoderDecoderArguments.from_builder(given, "unet")
+    _reject(given, ORIGINAL_ONLY, "to the original U-Net (`encoder=None`)")
+    if decoder_filters is None:
+        decoder_filters = DEFAULT_DECODER_FILTERS
+    decoder_filters = check_ints(decoder_filters, 5, "decoder_filters", DECODER_FILTERS_RULE)
+    decoder = functools.partial(unet_decoder, decoder_filters=decoder_filters)
+    return encoder_decoder(arguments, decoder, functools.partial(segmentation_head, kernel_size=3))
+
+
+def unet_decoder(features, decoder_filters, gate=None):
+    """The decoder of U-Net on an encoder, as segmentation_models.pytorch's `Unet`.
+
+    Five blocks "decoder1".."decoder5" from the stride-32 feature up to full resolution:
+    2x nearest up-sampling, concatenation with the encoder's feature at the new stride
+    (none at full resolution, nor where the encoder has none), two 3x3 conv-BN-ReLU.
+
+    Args:
+        features: the encoder's five features at strides 2..32 (None where it has none).
+        decoder_filters: the five blocks' filters, deepest first.
+        gate: None, or `gate(skip, x, index, block)` returning the skip to concatenate,
+            from the decoder's map `x` before its up-sampling (Attention U-Net's gates).
+
+    Returns:
+        The last block's output, at full resolution.
+    """
+    x = features[-1]
+    skips = decoder_skips(features)
+    for i, (skip, filters) in enumerate(zip(skips, decoder_filters, strict=True)):
+        block = f"decoder{i + 1}"
+        if skip is not None and gate is not None:
+            skip = gate(skip, x, i, block)
+        x = layers.UpSampling2D(2, interpolation="nearest", name=f"{block}_upsample")(x)
+        if skip is not None:
+            x = layers.Concatenate(name=f"{block}_concat")([x, skip])
+        x = conv_block(x, filters, block, batch_norm=True)
+    return x
 
 
 def valid_unet_output_size(size, depth):
@@ -191,12 +222,9 @@ def _original_unet(
     pad_to_fit,
     name,
 ):
-    if isinstance(base_filters, bool) or not isinstance(base_filters, int) or base_filters < 1:
-        raise ValueError(f"`base_filters` must be an integer >= 1; got {base_filters!r}.")
-    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= 6:
-        raise ValueError(f"`depth` must be an integer from 1 to 6; got {depth!r}.")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1); got {dropout!r}.")
+    check_int(base_filters, "base_filters", 1)
+    check_int(depth, "depth", 1, 6)
+    check_rate(dropout, "dropout")
     if padding not in ("same", "valid"):
         raise ValueError(f"`padding` must be 'same' or 'valid'; got {padding!r}.")
     if upsampling not in ("transpose", "bilinear"):
@@ -252,36 +280,4 @@ def _original_unet(
         size_divisor=size_divisor,
         size_offset=size_offset,
         min_size=min_size,
-    )
-
-
-def _encoder_unet(
-    num_classes,
-    input_shape,
-    encoder,
-    encoder_weights,
-    encoder_freeze,
-    decoder_filters,
-    activation,
-    include_preprocessing,
-    pad_to_fit,
-    name,
-):
-    spec = check_encoder_arguments(encoder, encoder_weights)
-    decoder_filters = check_ints(decoder_filters, 5, "decoder_filters", DECODER_FILTERS_RULE)
-    images, features, size_divisor, min_size = stride32_encoder_stage(
-        spec, input_shape, encoder_weights, encoder_freeze, include_preprocessing, pad_to_fit
-    )
-    x = features[-1]
-    skips = features[3::-1] + [None]  # strides 16, 8, 4, 2, then full resolution
-    for i, (skip, filters) in enumerate(zip(skips, decoder_filters, strict=True)):
-        block = f"decoder{i + 1}"
-        x = layers.UpSampling2D(2, interpolation="nearest", name=f"{block}_upsample")(x)
-        if skip is not None:
-            x = layers.Concatenate(name=f"{block}_concat")([x, skip])
-        x = conv_block(x, filters, block, batch_norm=True)
-    crop_to = images if pad_to_fit else None
-    outputs = segmentation_head(x, num_classes, activation, kernel_size=3, crop_to=crop_to)
-    return SegmentationModel(
-        images, outputs, name=name, size_divisor=size_divisor, min_size=min_size
     )

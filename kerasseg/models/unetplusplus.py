@@ -26,25 +26,37 @@ single-output one: the mean of the heads (the paper's "accurate" mode) or one he
 "fast" mode, pruned to the layers that head needs).
 """
 
+import functools
+
 import keras
 from keras import layers
 
+from kerasseg.models.assembly import (
+    EncoderDecoderArguments,
+    document_common_arguments,
+    encoder_decoder,
+)
 from kerasseg.models.base import SegmentationModel
 from kerasseg.models.blocks import (
     DECODER_FILTERS_RULE,
     CenterCropLike,
-    check_common_arguments,
-    check_ints,
     conv_block,
     segmentation_head,
 )
-from kerasseg.models.encoders import (
-    check_encoder_arguments,
-    encoder_preprocessing,
-    stride32_encoder_stage,
-)
+from kerasseg.models.encoders import encoder_preprocessing
 from kerasseg.models.resize import UpSamplingBilinear2D
+from kerasseg.ops.checks import check_ints, is_int
 from kerasseg.registry import register_model
+
+__all__ = [
+    "DEFAULT_DECODER_FILTERS",
+    "HEADS",
+    "LEVELS",
+    "OUTPUT_NAMES",
+    "REFERENCE",
+    "inference_model",
+    "unetplusplus",
+]
 
 REFERENCE = "Zhou et al. 2018, UNet++: A Nested U-Net Architecture, arXiv:1807.10165"
 DEFAULT_DECODER_FILTERS = (256, 128, 64, 32, 16)
@@ -53,6 +65,7 @@ HEADS = 4  # deep-supervision outputs, one per X^{0,j}, j = 1..4
 OUTPUT_NAMES = tuple(f"output_{j}" for j in range(1, HEADS + 1))
 
 
+@document_common_arguments("unetplusplus")
 @register_model(
     "unetplusplus",
     task="semantic",
@@ -82,22 +95,11 @@ def unetplusplus(
     `UnetPlusPlus` (see the module docstring for the node grid).
 
     Args:
-        num_classes: output channels (1 for binary segmentation with a sigmoid).
-        input_shape: (height, width, channels); height and width may be None.
-        encoder: a name from `kerasseg.models.encoders.ENCODERS` (default "resnet50").
-        encoder_weights: None, "imagenet" or a path to the encoder network's weights
-            (3-channel weights are adapted to other channel counts).
-        encoder_freeze: if True, the encoder's weights are not trained.
         decoder_filters: five filter counts, deepest first (default (256, 128, 64, 32, 16)):
             the decoder nodes X^{3,1}, X^{2,2}, X^{1,3}, X^{0,4} and the full-resolution block.
         deep_supervision: False (default): one output. True: four outputs, one per X^{0,j}
             (j = 1..4), each at the input size, for training with a loss on every head.
         activation: None (logits), "sigmoid" or "softmax", applied by every head.
-        include_preprocessing: put the input normalisation the encoder's weights expect
-            (`ImagePreprocessing`) inside the model, so it takes 0..255 images.
-        pad_to_fit: pad inputs inside the model by reflection up to a multiple of 32 and
-            crop the output(s) back, so the model takes any height and width of at least 17.
-        name: model name (default "unetplusplus_<encoder>").
 
     Returns:
         A `SegmentationModel`. With `deep_supervision=False`, it maps (batch, H, W, C) images
@@ -114,35 +116,41 @@ def unetplusplus(
         paper's "accurate" mode) or `inference_model(model, head=j)` (head j only, its "fast"
         mode; head 4 equals the model built without deep supervision). H and W must be
         multiples of 32 unless `pad_to_fit`.
+
+    Raises:
+        TypeError: `deep_supervision` is not a boolean.
+        ValueError: any other argument out of its accepted values.
     """
-    check_common_arguments(num_classes, input_shape, activation)
-    input_shape = tuple(input_shape)
-    spec = check_encoder_arguments(encoder, encoder_weights)
+    arguments = EncoderDecoderArguments.from_builder(locals(), "unetplusplus")
     decoder_filters = check_ints(decoder_filters, 5, "decoder_filters", DECODER_FILTERS_RULE)
     if not isinstance(deep_supervision, bool):
         raise TypeError(f"`deep_supervision` must be True or False; got {deep_supervision!r}.")
-    images, features, size_divisor, min_size = stride32_encoder_stage(
-        spec, input_shape, encoder_weights, encoder_freeze, include_preprocessing, pad_to_fit
-    )
+    decoder = functools.partial(_decoder, decoder_filters=decoder_filters)
+    head = _supervision_heads if deep_supervision else _head
+    return encoder_decoder(arguments, decoder, head)
+
+
+def _decoder(features, decoder_filters):
+    """The maps the heads read: X^{0,1}, X^{0,2}, X^{0,3} (stride 2) and the full-resolution
+    block on X^{0,4}."""
     nodes = _nested_decoder(features, decoder_filters)
     x = layers.UpSampling2D(2, interpolation="nearest", name="final_upsample")(nodes[0, LEVELS])
     x = conv_block(x, decoder_filters[4], "final", batch_norm=True)
-    crop_to = images if pad_to_fit else None
-    if deep_supervision:
-        outputs = [
-            _supervision_head(nodes[0, j], j, num_classes, activation, crop_to)
-            for j in range(1, HEADS)
-        ]
-        outputs.append(_supervision_head(x, HEADS, num_classes, activation, crop_to))
-    else:
-        outputs = segmentation_head(x, num_classes, activation, kernel_size=3, crop_to=crop_to)
-    return SegmentationModel(
-        images,
-        outputs,
-        name=name or f"unetplusplus_{encoder}",
-        size_divisor=size_divisor,
-        min_size=min_size,
-    )
+    return [nodes[0, j] for j in range(1, HEADS)] + [x]
+
+
+def _head(maps, num_classes, activation, crop_to=None):
+    """The single head of the model without deep supervision: a 3x3 convolution on the
+    full-resolution block."""
+    return segmentation_head(maps[-1], num_classes, activation, kernel_size=3, crop_to=crop_to)
+
+
+def _supervision_heads(maps, num_classes, activation, crop_to=None):
+    """The four deep-supervision heads, one per map of `_decoder`."""
+    return [
+        _supervision_head(x, j, num_classes, activation, crop_to)
+        for j, x in enumerate(maps, start=1)
+    ]
 
 
 def _nested_decoder(features, decoder_filters):
@@ -200,7 +208,7 @@ def inference_model(model, head="average"):
     Returns:
         A `SegmentationModel` with one output (batch, H, W, num_classes), the same input
         size rule as `model`, and the final layer named "output" (where it carries the
-        heads' activation) that `kerasseg.inference.semantic` and `kerasseg.export` read.
+        heads' activation) that `kerasseg.inference` and `kerasseg.export` read.
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model; got {type(model).__name__}.")
@@ -220,7 +228,7 @@ def inference_model(model, head="average"):
         else:  # probabilities: no activation on top ("output" then reads as probabilities)
             output = layers.Average(dtype="float32", name="output")(averaged)
         suffix = "average"
-    elif isinstance(head, int) and not isinstance(head, bool) and 1 <= head <= HEADS:
+    elif is_int(head) and 1 <= head <= HEADS:
         layer = heads[head - 1]
         output = layers.Activation(layer.activation, dtype="float32", name="output")(layer.input)
         suffix = f"head{head}"

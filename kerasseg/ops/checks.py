@@ -21,6 +21,7 @@ __all__ = [
     "check_int",
     "check_ints",
     "check_number",
+    "check_positive_int",
     "check_probability",
     "check_rate",
     "is_int",
@@ -112,27 +113,14 @@ def check_number(
 ):
     """Check that `value` is a finite real number within bounds; returns it as a float.
 
-    Args:
-        value: the value given.
-        name: the argument's name, for the message.
-        minimum: the smallest accepted value (inclusive), or None.
-        maximum: the largest accepted value (inclusive), or None.
-        positive: accept values > 0 only.
-        allow_none: accept None (and return it).
-        context: a prefix for the message (the function or layer that checks).
-        type_error: raise a TypeError (not a ValueError) when `value` is not a finite number.
-
-    Returns:
-        `float(value)`, or None when allowed and given.
-
-    Raises:
-        ValueError: `value` is not a finite number (TypeError with `type_error`) or out of
-            bounds.
+    As `check_int` (the same arguments, bounds inclusive), for real numbers; with `positive`,
+    only values > 0 are accepted. Non-finite values (NaN, infinity) are refused.
     """
     if value is None and allow_none:
         return None
     rule = "a number > 0" if positive else _bounds("a number", minimum, maximum)
-    rule = rule.replace("a number", "a finite number", 1)
+    if rule == "a number":
+        rule = "a finite number"
     if allow_none:
         rule += " or None"
     message = f"{_prefix(context)}`{name}` must be {rule}; got {value!r}."
@@ -192,3 +180,20 @@ def to_numpy(value, name, context=""):
         return np.asarray(ops.convert_to_numpy(value))
     except Exception:
         return np.asarray(value)
+
+
+def check_positive_int(value, name, *, context="", type_error=False):
+    """Check that `value` is an integer >= 1; returns it as a Python int.
+
+    Same as ``check_int(value, name, minimum=1)`` with the wording "must be a positive
+    integer", which several published messages use.
+
+    Raises:
+        ValueError: `value` is not an integer (TypeError with `type_error`) or is < 1.
+    """
+    message = f"{_prefix(context)}`{name}` must be a positive integer; got {value!r}."
+    if not is_int(value):
+        raise (TypeError if type_error else ValueError)(message)
+    if value < 1:
+        raise ValueError(message)
+    return int(value)

@@ -13,16 +13,15 @@ References:
     the parallel scheme used here).
 """
 
-import numbers
-
 import numpy as np
 from keras import ops
 
+from kerasseg.ops.checks import is_int
 from kerasseg.ops.image import is_symbolic, materialize
 
 __all__ = [
+    "STEPS_PER_ITERATION",
     "check_connectivity",
-    "check_max_iter",
     "dilate_bits",
     "grow",
     "label_components",
@@ -31,31 +30,40 @@ __all__ = [
 ]
 
 
-def check_connectivity(connectivity, default=2):
-    """scikit-image's connectivity (1: 4-neighbours, 2: 8-neighbours); 4 and 8 are accepted."""
-    if connectivity is None:
-        return default
+def check_connectivity(connectivity, default=2, *, allow_none=True, context=""):
+    """scikit-image's connectivity: 1 for 4-neighbours, 2 for 8-neighbours.
+
+    Args:
+        connectivity: 1, 2, their aliases 4 and 8, or None.
+        default: what None stands for (scikit-image's "full" connectivity, 2).
+        allow_none: accept None.
+        context: a prefix for the message (the function or layer that checks).
+
+    Returns:
+        1 or 2.
+
+    Raises:
+        ValueError: any other value.
+    """
     aliases = {1: 1, 2: 2, 4: 1, 8: 2}
-    if isinstance(connectivity, bool) or connectivity not in aliases:
-        raise ValueError(
-            f"`connectivity` must be 1 (4-connected), 2 (8-connected; 4 and 8 are accepted "
-            f"too) or None for full connectivity; got {connectivity!r}."
-        )
+    if connectivity is None and allow_none:
+        return default
+    if not is_int(connectivity) or connectivity not in aliases:
+        prefix = f"{context}: " if context else ""
+        if allow_none:
+            rule = "1 (4-connected), 2 (8-connected; 4 and 8 are accepted too) or None for full"
+            rule += " connectivity"
+        else:
+            rule = "1 (4-connected) or 2 (8-connected; 4 and 8 are accepted too)"
+        raise ValueError(f"{prefix}`connectivity` must be {rule}; got {connectivity!r}.")
     return aliases[connectivity]
-
-
-def check_max_iter(max_iter):
-    if max_iter is None:
-        return None
-    if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
-        raise ValueError(f"`max_iter` must be None or an integer >= 1; got {max_iter!r}.")
-    return int(max_iter)
 
 
 STEPS_PER_ITERATION = 16
 
 
 def _spatial(x):
+    """Height and width of a (N, H, W) tensor (static where known)."""
     shape = ops.shape(x)
     return shape[1], shape[2]
 
@@ -68,7 +76,14 @@ _BIT_WEIGHTS = np.left_shift(np.uint32(1), _BIT_SHIFTS)
 
 
 def pack_bits(mask):
-    """(N, H, W) bool -> (N, H, ceil(W / 32)) uint32; bit j of word k is column 32 k + j."""
+    """Pack boolean masks along the width, 32 pixels per uint32 word.
+
+    Args:
+        mask: (N, H, W) bool.
+
+    Returns:
+        (N, H, ceil(W / 32)) uint32: bit j of word k is column 32 k + j (0 past the width).
+    """
     n, height, width = ops.shape(mask)
     pad = (-width) % 32
     bits = ops.cast(ops.pad(mask, ((0, 0), (0, 0), (0, pad))), "uint32")
@@ -77,7 +92,15 @@ def pack_bits(mask):
 
 
 def unpack_bits(words, width):
-    """Inverse of `pack_bits`: (N, H, K) uint32 -> (N, H, width) bool."""
+    """The inverse of `pack_bits`.
+
+    Args:
+        words: (N, H, K) uint32 packed masks.
+        width: the mask width W (at most 32 K).
+
+    Returns:
+        (N, H, W) bool.
+    """
     n, height, _ = ops.shape(words)
     bits = ops.right_shift(ops.expand_dims(words, -1), ops.convert_to_tensor(_BIT_SHIFTS))
     bits = ops.bitwise_and(bits, ops.convert_to_tensor(_ONE))
@@ -85,7 +108,15 @@ def unpack_bits(words, width):
 
 
 def dilate_bits(words, connectivity):
-    """One 3x3 (connectivity 2) or cross (connectivity 1) dilation of packed masks."""
+    """One binary dilation of packed masks, zero outside the image.
+
+    Args:
+        words: (N, H, K) uint32 masks packed by `pack_bits`.
+        connectivity: 2 for the 3x3 square (8-neighbours), 1 for the cross (4-neighbours).
+
+    Returns:
+        The dilated masks, packed like `words`.
+    """
     one = ops.convert_to_tensor(_ONE)
     top = ops.convert_to_tensor(np.uint32(31))
     zero_column = ops.zeros_like(words[:, :, :1])
@@ -104,14 +135,23 @@ def dilate_bits(words, connectivity):
 
 
 def grow(candidates, start, connectivity, max_iter=None):
-    """Geodesic dilation of `start` inside `candidates`, both (N, H, W) bool.
+    """Geodesic dilation of `start` inside `candidates`.
 
-    Returns (regions (N, H, W) bool, converged (N,) bool, steps () int32). Each step adds
-    the neighbours of the region that are candidates; `STEPS_PER_ITERATION` steps run per
-    while-loop iteration (separated by `materialize` so that XLA does not fuse them into one
-    exponentially recomputed expression: 4x faster than one step per iteration), and the
-    loop stops when no region grew during an iteration or after `max_iter` steps (default
-    H * W, always enough). `converged` is False where the last iteration still grew.
+    Each step adds the neighbours of the region that are candidates; `STEPS_PER_ITERATION`
+    steps run per while-loop iteration (separated by `materialize` so that XLA does not fuse
+    them into one exponentially recomputed expression: 4x faster than one step per
+    iteration), and the loop stops when no region grew during an iteration or after
+    `max_iter` steps.
+
+    Args:
+        candidates: (N, H, W) bool, the pixels a region may take.
+        start: (N, H, W) bool, the regions to grow (only their candidate pixels count).
+        connectivity: 1 (4-neighbours) or 2 (8-neighbours).
+        max_iter: the most steps, or None for H * W (always enough).
+
+    Returns:
+        A tuple (regions (N, H, W) bool, converged (N,) bool, steps () int32); `converged`
+        is False where the last iteration still grew.
     """
     height, width = _spatial(candidates)
     limit = height * width if max_iter is None else max_iter
@@ -152,12 +192,56 @@ def _shifted(padded, dy, dx):
     return padded[:, 1 + dy : (dy - 1) or None, 1 + dx : (dx - 1) or None]
 
 
-def label_components(foreground, connectivity, values=None, max_iter=None):
-    """Connected components of (N, H, W) bool `foreground` in scikit-image's numbering.
+def _value_edges(foreground, values, connectivity):
+    """Per neighbour offset, the (N, H, W) bool links of foreground pixels to a foreground
+    neighbour of equal value."""
+    padded_values = ops.pad(values, ((0, 0), (1, 1), (1, 1)))
+    padded_foreground = ops.pad(foreground, ((0, 0), (1, 1), (1, 1)))
+    return [
+        ops.logical_and(
+            ops.logical_and(foreground, _shifted(padded_foreground, dy, dx)),
+            ops.equal(values, _shifted(padded_values, dy, dx)),
+        )
+        for dy, dx in _OFFSETS[connectivity]
+    ]
 
-    With `values` (N, H, W), neighbours connect only where their values are equal. Returns
-    (labels (N, H, W) int32, count (N,) int32, converged (N,) bool, iterations () int32).
-    Labels are 1.. in raster order of each component's first pixel, 0 for background.
+
+def _neighbourhood_min(current, foreground, edges, connectivity, size):
+    """The smallest label among each pixel and its linked neighbours (`size` for background).
+
+    Without `edges` every foreground neighbour is linked: background holds the sentinel
+    `size`, so plain minima over the neighbourhood suffice.
+    """
+    padded = ops.pad(current, ((0, 0), (1, 1), (1, 1)), constant_values=size)
+    if edges is None:
+        if connectivity == 2:
+            rows = ops.minimum(ops.minimum(padded[:, :, :-2], padded[:, :, 1:-1]), padded[:, :, 2:])
+            best = ops.minimum(ops.minimum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
+        else:
+            best = current
+            for dy, dx in _OFFSETS[1]:
+                best = ops.minimum(best, _shifted(padded, dy, dx))
+        return ops.where(foreground, best, size)
+    best = current
+    for (dy, dx), edge in zip(_OFFSETS[connectivity], edges, strict=True):
+        best = ops.minimum(best, ops.where(edge, _shifted(padded, dy, dx), size))
+    return best
+
+
+def label_components(foreground, connectivity, values=None, max_iter=None):
+    """Connected components of boolean masks, numbered as `skimage.measure.label` does.
+
+    Args:
+        foreground: (N, H, W) bool.
+        connectivity: 1 (4-neighbours) or 2 (8-neighbours).
+        values: None, or (N, H, W) values: neighbours then connect only where their values
+            are equal.
+        max_iter: the most iterations, or None for H * W (always enough).
+
+    Returns:
+        A tuple (labels (N, H, W) int32, count (N,) int32, converged (N,) bool, iterations
+        () int32). Labels are 1.. in raster order of each component's first pixel, 0 for
+        background.
     """
     n_images = ops.shape(foreground)[0]
     height, width = _spatial(foreground)
@@ -167,18 +251,7 @@ def label_components(foreground, connectivity, values=None, max_iter=None):
     labels = ops.where(foreground, index, size)  # background holds the sentinel `size`
     offsets = ops.reshape(ops.arange(n_images, dtype="int32") * size, (-1, 1, 1))
 
-    if values is None:
-        edges = None
-    else:
-        padded_values = ops.pad(values, ((0, 0), (1, 1), (1, 1)))
-        padded_foreground = ops.pad(foreground, ((0, 0), (1, 1), (1, 1)))
-        edges = [
-            ops.logical_and(
-                ops.logical_and(foreground, _shifted(padded_foreground, dy, dx)),
-                ops.equal(values, _shifted(padded_values, dy, dx)),
-            )
-            for dy, dx in _OFFSETS[connectivity]
-        ]
+    edges = None if values is None else _value_edges(foreground, values, connectivity)
 
     def gather(table, pointer):
         """table[pointer] per image; pointers of background pixels give the sentinel."""
@@ -186,29 +259,11 @@ def label_components(foreground, connectivity, values=None, max_iter=None):
         found = ops.take(flat, ops.minimum(pointer, size - 1) + offsets)
         return ops.where(foreground, found, size)
 
-    def neighbourhood_min(current):
-        padded = ops.pad(current, ((0, 0), (1, 1), (1, 1)), constant_values=size)
-        if edges is None:  # background holds the sentinel, so plain minima suffice
-            if connectivity == 2:
-                rows = ops.minimum(
-                    ops.minimum(padded[:, :, :-2], padded[:, :, 1:-1]), padded[:, :, 2:]
-                )
-                best = ops.minimum(ops.minimum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
-            else:
-                best = current
-                for dy, dx in _OFFSETS[1]:
-                    best = ops.minimum(best, _shifted(padded, dy, dx))
-            return ops.where(foreground, best, size)
-        best = current
-        for (dy, dx), edge in zip(_OFFSETS[connectivity], edges, strict=True):
-            best = ops.minimum(best, ops.where(edge, _shifted(padded, dy, dx), size))
-        return best
-
     def cond(current, changed, iteration):
         return ops.logical_and(ops.any(changed), iteration < limit)
 
     def body(current, changed, iteration):
-        best = neighbourhood_min(current)
+        best = _neighbourhood_min(current, foreground, edges, connectivity, size)
         # Hooking: the pixel a label points to takes the smallest label seen by its pointers.
         targets = ops.reshape(ops.where(foreground, current, 0) + offsets, (-1,))
         hooked = ops.segment_max(

@@ -8,20 +8,20 @@ reproduce torchvision's (0.29) semantics, with kerasseg's conventions:
 * feature maps are NHWC (torchvision: NCHW);
 * widths and heights are ``x2 - x1`` and ``y2 - y1``, with no "+1".
 
-References
-----------
-* torchvision ``ops/roi_align.py`` and its C++ kernel ``csrc/ops/cpu/roi_align_kernel.cpp``.
-* torchvision ``ops/poolers.py`` (``MultiScaleRoIAlign``, ``LevelMapper``).
-* torchvision ``ops/boxes.py`` (``nms``, ``batched_nms``, ``box_iou``, ``clip_boxes_to_image``,
-  ``remove_small_boxes``).
-* He et al., "Mask R-CNN", ICCV 2017; Lin et al., "Feature Pyramid Networks for Object
-  Detection", CVPR 2017 (level rule, Eqn. 1).
+References:
+    - torchvision ``ops/roi_align.py`` and its C++ kernel
+      ``csrc/ops/cpu/roi_align_kernel.cpp``.
+    - torchvision ``ops/poolers.py`` (``MultiScaleRoIAlign``, ``LevelMapper``).
+    - torchvision ``ops/boxes.py`` (``nms``, ``batched_nms``, ``box_iou``,
+      ``clip_boxes_to_image``, ``remove_small_boxes``).
+    - He et al., "Mask R-CNN", ICCV 2017; Lin et al., "Feature Pyramid Networks for Object
+      Detection", CVPR 2017 (level rule, Eqn. 1).
 """
-
-import numbers
 
 import numpy as np
 import tensorflow as tf
+
+from kerasseg.ops.checks import check_int, check_ints, check_number, check_probability, is_int
 
 __all__ = [
     "batched_nms",
@@ -42,28 +42,11 @@ _FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 # --------------------------------------------------------------------------------------------
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _output_size(output_size):
     """`output_size` as a pair of positive Python ints."""
-    if _is_int(output_size):
-        pair = (int(output_size), int(output_size))
-    elif (
-        isinstance(output_size, (tuple, list))
-        and len(output_size) == 2
-        and all(_is_int(v) for v in output_size)
-    ):
-        pair = (int(output_size[0]), int(output_size[1]))
-    else:
-        raise ValueError(
-            f"`output_size` must be a positive int or a pair (height, width) of positive ints; "
-            f"got {output_size!r}."
-        )
-    if min(pair) < 1:
-        raise ValueError(f"`output_size` must be positive; got {output_size!r}.")
-    return pair
+    pair = (output_size, output_size) if is_int(output_size) else output_size
+    accepted = "a positive int or a pair (height, width) of positive ints"
+    return check_ints(pair, 2, "output_size", accepted)
 
 
 def _float_tensor(value, name):
@@ -109,38 +92,36 @@ def _corners(boxes):
     return boxes[..., 0], boxes[..., 1], boxes[..., 2], boxes[..., 3]
 
 
-def _as_index_tensor(indices):
-    if isinstance(indices, (list, tuple)) and len(indices) == 0:
-        return tf.zeros([0], tf.int32)  # an empty list would otherwise become float32
-    return tf.convert_to_tensor(indices)
-
-
 def _index_tensor(indices, name):
-    tensor = _as_index_tensor(indices)
+    """A checked int32 (N,) tensor of indices or group ids."""
+    if isinstance(indices, (list, tuple)) and len(indices) == 0:
+        tensor = tf.zeros([0], tf.int32)  # an empty list would otherwise become float32
+    else:
+        tensor = tf.convert_to_tensor(indices)
     if not tensor.dtype.is_integer:
         raise TypeError(f"`{name}` must be an integer tensor; got dtype {tensor.dtype.name}.")
     _check_rank(tensor, 1, name, "(N,)")
     return tf.cast(tensor, tf.int32)
 
 
+def _is_array(value):
+    return tf.is_tensor(value) or isinstance(value, np.ndarray)
+
+
 def _positive_scalar(value, name):
     """A positive Python number is checked now; a tensor is converted to a float32 scalar."""
-    if tf.is_tensor(value) or isinstance(value, np.ndarray):
+    if _is_array(value):
         tensor = tf.cast(tf.convert_to_tensor(value), tf.float32)
         if tensor.shape.rank not in (0, None):
             raise ValueError(f"`{name}` must be a scalar; got shape {tensor.shape}.")
         return tf.reshape(tensor, [])
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ValueError(f"`{name}` must be a positive number; got {value!r}.")
-    return tf.constant(float(value), tf.float32)
+    return tf.constant(check_number(value, name, positive=True), tf.float32)
 
 
 def _iou_threshold(value):
     if tf.is_tensor(value):
         return tf.cast(value, tf.float32)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
-        raise ValueError(f"`iou_threshold` must be a number in [0, 1]; got {value!r}.")
-    return float(value)
+    return check_probability(value, "iou_threshold")
 
 
 def _max_output_size(value, num_boxes):
@@ -148,9 +129,7 @@ def _max_output_size(value, num_boxes):
         return num_boxes
     if tf.is_tensor(value):
         return tf.cast(value, tf.int32)
-    if not _is_int(value) or value < 0:
-        raise ValueError(f"`max_output_size` must be None or an int >= 0; got {value!r}.")
-    return int(value)
+    return check_int(value, "max_output_size", minimum=0, allow_none=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,44 +177,35 @@ def roi_align(
     with ``tf.map_fn`` (exact, but one box at a time; about 0.2 s for 128 boxes on 800x1216
     masks on 2 CPU cores). Neither path compiles with XLA (``CropAndResize`` has no XLA kernel).
 
-    Parameters
-    ----------
-    features : tensor (B, H, W, C), float (or integer/bool with ``sampling_ratio <= 0``)
-        Feature maps. Computed in float32; the result has the dtype of float `features`,
-        float32 for integer maps (e.g. uint8 instance masks for mask targets).
-    boxes : tensor (N, 4)
-        ``[y1, x1, y2, x2]`` in input-image pixels (multiplied by `spatial_scale`).
-    box_indices : int tensor (N,)
-        Image of `features` that each box samples, in ``[0, B)``.
-    output_size : int or (int, int)
-        ``(out_h, out_w)`` bins per box.
-    spatial_scale : float or scalar tensor
-        Feature pixels per input pixel, e.g. 1/4 for P2.
-    sampling_ratio : int
-        Samples per bin and axis; ``<= 0`` for torchvision's adaptive grid.
-    aligned : bool
-        Shift boxes by -0.5 pixel (``aligned=True``, Detectron2) or not (torchvision's
-        default, used by Mask R-CNN v1).
+    Args:
+        features: tensor (B, H, W, C), float (or integer/bool with ``sampling_ratio <= 0``):
+            the feature maps. Computed in float32; the result has the dtype of float
+            `features`, float32 for integer maps (e.g. uint8 instance masks for mask targets).
+        boxes: tensor (N, 4), ``[y1, x1, y2, x2]`` in input-image pixels (multiplied by
+            `spatial_scale`).
+        box_indices: int tensor (N,), the image of `features` that each box samples, in
+            ``[0, B)``.
+        output_size: int or (int, int), the ``(out_h, out_w)`` bins per box.
+        spatial_scale: float or scalar tensor, feature pixels per input pixel, e.g. 1/4 for
+            P2.
+        sampling_ratio: int, samples per bin and axis; ``<= 0`` for torchvision's adaptive
+            grid.
+        aligned: bool, shift boxes by -0.5 pixel (``aligned=True``, Detectron2) or not
+            (torchvision's default, used by Mask R-CNN v1).
 
-    Returns
-    -------
-    tensor (N, out_h, out_w, C)
+    Returns:
+        Tensor (N, out_h, out_w, C).
+
+    Raises:
+        ValueError: a shape or an argument is out of range.
+        TypeError: `features`, `boxes` or `box_indices` have an unaccepted dtype.
     """
     out_h, out_w = _output_size(output_size)
-    if not _is_int(sampling_ratio):
-        raise ValueError(f"`sampling_ratio` must be an int; got {sampling_ratio!r}.")
+    check_int(sampling_ratio, "sampling_ratio")
     if not isinstance(aligned, (bool, np.bool_)):
         raise ValueError(f"`aligned` must be a bool; got {aligned!r}.")
     aligned = bool(aligned)
-    features = tf.convert_to_tensor(features)
-    integer = features.dtype.is_integer or features.dtype == tf.bool
-    if features.dtype not in _FLOAT_DTYPES and not (integer and sampling_ratio <= 0):
-        raise TypeError(
-            f"`features` must be a float tensor; got dtype {features.dtype.name}. "
-            "Accepted: float16, bfloat16, float32, float64; with `sampling_ratio <= 0` also "
-            "integer or bool maps such as instance masks (result float32)."
-        )
-    _check_rank(features, 4, "features", "(batch, height, width, channels)")
+    features, integer = _roi_features(features, sampling_ratio)
     boxes = _boxes_tensor(boxes, rank=2)
     box_indices = _index_tensor(box_indices, "box_indices")
     scale = _positive_scalar(spatial_scale, "spatial_scale")
@@ -256,6 +226,20 @@ def roi_align(
         result = _roi_align_adaptive(feats, boxes, box_indices, scale, out_h, out_w, aligned)
     result = tf.ensure_shape(result, [None, out_h, out_w, features.shape[-1]])
     return tf.cast(result, out_dtype)
+
+
+def _roi_features(features, sampling_ratio):
+    """`features` as a checked rank-4 tensor, and whether it holds integers (or bools)."""
+    features = tf.convert_to_tensor(features)
+    integer = features.dtype.is_integer or features.dtype == tf.bool
+    if features.dtype not in _FLOAT_DTYPES and not (integer and sampling_ratio <= 0):
+        raise TypeError(
+            f"`features` must be a float tensor; got dtype {features.dtype.name}. "
+            "Accepted: float16, bfloat16, float32, float64; with `sampling_ratio <= 0` also "
+            "integer or bool maps such as instance masks (result float32)."
+        )
+    _check_rank(features, 4, "features", "(batch, height, width, channels)")
+    return features, integer
 
 
 def _roi_align_crop_and_resize(features, boxes, box_indices, out_h, out_w, scale, ratio, aligned):
@@ -386,48 +370,32 @@ def multiscale_roi_align(
     map is ``2 ** round(log2(map_height / image_height))`` and ``k_min``, ``k_max`` are
     ``-log2`` of the first and last scales (2 and 5 for P2..P5 of a stride-32-padded batch).
 
-    Parameters
-    ----------
-    features : list of tensors (B, H_l, W_l, C)
-        The maps of consecutive levels, finest first (P2, P3, P4, P5 for Mask R-CNN).
-    boxes : tensor (N, 4)
-        ``[y1, x1, y2, x2]`` in input-image pixels.
-    box_indices : int tensor (N,)
-        Image of each box in the batch.
-    image_size : (height, width)
-        Size of the (padded) batch the maps were computed from; ints or scalar tensors.
-        torchvision uses the largest unpadded image size, which gives the same scales.
-    output_size : int or (int, int)
-    sampling_ratio : int
-        Samples per bin and axis (> 0 uses the fast crop_and_resize path).
-    canonical_scale, canonical_level, eps
-        The FPN level rule's constants (torchvision's defaults).
+    Args:
+        features: list of tensors (B, H_l, W_l, C), the maps of consecutive levels, finest
+            first (P2, P3, P4, P5 for Mask R-CNN).
+        boxes: tensor (N, 4), ``[y1, x1, y2, x2]`` in input-image pixels.
+        box_indices: int tensor (N,), the image of each box in the batch.
+        image_size: (height, width) of the (padded) batch the maps were computed from; ints
+            or scalar tensors. torchvision uses the largest unpadded image size, which gives
+            the same scales.
+        output_size: int or (int, int), the bins per box.
+        sampling_ratio: int, samples per bin and axis (> 0 uses the fast crop_and_resize
+            path).
+        canonical_scale: the FPN level rule's box size of level `canonical_level`
+            (torchvision: 224).
+        canonical_level: the level of a box of `canonical_scale` pixels (torchvision: 4).
+        eps: added before the floor of the level rule (torchvision: 1e-6).
 
-    Returns
-    -------
-    tensor (N, out_h, out_w, C), in the order of `boxes`.
+    Returns:
+        Tensor (N, out_h, out_w, C), in the order of `boxes`.
+
+    Raises:
+        ValueError: a shape or an argument is out of range.
     """
-    if not isinstance(features, (list, tuple)) or not features:
-        raise ValueError(
-            "`features` must be a non-empty list of (batch, height, width, channels) maps; "
-            f"got {type(features).__name__}."
-        )
-    features = [tf.convert_to_tensor(f) for f in features]
-    for level, feature in enumerate(features):
-        _check_rank(feature, 4, f"features[{level}]", "(batch, height, width, channels)")
+    features = _check_multiscale_args(
+        features, image_size, sampling_ratio, canonical_scale, canonical_level
+    )
     out_h, out_w = _output_size(output_size)
-    if not _is_int(sampling_ratio):
-        raise ValueError(f"`sampling_ratio` must be an int; got {sampling_ratio!r}.")
-    if not isinstance(image_size, (tuple, list)) and not tf.is_tensor(image_size):
-        raise ValueError(
-            f"`image_size` must be a pair (height, width); got {type(image_size).__name__}."
-        )
-    if isinstance(image_size, (tuple, list)) and len(image_size) != 2:
-        raise ValueError(f"`image_size` must be a pair (height, width); got {image_size!r}.")
-    if not isinstance(canonical_scale, numbers.Real) or not canonical_scale > 0:
-        raise ValueError(f"`canonical_scale` must be a positive number; got {canonical_scale!r}.")
-    if not _is_int(canonical_level):
-        raise ValueError(f"`canonical_level` must be an int; got {canonical_level!r}.")
     boxes = tf.cast(_boxes_tensor(boxes, rank=2), tf.float32)
     box_indices = _index_tensor(box_indices, "box_indices")
     image_height = tf.cast(tf.reshape(image_size[0], []), tf.float32)
@@ -440,16 +408,7 @@ def multiscale_roi_align(
     if len(features) == 1:
         return roi_align(features[0], boxes, box_indices, (out_h, out_w), scales[0], sampling_ratio)
 
-    k_min = -tf.round(_log2(scales[0]))
-    k_max = -tf.round(_log2(scales[-1]))
-    y1, x1, y2, x2 = _corners(boxes)
-    size = tf.sqrt((x2 - x1) * (y2 - y1))
-    ratio = tf.math.divide_no_nan(size, tf.constant(canonical_scale, tf.float32))
-    target = tf.floor(canonical_level + _log2(ratio) + eps)
-    # Degenerate boxes (negative area: NaN) go to the first level instead of nowhere.
-    target = tf.where(tf.math.is_nan(target), k_min, tf.clip_by_value(target, k_min, k_max))
-    levels = tf.cast(target - k_min, tf.int32)
-
+    levels = _fpn_levels(boxes, scales, canonical_scale, canonical_level, eps)
     positions, pooled = [], []
     for level, (feature, scale) in enumerate(zip(features, scales, strict=True)):
         index = tf.cast(tf.where(tf.equal(levels, level))[:, 0], tf.int32)
@@ -471,6 +430,41 @@ def multiscale_roi_align(
     return tf.ensure_shape(result, [None, out_h, out_w, features[0].shape[-1]])
 
 
+def _check_multiscale_args(features, image_size, sampling_ratio, canonical_scale, level):
+    """The checks of `multiscale_roi_align`; returns `features` as a list of tensors."""
+    if not isinstance(features, (list, tuple)) or not features:
+        raise ValueError(
+            "`features` must be a non-empty list of (batch, height, width, channels) maps; "
+            f"got {type(features).__name__}."
+        )
+    features = [tf.convert_to_tensor(f) for f in features]
+    for index, feature in enumerate(features):
+        _check_rank(feature, 4, f"features[{index}]", "(batch, height, width, channels)")
+    check_int(sampling_ratio, "sampling_ratio")
+    if not isinstance(image_size, (tuple, list)) and not tf.is_tensor(image_size):
+        raise ValueError(
+            f"`image_size` must be a pair (height, width); got {type(image_size).__name__}."
+        )
+    if isinstance(image_size, (tuple, list)) and len(image_size) != 2:
+        raise ValueError(f"`image_size` must be a pair (height, width); got {image_size!r}.")
+    check_number(canonical_scale, "canonical_scale", positive=True)
+    check_int(level, "canonical_level")
+    return features
+
+
+def _fpn_levels(boxes, scales, canonical_scale, canonical_level, eps):
+    """Index (from 0 = the first map) of the level of each box, by the FPN level rule."""
+    k_min = -tf.round(_log2(scales[0]))
+    k_max = -tf.round(_log2(scales[-1]))
+    y1, x1, y2, x2 = _corners(boxes)
+    size = tf.sqrt((x2 - x1) * (y2 - y1))
+    ratio = tf.math.divide_no_nan(size, tf.constant(canonical_scale, tf.float32))
+    target = tf.floor(canonical_level + _log2(ratio) + eps)
+    # Degenerate boxes (negative area: NaN) go to the first level instead of nowhere.
+    target = tf.where(tf.math.is_nan(target), k_min, tf.clip_by_value(target, k_min, k_max))
+    return tf.cast(target - k_min, tf.int32)
+
+
 # --------------------------------------------------------------------------------------------
 # Boxes
 # --------------------------------------------------------------------------------------------
@@ -483,10 +477,17 @@ def box_area(boxes):
 
 
 def box_iou(boxes1, boxes2):
-    """Pairwise IoU of ``(..., N, 4)`` and ``(..., M, 4)`` yx boxes -> ``(..., N, M)``.
+    """Pairwise IoU of ``(..., N, 4)`` and ``(..., M, 4)`` yx boxes.
 
     Same formula as torchvision's ``box_iou``: intersection clamped at 0, union
     ``area1 + area2 - intersection``, no "+1"; two empty boxes give NaN.
+
+    Args:
+        boxes1: ``(..., N, 4)`` boxes ``[y1, x1, y2, x2]``.
+        boxes2: ``(..., M, 4)`` boxes, cast to the dtype of `boxes1`.
+
+    Returns:
+        ``(..., N, M)`` IoU.
     """
     boxes1 = _boxes_tensor(boxes1, "boxes1", description="(..., N, 4)")
     boxes2 = _boxes_tensor(boxes2, "boxes2", description="(..., M, 4)")
@@ -503,17 +504,24 @@ def box_iou(boxes1, boxes2):
 
 
 def clip_boxes(boxes, height, width):
-    """Clip ``[..., 4]`` yx boxes to ``[0, height] x [0, width]``, like torchvision's
-    ``clip_boxes_to_image`` (note: the far edge is ``height``, not ``height - 1``).
+    """Clip ``[..., 4]`` yx boxes to ``[0, height] x [0, width]`` (torchvision's rule).
 
-    `height` and `width` are numbers or tensors that broadcast against ``boxes[..., 0]``
-    (e.g. shape (B, 1) for boxes (B, N, 4) of images of different sizes).
+    Like torchvision's ``clip_boxes_to_image``, the far edge is ``height``, not
+    ``height - 1``.
+
+    Args:
+        boxes: ``[..., 4]`` boxes ``[y1, x1, y2, x2]``.
+        height: a number >= 0, or a tensor that broadcasts against ``boxes[..., 0]`` (e.g.
+            shape (B, 1) for boxes (B, N, 4) of images of different sizes).
+        width: the same for the width.
+
+    Returns:
+        The clipped boxes, shape and dtype of `boxes`.
     """
     boxes = _boxes_tensor(boxes, description="(..., 4)")
     for name, value in (("height", height), ("width", width)):
-        if not tf.is_tensor(value) and not isinstance(value, np.ndarray):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
-                raise ValueError(f"`{name}` must be a number >= 0 or a tensor; got {value!r}.")
+        if not _is_array(value):
+            check_number(value, name, minimum=0)
     height = tf.cast(height, boxes.dtype)
     width = tf.cast(width, boxes.dtype)
     y1, x1, y2, x2 = _corners(boxes)
@@ -525,17 +533,22 @@ def clip_boxes(boxes, height, width):
 
 
 def remove_small_boxes(boxes, min_size):
-    """Boolean keep mask (shape ``boxes.shape[:-1]``) of boxes whose height and width are both
-    ``>= min_size``.
+    """Boolean keep mask of the boxes whose height and width are both ``>= min_size``.
 
     torchvision's ``remove_small_boxes`` returns the indices ``where(mask)``; a mask is
     returned here so that it can be combined with other filters on padded batches. Use
     ``tf.where(mask)[:, 0]`` for torchvision's indices.
+
+    Args:
+        boxes: ``[..., 4]`` boxes ``[y1, x1, y2, x2]``.
+        min_size: a number >= 0 or a scalar tensor.
+
+    Returns:
+        Bool tensor of shape ``boxes.shape[:-1]``.
     """
     boxes = _boxes_tensor(boxes, description="(..., 4)")
     if not tf.is_tensor(min_size):
-        if isinstance(min_size, bool) or not isinstance(min_size, numbers.Real) or min_size < 0:
-            raise ValueError(f"`min_size` must be a number >= 0; got {min_size!r}.")
+        check_number(min_size, "min_size", minimum=0)
     min_size = tf.cast(min_size, boxes.dtype)
     heights = boxes[..., 2] - boxes[..., 0]
     widths = boxes[..., 3] - boxes[..., 1]
@@ -548,13 +561,21 @@ def remove_small_boxes(boxes, min_size):
 
 
 def nms(boxes, scores, iou_threshold, max_output_size=None):
-    """Greedy NMS like torchvision's ``nms``: int32 indices of the kept boxes, by decreasing
-    score; a box is dropped when its IoU with a kept, higher-scoring box is ``> iou_threshold``.
+    """Greedy non-maximum suppression like torchvision's ``nms``.
 
-    Uses ``tf.image.non_max_suppression``. Boxes ``(N, 4)`` are yx (any corner order works
-    for TF, but IoU follows torchvision only for ``y1 <= y2``, ``x1 <= x2``). At most
-    `max_output_size` indices (None: all). Ties in `scores` may be ordered differently than
+    A box is dropped when its IoU with a kept, higher-scoring box is ``> iou_threshold``.
+    Uses ``tf.image.non_max_suppression``. Ties in `scores` may be ordered differently than
     in torchvision (TF keeps the lower index first; torchvision's sort order is unspecified).
+
+    Args:
+        boxes: ``(N, 4)`` boxes ``[y1, x1, y2, x2]`` (any corner order works for TF, but the
+            IoU follows torchvision only for ``y1 <= y2``, ``x1 <= x2``).
+        scores: ``(N,)`` float scores.
+        iou_threshold: a number in [0, 1] or a scalar tensor.
+        max_output_size: the most indices returned; None for all.
+
+    Returns:
+        int32 indices of the kept boxes, by decreasing score.
     """
     boxes = _boxes_tensor(boxes, rank=2)
     scores = _float_tensor(scores, "scores")
@@ -571,15 +592,20 @@ def batched_nms(boxes, scores, group_ids, iou_threshold, max_output_size=None):
 
     Boxes of different groups never suppress each other: as in torchvision's coordinate
     trick, every box is shifted by ``group_id * (max(boxes) + 1)`` before one `nms` call.
-    Returns int32 indices of the kept boxes by decreasing score (at most `max_output_size`).
-    Ties in `scores` may be ordered differently than in torchvision. `group_ids` are
-    non-negative integers, shape (N,).
+    Ties in `scores` may be ordered differently than in torchvision.
+
+    Args:
+        boxes: ``(N, 4)`` boxes ``[y1, x1, y2, x2]``.
+        scores: ``(N,)`` float scores.
+        group_ids: ``(N,)`` non-negative integers.
+        iou_threshold: a number in [0, 1] or a scalar tensor.
+        max_output_size: the most indices returned; None for all.
+
+    Returns:
+        int32 indices of the kept boxes, by decreasing score.
     """
     boxes = tf.cast(_boxes_tensor(boxes, rank=2), tf.float32)
-    group_ids = _as_index_tensor(group_ids)
-    if not group_ids.dtype.is_integer:
-        raise TypeError(f"`group_ids` must be an integer tensor; got dtype {group_ids.dtype.name}.")
-    _check_rank(group_ids, 1, "group_ids", "(N,)")
+    group_ids = _index_tensor(group_ids, "group_ids")
     max_coordinate = tf.reduce_max(boxes)
     offsets = tf.cast(group_ids, tf.float32) * (max_coordinate + 1.0)
     return nms(boxes + offsets[:, None], scores, iou_threshold, max_output_size)

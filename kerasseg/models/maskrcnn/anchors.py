@@ -14,17 +14,26 @@ References: Ren et al., "Faster R-CNN", NeurIPS 2015 (arXiv:1506.01497); Lin et 
 Pyramid Networks for Object Detection", CVPR 2017 (arXiv:1612.03144).
 """
 
-import numbers
-
 import numpy as np
 from keras import ops
+
+from kerasseg.ops.checks import check_number, is_int, is_number
+
+__all__ = [
+    "DEFAULT_ASPECT_RATIOS",
+    "DEFAULT_SIZES",
+    "base_anchors",
+    "grid_anchors",
+    "num_anchors_per_level",
+]
 
 DEFAULT_SIZES = ((32,), (64,), (128,), (256,), (512,))
 DEFAULT_ASPECT_RATIOS = ((0.5, 1.0, 2.0),) * 5
 
 
 def _positive_numbers(name, values):
-    if isinstance(values, (numbers.Real, np.number)) and not isinstance(values, bool):
+    """`values` (a number or a sequence) as a tuple of finite positive numbers."""
+    if is_number(values):
         values = (values,)
     if isinstance(values, (str, bytes)):
         raise TypeError(f"`{name}` must be a number or a sequence of numbers; got {values!r}.")
@@ -36,32 +45,26 @@ def _positive_numbers(name, values):
         ) from None
     if not values:
         raise ValueError(f"`{name}` must not be empty; got {values!r}.")
-    for value in values:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (numbers.Real, np.number))
-            or not value > 0
-            or not np.isfinite(value)
-        ):
-            raise ValueError(f"`{name}` must hold finite positive numbers; got {values!r}.")
+    for index, value in enumerate(values):
+        check_number(value, f"{name}[{index}]", positive=True)
     return values
 
 
 def base_anchors(size, aspect_ratios=(0.5, 1.0, 2.0)):
-    """Zero-centred cell anchors, float32 numpy array (len(ratios) * len(sizes), 4).
+    """Zero-centred cell anchors, a float32 numpy array (len(ratios) * len(sizes), 4).
 
-    Parameters
-    ----------
-    size : number or sequence of numbers
-        Anchor size(s) in pixels (the square root of the anchor's area before rounding).
-    aspect_ratios : sequence of numbers
-        Height / width ratios.
+    Args:
+        size: number or sequence of numbers, the anchor size(s) in pixels (the square root
+            of the anchor's area before rounding).
+        aspect_ratios: sequence of numbers, the height / width ratios.
 
-    Returns
-    -------
-    numpy.ndarray
+    Returns:
         ``[y1, x1, y2, x2]`` rows in torchvision's order: ratio-major, size-minor. For size 32
         and ratios (0.5, 1, 2): ``[-11, -23, 11, 23], [-16, -16, 16, 16], [-23, -11, 23, 11]``.
+
+    Raises:
+        TypeError: `size` or `aspect_ratios` is neither a number nor a sequence.
+        ValueError: they are empty or hold a number that is not finite and positive.
     """
     scales = np.asarray(_positive_numbers("size", size), np.float32)
     ratios = np.asarray(_positive_numbers("aspect_ratios", aspect_ratios), np.float32)
@@ -75,13 +78,12 @@ def base_anchors(size, aspect_ratios=(0.5, 1.0, 2.0)):
 
 
 def _dim(name, value, pair):
-    if isinstance(value, bool):
+    """A positive Python int, or a scalar tensor cast to int32 (not checked)."""
+    if isinstance(value, bool) or (is_int(value) and value < 1):
         raise ValueError(f"`{name}` must hold positive integers; got {pair!r}.")
-    if isinstance(value, (numbers.Integral, np.integer)):
-        if value < 1:
-            raise ValueError(f"`{name}` must hold positive integers; got {pair!r}.")
+    if is_int(value):
         return int(value)
-    if isinstance(value, (numbers.Real, np.floating)):
+    if is_number(value):
         raise TypeError(f"`{name}` must hold integers, not floats; got {pair!r}.")
     return ops.cast(value, "int32")  # a scalar tensor (graph mode, dynamic sizes)
 
@@ -107,7 +109,13 @@ def _pair(name, value):
 def num_anchors_per_level(feature_sizes, sizes=DEFAULT_SIZES, aspect_ratios=DEFAULT_ASPECT_RATIOS):
     """Number of anchors of each level, ``h * w * len(sizes[l]) * len(aspect_ratios[l])``.
 
-    Entries are Python ints when the feature sizes are, scalar tensors otherwise.
+    Args:
+        feature_sizes: list of (height, width), the size of each feature level.
+        sizes: per-level anchor sizes (see `grid_anchors`).
+        aspect_ratios: per-level height/width ratios.
+
+    Returns:
+        A list of counts: Python ints when the feature sizes are, scalar tensors otherwise.
     """
     sizes, aspect_ratios = _check_levels(feature_sizes, sizes, aspect_ratios)
     counts = []
@@ -145,28 +153,27 @@ def grid_anchors(
 ):
     """All anchors of a padded image, float32 (N, 4) ``[y1, x1, y2, x2]``, torchvision's order.
 
-    Parameters
-    ----------
-    image_size : (height, width)
-        Size of the *padded* batch (Python ints or int scalar tensors, or an int tensor of
-        shape (2,)). Anchors are shared by all images of the batch.
-    feature_sizes : list of (height, width)
-        Spatial size of each feature level (P2..P6 for Mask R-CNN), ints or scalar tensors.
-    sizes, aspect_ratios : tuple of tuples
-        Per-level anchor sizes and height/width ratios (torchvision's defaults for
-        `maskrcnn_resnet50_fpn`: sizes 32..512, ratios (0.5, 1, 2)).
-
-    Returns
-    -------
-    Tensor
-        (N, 4) with N = sum over levels of h * w * A; inside a level the order is
-        (y, x, anchor), levels are concatenated. Coordinates are exact integers in float32.
-
-    Notes
-    -----
     ``stride = image_size // feature_size`` per axis (floor division, as torchvision), shifts
     are ``arange(feature_size) * stride`` with no half-stride offset. Works in graph mode with
     dynamic sizes.
+
+    Args:
+        image_size: (height, width) of the *padded* batch (Python ints or int scalar tensors,
+            or an int tensor of shape (2,)). Anchors are shared by all images of the batch.
+        feature_sizes: list of (height, width), the spatial size of each feature level
+            (P2..P6 for Mask R-CNN), ints or scalar tensors.
+        sizes: tuple of tuples, the per-level anchor sizes (torchvision's defaults for
+            `maskrcnn_resnet50_fpn`: 32..512).
+        aspect_ratios: tuple of tuples, the per-level height/width ratios (torchvision:
+            (0.5, 1, 2) on every level).
+
+    Returns:
+        Tensor (N, 4) with N = sum over levels of h * w * A; inside a level the order is
+        (y, x, anchor), levels are concatenated. Coordinates are exact integers in float32.
+
+    Raises:
+        TypeError: an argument has the wrong type (e.g. float feature sizes).
+        ValueError: the levels disagree in number, or a size is not positive.
     """
     sizes, aspect_ratios = _check_levels(feature_sizes, sizes, aspect_ratios)
     image_h, image_w = _pair("image_size", image_size)

@@ -6,15 +6,23 @@ arXiv:1612.03144; torchvision `ops/feature_pyramid_network.py`) with the `LastLe
 extra level. The model maps an ImageNet-normalized NHWC image batch to the five pyramid maps
 P2..P6 (strides 4..64, 256 channels each).
 
-Numeric-parity rules (torchvision -> Keras, see the reference notes, traps 1-5 and 16):
+Numeric-parity rules (torchvision -> Keras):
 
-* every strided conv / pool with padding uses an explicit `ZeroPadding2D` + "valid" (Keras
-  "same" pads (0, 1) on even sizes where torch pads (1, 1));
+* every strided conv / pool with padding uses an explicit `ZeroPadding2D` + "valid": Keras
+  "same" pads (0, 1) on even sizes where torch pads (1, 1), which shifts the 7x7/2 stem conv,
+  the 3x3/2 stem max-pool and the strided 3x3 bottleneck conv by a pixel (differences of
+  order 1 in the outputs). Zero padding before the max-pool is safe because its input is
+  post-ReLU (>= 0);
 * frozen batch norm computes ``x * (w / sqrt(var + eps)) + (b - mean * w / sqrt(var + eps))``
-  like `torchvision.ops.FrozenBatchNorm2d`; the COCO v1 weights need ``eps=0.0``;
+  like `torchvision.ops.FrozenBatchNorm2d`; the COCO v1 weights need ``eps=0.0``, since
+  torchvision loads them with `overwrite_eps(model, 0.0)` (with Keras' default 1e-3 the
+  pyramid maps differ by about 65 %, with 1e-5 by about 1 %, as their running variances are
+  small);
 * the top-down pathway resizes to the lateral's size with torch's legacy "nearest" rule
   (``src = min(floor(dst * (in / out)), in - 1)`` in float32), so any input size, not only
-  multiples of 32, gives torchvision's result (for multiples of 32 it is an exact x2 repeat).
+  multiples of 32, gives torchvision's result. Mask R-CNN pads its batch to a multiple of 32,
+  where this is an exact x2 repeat, and the extra level P6 (torchvision's `LastLevelMaxPool`,
+  a max-pool with kernel 1 and stride 2) is a plain subsampling of P5.
 
 Keras layer names spell the torchvision state-dict keys with "_" for ".":
 ``conv1``/``bn1`` (stem), ``layer{s}_{b}_conv{k}``, ``layer{s}_{b}_bn{k}``,
@@ -25,6 +33,18 @@ Keras layer names spell the torchvision state-dict keys with "_" for ".":
 
 import keras
 from keras import ops
+
+from kerasseg.ops.checks import check_int, check_number
+
+__all__ = [
+    "FPN_CHANNELS",
+    "FPN_LEVELS",
+    "NORMS",
+    "RESNET_DEPTHS",
+    "FrozenBatchNorm",
+    "NearestResizeLike",
+    "resnet_fpn_backbone",
+]
 
 # depth -> (block kind, blocks per stage); torchvision resnet18/34/50/101/152.
 RESNET_DEPTHS = {
@@ -62,12 +82,8 @@ class FrozenBatchNorm(keras.layers.Layer):
 
     def __init__(self, epsilon=0.0, axis=-1, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or epsilon < 0:
-            raise ValueError(f"`epsilon` must be a float >= 0, got {epsilon!r}")
-        if isinstance(axis, bool) or not isinstance(axis, int):
-            raise TypeError(f"`axis` must be an int, got {axis!r}")
-        self.epsilon = float(epsilon)
-        self.axis = axis
+        self.epsilon = check_number(epsilon, "epsilon", minimum=0)
+        self.axis = check_int(axis, "axis", type_error=True)
         self.trainable = False
 
     def build(self, input_shape):
@@ -191,8 +207,7 @@ def _check_args(depth, norm, eps, trainable_layers, fpn_norm, input_shape):
         raise ValueError(f"`norm` must be one of {NORMS}, got {norm!r}")
     if fpn_norm not in (None, "batch"):
         raise ValueError(f"`fpn_norm` must be None or 'batch', got {fpn_norm!r}")
-    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0):
-        raise ValueError(f"`eps` must be None or a float >= 0, got {eps!r}")
+    check_number(eps, "eps", minimum=0, allow_none=True)
     if norm == "batch" and eps == 0:
         raise ValueError("`eps`: norm='batch' needs eps > 0 (training divides by the batch "
                          "variance); got 0.0. Use norm='frozen' for eps=0.0.")  # fmt: skip
@@ -253,14 +268,18 @@ def resnet_fpn_backbone(
     _check_args(depth, norm, eps, trainable_layers, fpn_norm, input_shape)
     if eps is None:
         eps = 0.0 if norm == "frozen" else 1e-5
+    images = keras.Input(shape=tuple(input_shape), name="images")
+    features = _resnet_stages(images, depth, norm, eps)
+    outputs = _feature_pyramid(features, fpn_norm)
+    model = keras.Model(images, outputs, name=name or f"resnet{depth}_fpn")
+    _freeze_stages(model, trainable_layers)
+    return model
+
+
+def _resnet_stages(images, depth, norm, eps):
+    """The ResNet stem and its four stages on `images`; returns C2..C5."""
     kind, blocks = RESNET_DEPTHS[depth]
     expansion = 1 if kind == "basic" else 4
-    name = name or f"resnet{depth}_fpn"
-    trained = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
-    if trainable_layers == 5:
-        trained.append("bn1")
-
-    images = keras.Input(shape=tuple(input_shape), name="images")
     x = _conv(images, 64, 7, 2, "conv1", padding=3)
     x = _norm(norm, eps, "bn1")(x)
     x = keras.layers.ReLU(name="relu")(x)
@@ -276,8 +295,12 @@ def resnet_fpn_backbone(
             x = _block(x, kind, planes, stride, downsample, f"layer{stage}_{b}", norm, eps)
             inplanes = planes * expansion
         features.append(x)
+    return features
 
-    # FPN (torchvision FeaturePyramidNetwork + LastLevelMaxPool).
+
+def _feature_pyramid(features, fpn_norm):
+    """torchvision's FeaturePyramidNetwork + LastLevelMaxPool on C2..C5: {"P2": ..., "P6": ...}."""
+
     def fpn_conv(t, kernel, label, i):
         conv_name = f"fpn_{label}_{i}"
         t = _conv(t, FPN_CHANNELS, kernel, 1, conv_name, padding=kernel // 2,
@@ -295,16 +318,20 @@ def resnet_fpn_backbone(
         results.insert(0, fpn_conv(last_inner, 3, "layer", i))
     pool = keras.layers.MaxPooling2D(1, strides=2, padding="valid", name="fpn_pool")
     results.append(pool(results[-1]))  # LastLevelMaxPool: max_pool2d(P5, 1, 2)
-    outputs = {
+    return {
         level: keras.layers.Identity(name=level)(t)
         for level, t in zip(FPN_LEVELS, results, strict=True)
     }
-    model = keras.Model(images, outputs, name=name)
 
+
+def _freeze_stages(model, trainable_layers):
+    """Freeze the ResNet layers outside the `trainable_layers` last stages, as torchvision."""
+    trained = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    if trainable_layers == 5:
+        trained.append("bn1")
     # torchvision freezes the parameters whose names do not start with a trained prefix.
     for layer in model.layers:
         if layer.name.startswith("fpn_") or not layer.weights:
             continue
         in_trained = any(layer.name == t or layer.name.startswith(t + "_") for t in trained)
         layer.trainable = in_trained and not isinstance(layer, FrozenBatchNorm)
-    return model

@@ -23,9 +23,19 @@ Ren et al., "Faster R-CNN", NeurIPS 2015 (arXiv:1506.01497).
 """
 
 import math
-import numbers
 
 from keras import ops
+
+from kerasseg.ops.checks import is_number
+
+__all__ = [
+    "BBOX_XFORM_CLIP",
+    "BOX_HEAD_WEIGHTS",
+    "DELTA_ORDER",
+    "RPN_BOX_WEIGHTS",
+    "decode",
+    "encode",
+]
 
 #: Order of the 4 regression values of one box (torchvision's).
 DELTA_ORDER = ("dx", "dy", "dw", "dh")
@@ -42,9 +52,7 @@ def _check_weights(weights):
         values = tuple(weights)
     except TypeError:
         raise TypeError(f"`weights` must be 4 numbers (wx, wy, ww, wh); got {weights!r}.") from None
-    if len(values) != 4 or any(
-        isinstance(v, bool) or not isinstance(v, numbers.Real) or not v > 0 for v in values
-    ):
+    if len(values) != 4 or any(not is_number(v) or not v > 0 for v in values):
         raise ValueError(f"`weights` must be 4 positive numbers (wx, wy, ww, wh); got {weights!r}.")
     return tuple(float(v) for v in values)
 
@@ -87,20 +95,20 @@ def _widths_centres(boxes):
 def encode(reference_boxes, proposals, weights):
     """Regression targets that move `proposals` onto `reference_boxes`.
 
-    Parameters
-    ----------
-    reference_boxes : Tensor (..., 4)
-        Target (ground-truth) boxes ``[y1, x1, y2, x2]``.
-    proposals : Tensor (..., 4)
-        Boxes the targets are relative to (anchors or proposals), same or broadcastable shape.
-    weights : 4 numbers
-        ``(wx, wy, ww, wh)``; `RPN_BOX_WEIGHTS` or `BOX_HEAD_WEIGHTS`.
+    Args:
+        reference_boxes: tensor (..., 4), the target (ground-truth) boxes
+            ``[y1, x1, y2, x2]``.
+        proposals: tensor (..., 4), the boxes the targets are relative to (anchors or
+            proposals), same or broadcastable shape.
+        weights: 4 numbers ``(wx, wy, ww, wh)``; `RPN_BOX_WEIGHTS` or `BOX_HEAD_WEIGHTS`.
 
-    Returns
-    -------
-    Tensor (..., 4)
-        Deltas in torchvision's order ``(dx, dy, dw, dh)`` (see `DELTA_ORDER`). Like torchvision,
-        a proposal of zero width or height gives inf/nan; filter such boxes first.
+    Returns:
+        Tensor (..., 4) of deltas in torchvision's order ``(dx, dy, dw, dh)`` (see
+        `DELTA_ORDER`). Like torchvision, a proposal of zero width or height gives inf/nan;
+        filter such boxes first.
+
+    Raises:
+        ValueError: the weights are not 4 positive numbers or the boxes do not end in 4.
     """
     wx, wy, ww, wh = _check_weights(weights)
     reference_boxes = _float(reference_boxes)
@@ -119,28 +127,25 @@ def encode(reference_boxes, proposals, weights):
 def decode(deltas, boxes, weights, clip=BBOX_XFORM_CLIP):
     """Apply regression `deltas` to `boxes`; several classes at once.
 
-    Parameters
-    ----------
-    deltas : Tensor (..., 4 * K)
-        Deltas ``(dx, dy, dw, dh)`` for K classes, class-major (``k * 4 + j``), as torchvision's
-        ``BoxCoder.decode_single`` takes them (K = 1 for the RPN, 91 for the box head).
-    boxes : Tensor (..., 4)
-        Reference boxes ``[y1, x1, y2, x2]`` (anchors or proposals); their leading dimensions
-        must equal those of `deltas` or broadcast to them (e.g. anchors (N, 4) with deltas
-        (B, N, 4)).
-    weights : 4 numbers
-        ``(wx, wy, ww, wh)``; `RPN_BOX_WEIGHTS` or `BOX_HEAD_WEIGHTS`.
-    clip : float
-        Upper clamp of the (weight-divided) dw and dh before `exp`.
+    Args:
+        deltas: tensor (..., 4 * K), deltas ``(dx, dy, dw, dh)`` for K classes, class-major
+            (``k * 4 + j``), as torchvision's ``BoxCoder.decode_single`` takes them (K = 1
+            for the RPN, 91 for the box head).
+        boxes: tensor (..., 4), the reference boxes ``[y1, x1, y2, x2]`` (anchors or
+            proposals); their leading dimensions must equal those of `deltas` or broadcast
+            to them (e.g. anchors (N, 4) with deltas (B, N, 4)).
+        weights: 4 numbers ``(wx, wy, ww, wh)``; `RPN_BOX_WEIGHTS` or `BOX_HEAD_WEIGHTS`.
+        clip: float, the upper clamp of the (weight-divided) dw and dh before `exp`.
 
-    Returns
-    -------
-    Tensor (..., 4 * K)
-        Decoded boxes ``[y1, x1, y2, x2]`` per class, same shape as `deltas` (reshape to
-        (..., K, 4) for per-class boxes). Not clipped to the image.
+    Returns:
+        Tensor (..., 4 * K) of decoded boxes ``[y1, x1, y2, x2]`` per class, same shape as
+        `deltas` (reshape to (..., K, 4) for per-class boxes). Not clipped to the image.
+
+    Raises:
+        ValueError: an argument is out of range or a tensor has the wrong last dimension.
     """
     wx, wy, ww, wh = _check_weights(weights)
-    if isinstance(clip, bool) or not isinstance(clip, numbers.Real) or math.isnan(clip):
+    if not is_number(clip) or math.isnan(clip):
         raise ValueError(f"`clip` must be a real number; got {clip!r}.")
     deltas = _float(deltas)
     boxes = ops.cast(_float(boxes), deltas.dtype)

@@ -13,21 +13,34 @@
   1x1 conv to one mask logit map per class.
 
 RoI features are NHWC, so the flatten before the first fully connected layer runs in
-``(h, w, c)`` order where torchvision's runs in ``(c, h, w)`` order;
-`heads_weights_from_state_dict` reorders that layer's weights (reference trap 6). It also
-transposes linear (trap 9), conv (trap 7) and transposed-conv (trap 8) kernels and accepts the
-legacy ``mask_fcn{k}`` names of the mask head.
+``(h, w, c)`` order where torchvision's runs in ``(c, h, w)`` order (index ``c * h * w + ...``);
+`heads_weights_from_state_dict` reorders that layer's weights: torch's (units, C*h*w) matrix
+is reshaped to (units, C, h, w), transposed to (h, w, C, units) and flattened to
+(h*w*C, units) (loading it unchanged gives errors of order 1). It also transposes the other
+kernels: torch Linear (out, in) to Dense (in, out); torch Conv2d (out, in, kh, kw) to Keras
+(kh, kw, in, out); torch ConvTranspose2d (in, out, kh, kw) to Keras Conv2DTranspose
+(kh, kw, out, in) -- both a (2, 3, 1, 0) transpose with no spatial flip. It accepts the legacy
+``mask_fcn{k}`` names of the mask head.
 
 References: He et al., "Mask R-CNN", ICCV 2017 (arXiv:1703.06870); Lin et al., "Feature
 Pyramid Networks", CVPR 2017 (arXiv:1612.03144); torchvision
 ``models/detection/{faster_rcnn,mask_rcnn}.py``.
 """
 
-import numbers
-
 import keras
 import numpy as np
 from keras import layers, ops
+
+from kerasseg.ops.checks import check_number, check_positive_int
+
+__all__ = [
+    "BoxHead",
+    "BoxPredictor",
+    "ConvBoxHead",
+    "MaskHead",
+    "MaskPredictor",
+    "heads_weights_from_state_dict",
+]
 
 # torchvision initialises head convs with kaiming_normal_(mode="fan_out", relu).
 _CONV_INIT = {
@@ -36,12 +49,6 @@ _CONV_INIT = {
 }
 # torch's BatchNorm2d momentum 0.1 is Keras' 0.9; eps 1e-5.
 _BN_MOMENTUM = 0.9
-
-
-def _positive_int(layer, name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{layer}: `{name}` must be a positive integer; got {value!r}.")
-    return int(value)
 
 
 def _positive_ints(layer, name, values):
@@ -53,13 +60,11 @@ def _positive_ints(layer, name, values):
         ) from None
     if not items:
         raise ValueError(f"{layer}: `{name}` must not be empty; got {values!r}.")
-    return tuple(_positive_int(layer, name, v) for v in items)
+    return tuple(check_positive_int(v, name, context=layer) for v in items)
 
 
 def _epsilon(layer, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
-        raise ValueError(f"{layer}: `epsilon` must be a number >= 0; got {value!r}.")
-    return float(value)
+    return check_number(value, "epsilon", minimum=0, context=layer)
 
 
 def _check_rank4(layer, input_shape, need_spatial=False):
@@ -73,8 +78,11 @@ def _check_rank4(layer, input_shape, need_spatial=False):
 
 
 def _conv_stack(owner, channels, names, norm, dilation=1):
-    """3x3 "same" convolutions (no bias when normalised) and, with `norm`, a BatchNormalization
-    after each (named `<conv>_bn`), with the owner's epsilon and dtype policy."""
+    """3x3 "same" convolutions and, with `norm`, a BatchNormalization after each.
+
+    The convs have no bias when normalised; the norms are named `<conv>_bn` and use the
+    owner's epsilon and dtype policy.
+    """
     convs = [
         layers.Conv2D(
             c,
@@ -131,8 +139,8 @@ class BoxHead(layers.Layer):
 
     def __init__(self, representation_size=1024, **kwargs):
         super().__init__(**kwargs)
-        self.representation_size = _positive_int(
-            "BoxHead", "representation_size", representation_size
+        self.representation_size = check_positive_int(
+            representation_size, "representation_size", context="BoxHead"
         )
         self.fc6 = layers.Dense(
             self.representation_size, activation="relu", name="fc6", dtype=self.dtype_policy
@@ -172,6 +180,12 @@ class ConvBoxHead(layers.Layer):
     fc_units (1024,), batch norm with eps 1e-5.
 
     Input: (N, h, w, C) RoI features. Output: (N, fc_units[-1]).
+
+    Args:
+        conv_channels: output channels of each conv (torchvision v2: (256,) * 4).
+        fc_units: units of each fully connected layer (torchvision v2: (1024,)).
+        norm: batch norm after each conv (and no conv bias).
+        epsilon: batch-norm epsilon (torch's 1e-5).
     """
 
     def __init__(
@@ -243,7 +257,7 @@ class BoxPredictor(layers.Layer):
 
     def __init__(self, num_classes=91, **kwargs):
         super().__init__(**kwargs)
-        self.num_classes = _positive_int("BoxPredictor", "num_classes", num_classes)
+        self.num_classes = check_positive_int(num_classes, "num_classes", context="BoxPredictor")
         self.cls_score = layers.Dense(self.num_classes, name="cls_score", dtype=self.dtype_policy)
         self.bbox_pred = layers.Dense(
             4 * self.num_classes, name="bbox_pred", dtype=self.dtype_policy
@@ -277,8 +291,10 @@ class BoxPredictor(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="kerasseg")
 class MaskHead(layers.Layer):
-    """torchvision `MaskRCNNHeads`: 3x3 convs ("same" padding, i.e. torch's padding=dilation)
-    each followed by ReLU, or by batch norm + ReLU (conv without bias) with ``norm=True`` (v2).
+    """torchvision `MaskRCNNHeads`: 3x3 convs, each followed by ReLU.
+
+    The convs use "same" padding (torch's padding=dilation); with ``norm=True`` (v2) each
+    conv has no bias and is followed by batch norm, then ReLU.
 
     Input: (N, h, w, C) RoI features (14x14x256 in Mask R-CNN). Output: (N, h, w, channels[-1]).
 
@@ -294,7 +310,7 @@ class MaskHead(layers.Layer):
     ):
         super().__init__(**kwargs)
         self.channels = _positive_ints("MaskHead", "channels", channels)
-        self.dilation = _positive_int("MaskHead", "dilation", dilation)
+        self.dilation = check_positive_int(dilation, "dilation", context="MaskHead")
         if not isinstance(norm, bool):
             raise TypeError(f"MaskHead: `norm` must be a bool; got {norm!r}.")
         self.norm = norm
@@ -326,8 +342,10 @@ class MaskHead(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="kerasseg")
 class MaskPredictor(layers.Layer):
-    """torchvision `MaskRCNNPredictor`: ``conv5_mask`` (2x2 stride-2 transposed conv) + ReLU,
-    then ``mask_fcn_logits`` (1x1 conv) to one logit map per class.
+    """torchvision `MaskRCNNPredictor`: upsampling, then one mask logit map per class.
+
+    ``conv5_mask`` (2x2 stride-2 transposed conv) + ReLU, then ``mask_fcn_logits`` (1x1
+    conv) to one logit map per class.
 
     Input: (N, h, w, C) mask-head features. Output: (N, 2h, 2w, num_classes) mask logits
     (channel = class id; apply a sigmoid and pick the predicted class's channel).
@@ -339,8 +357,8 @@ class MaskPredictor(layers.Layer):
 
     def __init__(self, num_classes=91, dim_reduced=256, **kwargs):
         super().__init__(**kwargs)
-        self.num_classes = _positive_int("MaskPredictor", "num_classes", num_classes)
-        self.dim_reduced = _positive_int("MaskPredictor", "dim_reduced", dim_reduced)
+        self.num_classes = check_positive_int(num_classes, "num_classes", context="MaskPredictor")
+        self.dim_reduced = check_positive_int(dim_reduced, "dim_reduced", context="MaskPredictor")
         self.conv5_mask = layers.Conv2DTranspose(
             self.dim_reduced,
             2,
@@ -381,7 +399,8 @@ class MaskPredictor(layers.Layer):
 
 
 # ---------------------------------------------------------------------------------------------
-# torchvision state dict -> these layers (to be merged into kerasseg.convert.torchvision)
+# torchvision state dict -> these layers (`kerasseg.convert.torchvision.maskrcnn_weights`
+# calls `heads_weights_from_state_dict` for the RoI heads)
 
 
 class _StateDict:
@@ -439,8 +458,11 @@ def _linear(sd, dense, key, flatten_chw=None):
 
 
 def _conv(sd, conv, key, legacy=None):
-    """Conv2d (out, in, kh, kw) -> (kh, kw, in, out); ConvTranspose2d (in, out, kh, kw) ->
-    Keras Conv2DTranspose (kh, kw, out, in). Both are a (2, 3, 1, 0) transpose, no flip."""
+    """A torch conv's weights into a Keras conv: a (2, 3, 1, 0) transpose, no spatial flip.
+
+    Conv2d (out, in, kh, kw) -> (kh, kw, in, out); ConvTranspose2d (in, out, kh, kw) ->
+    Keras Conv2DTranspose (kh, kw, out, in).
+    """
     names = (legacy + ".weight",) if legacy else ()
     weight = sd.get(f"{key}.weight", *names)
     if weight.ndim != 4:
@@ -463,31 +485,87 @@ def _batch_norm(sd, bn, key):
         sd.get(f"{key}.num_batches_tracked")
 
 
-def _build_if_needed(layer, shape):
-    if not layer.built:
-        layer.build(shape)
+def _load_box_head(sd, head, key):
+    """`BoxHead` from ``fc6`` and ``fc7``; `ConvBoxHead` from its convs, norms and FCs."""
+    if isinstance(head, BoxHead):
+        if not head.built:
+            features = sd.get(f"{key}.fc6.weight").shape[1]
+            sd.used.pop()
+            head.build((None, 7, 7, features // 49))
+        h, w, c = head.roi_shape
+        _linear(sd, head.fc6, f"{key}.fc6", flatten_chw=(c, h, w))
+        _linear(sd, head.fc7, f"{key}.fc7")
+        return
+    if not head.built:
+        channels = sd.get(f"{key}.0.0.weight").shape[1]
+        sd.used.pop()
+        head.build((None, 7, 7, channels))
+    for i, conv in enumerate(head.convs):
+        _conv(sd, conv, f"{key}.{i}.0")
+        if head.norm:
+            _batch_norm(sd, head.norms[i], f"{key}.{i}.1")
+    h, w, _ = head.roi_shape
+    first = len(head.convs) + 1
+    for j, fc in enumerate(head.fcs):
+        chw = (head.conv_channels[-1], h, w) if j == 0 else None
+        _linear(sd, fc, f"{key}.{first + 2 * j}", flatten_chw=chw)
+
+
+def _load_box_predictor(sd, predictor, key):
+    if not predictor.built:
+        features = sd.get(f"{key}.cls_score.weight").shape[1]
+        sd.used.pop()
+        predictor.build((None, features))
+    _linear(sd, predictor.cls_score, f"{key}.cls_score")
+    _linear(sd, predictor.bbox_pred, f"{key}.bbox_pred")
+
+
+def _load_mask_head(sd, head, key):
+    if not head.built:
+        channels = sd.get(f"{key}.0.0.weight", f"{key}.mask_fcn1.weight").shape[1]
+        sd.used.pop()
+        head.build((None, 14, 14, channels))
+    for i, conv in enumerate(head.convs):
+        _conv(sd, conv, f"{key}.{i}.0", legacy=f"{key}.mask_fcn{i + 1}")
+        if head.norm:
+            _batch_norm(sd, head.norms[i], f"{key}.{i}.1")
+
+
+def _load_mask_predictor(sd, predictor, key):
+    if not predictor.built:
+        channels = sd.get(f"{key}.conv5_mask.weight").shape[0]
+        sd.used.pop()
+        predictor.build((None, 14, 14, channels))
+    _conv(sd, predictor.conv5_mask, f"{key}.conv5_mask")
+    _conv(sd, predictor.mask_fcn_logits, f"{key}.mask_fcn_logits")
+
+
+# Entry of `heads_weights_from_state_dict`'s `layers` -> (accepted classes, loader), in
+# loading order.
+_HEAD_LOADERS = {
+    "box_head": ((BoxHead, ConvBoxHead), _load_box_head),
+    "box_predictor": ((BoxPredictor,), _load_box_predictor),
+    "mask_head": ((MaskHead,), _load_mask_head),
+    "mask_predictor": ((MaskPredictor,), _load_mask_predictor),
+}
+
+
+def _check_head_layers(layers):
+    if not isinstance(layers, dict):
+        raise TypeError(f"`layers` must be a dict of name -> layer; got {type(layers).__name__}.")
+    for name, layer in layers.items():
+        if name not in _HEAD_LOADERS:
+            raise ValueError(
+                f"`layers` has unknown entry {name!r}; accepted: {sorted(_HEAD_LOADERS)}."
+            )
+        accepted = _HEAD_LOADERS[name][0]
+        if not isinstance(layer, accepted):
+            names = " or ".join(t.__name__ for t in accepted)
+            raise TypeError(f"`layers`[{name!r}] must be a {names}; got {type(layer).__name__}.")
 
 
 def heads_weights_from_state_dict(state_dict, layers, prefix="roi_heads."):
     """Copy torchvision RoI-head weights into the layers of this module.
-
-    Parameters
-    ----------
-    state_dict : mapping str -> array
-        A torchvision Mask R-CNN state dict (numpy arrays or torch tensors); current or
-        legacy (``mask_head.mask_fcn{k}``) key names.
-    layers : dict
-        Any of ``"box_head"`` (`BoxHead` or `ConvBoxHead`), ``"box_predictor"``
-        (`BoxPredictor`), ``"mask_head"`` (`MaskHead`), ``"mask_predictor"`` (`MaskPredictor`).
-        Unbuilt layers are built for torchvision's RoI sizes (7x7 box, 14x14 mask features) with
-        the channel counts read from the state dict.
-    prefix : str
-        Prefix of the RoI-head keys (torchvision: ``"roi_heads."``).
-
-    Returns
-    -------
-    list of str
-        The state-dict keys consumed, in loading order (legacy names where those were used).
 
     Key mapping (P = prefix):
 
@@ -502,80 +580,32 @@ def heads_weights_from_state_dict(state_dict, layers, prefix="roi_heads."):
       with norm ``P mask_head.{k}.1.*``.
     * `MaskPredictor`: ``P mask_predictor.conv5_mask.{weight,bias}`` (ConvTranspose2d
       (in, out, kh, kw) -> (kh, kw, out, in)) and ``P mask_predictor.mask_fcn_logits.*``.
+
+    Args:
+        state_dict: mapping str -> array, a torchvision Mask R-CNN state dict (numpy arrays
+            or torch tensors); current or legacy (``mask_head.mask_fcn{k}``) key names.
+        layers: dict with any of ``"box_head"`` (`BoxHead` or `ConvBoxHead`),
+            ``"box_predictor"`` (`BoxPredictor`), ``"mask_head"`` (`MaskHead`),
+            ``"mask_predictor"`` (`MaskPredictor`). Unbuilt layers are built for
+            torchvision's RoI sizes (7x7 box, 14x14 mask features) with the channel counts
+            read from the state dict.
+        prefix: prefix of the RoI-head keys (torchvision: ``"roi_heads."``).
+
+    Returns:
+        The list of state-dict keys consumed, in loading order (legacy names where those
+        were used).
+
+    Raises:
+        TypeError: `layers` is not a dict of the layers above, `state_dict` not a mapping or
+            `prefix` not a str.
+        ValueError: `layers` has an unknown entry, or a key is missing or has the wrong
+            shape.
     """
-    if not isinstance(layers, dict):
-        raise TypeError(f"`layers` must be a dict of name -> layer; got {type(layers).__name__}.")
-    known = {
-        "box_head": (BoxHead, ConvBoxHead),
-        "box_predictor": (BoxPredictor,),
-        "mask_head": (MaskHead,),
-        "mask_predictor": (MaskPredictor,),
-    }
-    for name, layer in layers.items():
-        if name not in known:
-            raise ValueError(f"`layers` has unknown entry {name!r}; accepted: {sorted(known)}.")
-        if not isinstance(layer, known[name]):
-            accepted = " or ".join(t.__name__ for t in known[name])
-            raise TypeError(f"`layers`[{name!r}] must be a {accepted}; got {type(layer).__name__}.")
+    _check_head_layers(layers)
     if not isinstance(prefix, str):
         raise TypeError(f"`prefix` must be a str; got {prefix!r}.")
     sd = _StateDict(state_dict)
-
-    head = layers.get("box_head")
-    if isinstance(head, BoxHead):
-        key = f"{prefix}box_head"
-        if not head.built:
-            features = sd.get(f"{key}.fc6.weight").shape[1]
-            sd.used.pop()
-            head.build((None, 7, 7, features // 49))
-        h, w, c = head.roi_shape
-        _linear(sd, head.fc6, f"{key}.fc6", flatten_chw=(c, h, w))
-        _linear(sd, head.fc7, f"{key}.fc7")
-    elif isinstance(head, ConvBoxHead):
-        key = f"{prefix}box_head"
-        if not head.built:
-            channels = sd.get(f"{key}.0.0.weight").shape[1]
-            sd.used.pop()
-            head.build((None, 7, 7, channels))
-        for i, conv in enumerate(head.convs):
-            _conv(sd, conv, f"{key}.{i}.0")
-            if head.norm:
-                _batch_norm(sd, head.norms[i], f"{key}.{i}.1")
-        h, w, _ = head.roi_shape
-        first = len(head.convs) + 1
-        for j, fc in enumerate(head.fcs):
-            chw = (head.conv_channels[-1], h, w) if j == 0 else None
-            _linear(sd, fc, f"{key}.{first + 2 * j}", flatten_chw=chw)
-
-    predictor = layers.get("box_predictor")
-    if predictor is not None:
-        key = f"{prefix}box_predictor"
-        if not predictor.built:
-            features = sd.get(f"{key}.cls_score.weight").shape[1]
-            sd.used.pop()
-            predictor.build((None, features))
-        _linear(sd, predictor.cls_score, f"{key}.cls_score")
-        _linear(sd, predictor.bbox_pred, f"{key}.bbox_pred")
-
-    head = layers.get("mask_head")
-    if head is not None:
-        key = f"{prefix}mask_head"
-        if not head.built:
-            channels = sd.get(f"{key}.0.0.weight", f"{key}.mask_fcn1.weight").shape[1]
-            sd.used.pop()
-            head.build((None, 14, 14, channels))
-        for i, conv in enumerate(head.convs):
-            _conv(sd, conv, f"{key}.{i}.0", legacy=f"{key}.mask_fcn{i + 1}")
-            if head.norm:
-                _batch_norm(sd, head.norms[i], f"{key}.{i}.1")
-
-    predictor = layers.get("mask_predictor")
-    if predictor is not None:
-        key = f"{prefix}mask_predictor"
-        if not predictor.built:
-            channels = sd.get(f"{key}.conv5_mask.weight").shape[0]
-            sd.used.pop()
-            predictor.build((None, 14, 14, channels))
-        _conv(sd, predictor.conv5_mask, f"{key}.conv5_mask")
-        _conv(sd, predictor.mask_fcn_logits, f"{key}.mask_fcn_logits")
+    for name, (_, load) in _HEAD_LOADERS.items():
+        if layers.get(name) is not None:
+            load(sd, layers[name], f"{prefix}{name}")
     return list(sd.used)

@@ -22,10 +22,11 @@ arXiv:2111.11429).
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
+from keras.src.losses.loss import scale_loss_for_distribution, unscale_loss_for_distribution
 
-from kerasseg.models.base import _ACCEPTED_DTYPES, SegmentationModel, _dtype_name
-from kerasseg.models.maskrcnn import anchors as anchor_lib
+from kerasseg.models.base import ACCEPTED_DTYPES, SegmentationModel, dtype_name
 from kerasseg.models.maskrcnn.backbone import resnet_fpn_backbone
 from kerasseg.models.maskrcnn.heads import (
     BoxHead,
@@ -34,16 +35,35 @@ from kerasseg.models.maskrcnn.heads import (
     MaskHead,
     MaskPredictor,
 )
+from kerasseg.models.maskrcnn.losses import LOSS_NAMES, detection_losses
 from kerasseg.models.maskrcnn.postprocess import detections_from_head_outputs, rescale_boxes
-from kerasseg.models.maskrcnn.rpn import (
-    RPNHead,
-    _positive_int,
-    flatten_rpn_outputs,
-    select_proposals,
-)
+from kerasseg.models.maskrcnn.rpn import RPNHead, rpn_proposals
 from kerasseg.models.maskrcnn.transform import DetectionTransform
+from kerasseg.ops import detection as detection_ops
+from kerasseg.ops.checks import check_positive_int, check_probability, is_int
+
+__all__ = [
+    "OUTPUTS",
+    "ImageSizes",
+    "MaskRCNNDetector",
+    "MaskRCNNModel",
+    "PaddedSize",
+    "maskrcnn",
+]
 
 OUTPUTS = ("boxes", "scores", "classes", "masks", "num_detections")
+MASK_SIZE = 28  # side of the mask head's output
+
+
+def _output_specs(limit):
+    """(shape per image, dtype) of each output, for `limit` detections per image."""
+    return {
+        "boxes": ((limit, 4), "float32"),
+        "scores": ((limit,), "float32"),
+        "classes": ((limit,), "int32"),
+        "masks": ((limit, MASK_SIZE, MASK_SIZE), "float32"),
+        "num_detections": ((), "int32"),
+    }
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
@@ -54,6 +74,15 @@ class MaskRCNNDetector(keras.layers.Layer):
     the int32 (B, 2) image sizes after the transform's resize and before it, and the int32
     (2,) size of the padded batch. Returns the dict of `OUTPUTS`, each padded to
     `detections_per_image` rows.
+
+    The other arguments are those of `maskrcnn` with the same names (its
+    `**training_options` included), which passes them on.
+
+    Args:
+        num_classes: classes including the background class 0 (>= 2).
+        version: 1 or 2, the heads of torchvision's `maskrcnn_resnet50_fpn` or `_v2`.
+        rpn_score_threshold: the lowest objectness probability of a proposal
+            (torchvision's `rpn_score_thresh`, 0.0).
     """
 
     def __init__(
@@ -82,14 +111,14 @@ class MaskRCNNDetector(keras.layers.Layer):
     ):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        if not is_int(num_classes) or num_classes < 2:
             raise ValueError(
                 "`num_classes` must be an integer >= 2 (background + classes); got "
                 f"{num_classes!r}."
             )
         if version not in (1, 2):
             raise ValueError(f"`version` must be 1 or 2; got {version!r}.")
-        self.num_classes = num_classes
+        self.num_classes = int(num_classes)
         self.version = version
         self.rpn_pre_nms_top_n = int(rpn_pre_nms_top_n)
         self.rpn_post_nms_top_n = int(rpn_post_nms_top_n)
@@ -98,14 +127,14 @@ class MaskRCNNDetector(keras.layers.Layer):
         self.box_score_threshold = float(box_score_threshold)
         self.box_nms_threshold = float(box_nms_threshold)
         self.detections_per_image = int(detections_per_image)
-        self.box_representation_size = _positive_int(
-            "box_representation_size", box_representation_size
+        self.box_representation_size = check_positive_int(
+            box_representation_size, "box_representation_size"
         )
-        self.rpn_pre_nms_top_n_train = _positive_int(
-            "rpn_pre_nms_top_n_train", rpn_pre_nms_top_n_train
+        self.rpn_pre_nms_top_n_train = check_positive_int(
+            rpn_pre_nms_top_n_train, "rpn_pre_nms_top_n_train"
         )
-        self.rpn_post_nms_top_n_train = _positive_int(
-            "rpn_post_nms_top_n_train", rpn_post_nms_top_n_train
+        self.rpn_post_nms_top_n_train = check_positive_int(
+            rpn_post_nms_top_n_train, "rpn_post_nms_top_n_train"
         )
         self.training_options = {
             "rpn": _sampling_options(
@@ -144,98 +173,88 @@ class MaskRCNNDetector(keras.layers.Layer):
         self.built = True
 
     def call(self, features, resized_sizes, original_sizes, padded_size, training=None):
-        import tensorflow as tf
-
-        from kerasseg.ops import detection as detection_ops
-
         resized_sizes = ops.cast(resized_sizes, "int32")
         original_sizes = ops.cast(original_sizes, "int32")
-        objectness, deltas = flatten_rpn_outputs(*self.rpn_head(features, training=False))
-        feature_sizes = [(ops.shape(f)[1], ops.shape(f)[2]) for f in features]
-        anchors = anchor_lib.grid_anchors(padded_size, feature_sizes)
-        proposals, _, valid = select_proposals(
-            objectness,
-            deltas,
-            anchors,
+        *_, proposals, valid = rpn_proposals(
+            self.rpn_head,
+            features,
+            padded_size,
             resized_sizes,
-            anchor_lib.num_anchors_per_level(feature_sizes),
+            training=False,
             pre_nms_top_n=self.rpn_pre_nms_top_n,
             post_nms_top_n=self.rpn_post_nms_top_n,
             nms_threshold=self.rpn_nms_threshold,
             score_threshold=self.rpn_score_threshold,
         )
         levels = list(features[:4])
-        limit = self.detections_per_image
 
         def one(index):
-            count = valid[index]
-            rois = proposals[index, :count]
-            image_index = tf.fill([count], index)
-            pooled = detection_ops.multiscale_roi_align(
-                levels, rois, image_index, padded_size, 7, sampling_ratio=2
+            return self._detect_image(
+                levels,
+                proposals[index, : valid[index]],
+                index,
+                resized_sizes[index],
+                original_sizes[index],
+                padded_size,
             )
-            class_logits, box_deltas = self.box_predictor(
-                self.box_head(pooled, training=False), training=False
-            )
-            height, width = resized_sizes[index, 0], resized_sizes[index, 1]
-            boxes, scores, labels = detections_from_head_outputs(
-                class_logits,
-                box_deltas,
-                rois,
-                height,
-                width,
-                score_threshold=self.box_score_threshold,
-                nms_threshold=self.box_nms_threshold,
-                detections_per_image=limit,
-            )
-            found = tf.shape(boxes)[0]
-            mask_pooled = detection_ops.multiscale_roi_align(
-                levels, boxes, tf.fill([found], index), padded_size, 14, sampling_ratio=2
-            )
-            mask_logits = self.mask_predictor(
-                self.mask_head(mask_pooled, training=False), training=False
-            )
-            # The channel of each detection's class: (D, 28, 28).
-            mask_logits = tf.gather(
-                tf.transpose(mask_logits, [0, 3, 1, 2]), labels, axis=1, batch_dims=1
-            )
-            # Under a mixed-precision policy the heads compute in (b)float16; outputs are float32.
-            boxes = tf.cast(
-                rescale_boxes(boxes, resized_sizes[index], original_sizes[index]), tf.float32
-            )
-            scores = tf.cast(scores, tf.float32)
-            mask_logits = tf.cast(mask_logits, tf.float32)
-            pad = limit - found
-            return {
-                "boxes": tf.pad(boxes, [[0, pad], [0, 0]]),
-                "scores": tf.pad(scores, [[0, pad]]),
-                "classes": tf.pad(labels, [[0, pad]]),
-                "masks": tf.pad(tf.sigmoid(mask_logits), [[0, pad], [0, 0], [0, 0]]),
-                "num_detections": found,
-            }
 
+        specs = _output_specs(self.detections_per_image)
         return tf.map_fn(
             one,
             tf.range(tf.shape(resized_sizes)[0]),
             fn_output_signature={
-                "boxes": tf.TensorSpec([limit, 4], tf.float32),
-                "scores": tf.TensorSpec([limit], tf.float32),
-                "classes": tf.TensorSpec([limit], tf.int32),
-                "masks": tf.TensorSpec([limit, 28, 28], tf.float32),
-                "num_detections": tf.TensorSpec([], tf.int32),
+                key: tf.TensorSpec(shape, dtype) for key, (shape, dtype) in specs.items()
             },
         )
+
+    def _detect_image(self, levels, rois, index, resized_size, original_size, padded_size):
+        """The outputs of image `index` from its proposals `rois`, padded to the limit."""
+        pooled = detection_ops.multiscale_roi_align(
+            levels, rois, tf.fill([tf.shape(rois)[0]], index), padded_size, 7, sampling_ratio=2
+        )
+        class_logits, box_deltas = self.box_predictor(
+            self.box_head(pooled, training=False), training=False
+        )
+        boxes, scores, labels = detections_from_head_outputs(
+            class_logits,
+            box_deltas,
+            rois,
+            resized_size[0],
+            resized_size[1],
+            score_threshold=self.box_score_threshold,
+            nms_threshold=self.box_nms_threshold,
+            detections_per_image=self.detections_per_image,
+        )
+        found = tf.shape(boxes)[0]
+        mask_logits = self._mask_logits(levels, boxes, labels, index, padded_size)
+        # Under a mixed-precision policy the heads compute in (b)float16; outputs are float32.
+        boxes = tf.cast(rescale_boxes(boxes, resized_size, original_size), tf.float32)
+        scores = tf.cast(scores, tf.float32)
+        mask_logits = tf.cast(mask_logits, tf.float32)
+        pad = self.detections_per_image - found
+        return {
+            "boxes": tf.pad(boxes, [[0, pad], [0, 0]]),
+            "scores": tf.pad(scores, [[0, pad]]),
+            "classes": tf.pad(labels, [[0, pad]]),
+            "masks": tf.pad(tf.sigmoid(mask_logits), [[0, pad], [0, 0], [0, 0]]),
+            "num_detections": found,
+        }
+
+    def _mask_logits(self, levels, boxes, labels, index, padded_size):
+        """(D, 28, 28) mask logits of the detected `boxes`, each in its class's channel."""
+        pooled = detection_ops.multiscale_roi_align(
+            levels, boxes, tf.fill([tf.shape(boxes)[0]], index), padded_size, 14, sampling_ratio=2
+        )
+        logits = self.mask_predictor(self.mask_head(pooled, training=False), training=False)
+        return tf.gather(tf.transpose(logits, [0, 3, 1, 2]), labels, axis=1, batch_dims=1)
 
     def compute_output_spec(
         self, features, resized_sizes, original_sizes, padded_size, training=None
     ):
-        batch, limit = resized_sizes.shape[0], self.detections_per_image
+        batch = resized_sizes.shape[0]
         return {
-            "boxes": keras.KerasTensor((batch, limit, 4), dtype="float32"),
-            "scores": keras.KerasTensor((batch, limit), dtype="float32"),
-            "classes": keras.KerasTensor((batch, limit), dtype="int32"),
-            "masks": keras.KerasTensor((batch, limit, 28, 28), dtype="float32"),
-            "num_detections": keras.KerasTensor((batch,), dtype="int32"),
+            key: keras.KerasTensor((batch, *shape), dtype=dtype)
+            for key, (shape, dtype) in _output_specs(self.detections_per_image).items()
         }
 
     def get_config(self):
@@ -269,14 +288,13 @@ class MaskRCNNDetector(keras.layers.Layer):
 
 def _sampling_options(prefix, batch_size, positive_fraction, fg_iou, bg_iou):
     """The sampler and matcher settings of the RPN or the box head, checked."""
-    batch_size = _positive_int(f"{prefix}_batch_size_per_image", batch_size)
+    batch_size = check_positive_int(batch_size, f"{prefix}_batch_size_per_image")
     for name, value in (
         ("positive_fraction", positive_fraction),
         ("fg_iou_threshold", fg_iou),
         ("bg_iou_threshold", bg_iou),
     ):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ValueError(f"`{prefix}_{name}` must be a number in [0, 1]; got {value!r}.")
+        check_probability(value, f"{prefix}_{name}")
     if bg_iou > fg_iou:
         raise ValueError(
             f"`{prefix}_bg_iou_threshold` ({bg_iou}) must not exceed `{prefix}_fg_iou_threshold` "
@@ -317,18 +335,12 @@ class MaskRCNNModel(SegmentationModel):
 
     def _loss_trackers(self):
         if not hasattr(self, "_detection_trackers"):
-            from kerasseg.models.maskrcnn.losses import LOSS_NAMES
-
             self._detection_trackers = [
                 keras.metrics.Mean(name=name) for name in ("loss", *LOSS_NAMES)
             ]
         return self._detection_trackers
 
     def _loss_terms(self, data, training):
-        import tensorflow as tf
-
-        from kerasseg.models.maskrcnn.losses import detection_losses
-
         x, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
         if not isinstance(targets, dict):
             raise ValueError(
@@ -346,8 +358,6 @@ class MaskRCNNModel(SegmentationModel):
         return total, terms
 
     def _track(self, total, terms):
-        from keras.src.losses.loss import unscale_loss_for_distribution
-
         values = (total, *terms.values())
         for tracker, value in zip(self._loss_trackers(), values, strict=True):
             tracker.update_state(unscale_loss_for_distribution(value))
@@ -355,9 +365,6 @@ class MaskRCNNModel(SegmentationModel):
 
     def train_step(self, data):
         """One optimiser step on the sum of the five losses (torchvision's weighting: 1 each)."""
-        import tensorflow as tf
-        from keras.src.losses.loss import scale_loss_for_distribution
-
         with tf.GradientTape() as tape:
             total, terms = self._loss_terms(data, training=True)
             total = scale_loss_for_distribution(total)
@@ -370,8 +377,6 @@ class MaskRCNNModel(SegmentationModel):
 
     def test_step(self, data):
         """The training losses with the network in inference mode (no update)."""
-        from keras.src.losses.loss import scale_loss_for_distribution
-
         total, terms = self._loss_terms(data, training=False)
         terms = {name: scale_loss_for_distribution(value) for name, value in terms.items()}
         return self._track(scale_loss_for_distribution(total), terms)
@@ -423,10 +428,10 @@ def _check_detection_inputs(images, image_sizes):
         )
     if 0 in shape[1:3]:
         raise ValueError(f"`images` must not be empty; got shape {shape}.")
-    dtype = _dtype_name(images)
-    if dtype not in _ACCEPTED_DTYPES:
+    dtype = dtype_name(images)
+    if dtype not in ACCEPTED_DTYPES:
         raise TypeError(
-            f"`images` must have a numeric dtype, one of {_ACCEPTED_DTYPES}; got {dtype}."
+            f"`images` must have a numeric dtype, one of {ACCEPTED_DTYPES}; got {dtype}."
         )
     if image_sizes is None:
         return
@@ -453,8 +458,6 @@ class ImageSizes(keras.layers.Layer):
     """(B, 2) int32 image sizes: the given ones (checked in the graph), or the batch's size."""
 
     def call(self, images, image_sizes=None):
-        import tensorflow as tf
-
         shape = ops.shape(images)
         full = ops.stack([shape[1], shape[2]])
         if image_sizes is None:
@@ -509,12 +512,16 @@ def maskrcnn(
         version: 1 (torchvision `maskrcnn_resnet50_fpn`: frozen BN with eps 0 as the COCO
             weights need, two-FC box head) or 2 (`maskrcnn_resnet50_fpn_v2`: BatchNorm
             backbone and FPN, two-conv RPN head, four-conv box head, normalised mask head).
-        min_size, max_size: the resize (torchvision: 800 and 1333).
+        min_size: the short side after the resize (torchvision: 800).
+        max_size: the largest long side after the resize (torchvision: 1333).
         trainable_backbone_layers: ResNet stages that would train (0..5, torchvision's 3).
-        rpn_pre_nms_top_n, rpn_post_nms_top_n, rpn_nms_threshold: proposal selection
-            (per level before NMS; per image after). Dense images (ISBI 2012 cells, about 130
-            per slice) need more than the defaults.
-        box_score_threshold, box_nms_threshold, detections_per_image: final detections.
+        rpn_pre_nms_top_n: proposals kept per level before NMS. Dense images (ISBI 2012
+            cells, about 130 per slice) need more than the defaults of both counts.
+        rpn_post_nms_top_n: proposals kept per image after NMS.
+        rpn_nms_threshold: IoU of the proposals' NMS (0.7).
+        box_score_threshold: the lowest class score of a detection (0.05).
+        box_nms_threshold: IoU of the detections' class-wise NMS (0.5).
+        detections_per_image: the most detections per image (100).
         box_representation_size: units of the box head's fully connected layers (torchvision's
             `representation_size`, 1024; the FC after the v2 head's convolutions). Smaller
             values make a lighter model (256 for the ISBI 2012 preset).
@@ -537,30 +544,10 @@ def maskrcnn(
         A `SegmentationModel` with inputs `images` (B, H, W, 3) and optional `image_sizes`
         (B, 2) int32, and the outputs of `OUTPUTS`.
     """
-    depths = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
-    if backbone not in depths:
-        raise ValueError(f"`backbone` must be one of {sorted(depths)}; got {backbone!r}.")
-    if version not in (1, 2):
-        raise ValueError(f"`version` must be 1 or 2; got {version!r}.")
-    images = keras.Input((None, None, 3), name="images")
-    image_sizes = keras.Input((2,), dtype="int32", name="image_sizes", optional=True)
-    sizes = ImageSizes(name="image_size")(images, image_sizes)
-    batch, resized = DetectionTransform(min_size, max_size, 32, name="transform")(images, sizes)
-    if version == 1:
-        network = resnet_fpn_backbone(
-            depths[backbone], norm="frozen", trainable_layers=trainable_backbone_layers
-        )
-    else:
-        network = resnet_fpn_backbone(
-            depths[backbone],
-            norm="batch",
-            trainable_layers=trainable_backbone_layers,
-            fpn_norm="batch",
-        )
-    features = network(batch)
-    if isinstance(features, dict):
-        features = [features[f"P{level}"] for level in range(2, 7)]
-    outputs = MaskRCNNDetector(
+    depth = _backbone_depth(backbone, version)
+    inputs, sizes, batch, resized = _transformed_inputs(min_size, max_size)
+    features = _backbone_network(depth, version, trainable_backbone_layers)(batch)
+    detector = MaskRCNNDetector(
         num_classes,
         version=version,
         rpn_pre_nms_top_n=rpn_pre_nms_top_n,
@@ -572,10 +559,38 @@ def maskrcnn(
         box_representation_size=box_representation_size,
         name="detector",
         **training_options,
-    )(list(features), resized, sizes, PaddedSize(name="padded_size")(batch))
+    )
+    levels = [features[f"P{level}"] for level in range(2, 7)]
+    outputs = detector(levels, resized, sizes, PaddedSize(name="padded_size")(batch))
     suffix = "_v2" if version == 2 else ""
-    return MaskRCNNModel(
-        {"images": images, "image_sizes": image_sizes},
-        outputs,
-        name=name or f"maskrcnn_{backbone}_fpn{suffix}",
+    return MaskRCNNModel(inputs, outputs, name=name or f"maskrcnn_{backbone}_fpn{suffix}")
+
+
+_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
+
+
+def _backbone_depth(backbone, version):
+    """The ResNet depth of `backbone`, after checking it and `version`."""
+    if backbone not in _DEPTHS:
+        raise ValueError(f"`backbone` must be one of {sorted(_DEPTHS)}; got {backbone!r}.")
+    if version not in (1, 2):
+        raise ValueError(f"`version` must be 1 or 2; got {version!r}.")
+    return _DEPTHS[backbone]
+
+
+def _transformed_inputs(min_size, max_size):
+    """The model's inputs, the (B, 2) image sizes, and the transformed batch with its sizes."""
+    images = keras.Input((None, None, 3), name="images")
+    image_sizes = keras.Input((2,), dtype="int32", name="image_sizes", optional=True)
+    sizes = ImageSizes(name="image_size")(images, image_sizes)
+    batch, resized = DetectionTransform(min_size, max_size, 32, name="transform")(images, sizes)
+    return {"images": images, "image_sizes": image_sizes}, sizes, batch, resized
+
+
+def _backbone_network(depth, version, trainable_layers):
+    """The ResNet-FPN of `version`: frozen BN (eps 0) for v1, BatchNorm in ResNet and FPN for v2."""
+    if version == 1:
+        return resnet_fpn_backbone(depth, norm="frozen", trainable_layers=trainable_layers)
+    return resnet_fpn_backbone(
+        depth, norm="batch", trainable_layers=trainable_layers, fpn_norm="batch"
     )

@@ -22,6 +22,15 @@ import numpy as np
 from keras import ops
 
 from kerasseg.models.maskrcnn import box_coding
+from kerasseg.ops.checks import (
+    check_int,
+    check_ints,
+    check_number,
+    check_positive_int,
+    check_probability,
+)
+
+__all__ = ["detections_from_head_outputs", "paste_masks", "rescale_boxes"]
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 _NUMBERS = _FLOATS + ("uint8", "int8", "uint16", "int16", "int32", "int64")
@@ -47,14 +56,8 @@ def _float_dtype(x):
 
 def _size(name, value):
     """A positive Python int, or a scalar integer tensor (not checked for its value)."""
-    if isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a positive integer; got {value!r}.")
-    if isinstance(value, numbers.Integral):
-        if value < 1:
-            raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-        return int(value)
-    if isinstance(value, numbers.Number):
-        raise TypeError(f"`{name}` must be a positive integer; got {value!r}.")
+    if isinstance(value, (bool, numbers.Number)):
+        return check_positive_int(value, name, type_error=True)
     x = _tensor(name, value, ("uint8", "int8", "uint16", "int16", "int32", "int64"))
     if len(x.shape) != 0:
         raise ValueError(f"`{name}` must be a scalar; got shape {tuple(x.shape)}.")
@@ -82,17 +85,20 @@ def rescale_boxes(boxes, resized_size, original_size):
     the resize scale factor), then y coordinates are multiplied by the height ratio and x
     coordinates by the width ratio, as torchvision does.
 
-    Parameters
-    ----------
-    boxes : Tensor (..., 4)
-        ``[y1, x1, y2, x2]`` boxes in resized-image pixels.
-    resized_size, original_size : (height, width)
-        Pairs of Python ints, or integer tensors of shape (2,) or (..., 2); a (B, 2) size goes
-        with (B, N, 4) boxes (one size per image).
+    Args:
+        boxes: tensor (..., 4), ``[y1, x1, y2, x2]`` boxes in resized-image pixels.
+        resized_size: (height, width) of the resized image: a pair of Python ints, or an
+            integer tensor of shape (2,) or (..., 2); a (B, 2) size goes with (B, N, 4) boxes
+            (one size per image).
+        original_size: (height, width) of the original image, in the same form.
 
-    Returns
-    -------
-    Tensor, shape and float dtype of `boxes` (integers become float32).
+    Returns:
+        Tensor with the shape and float dtype of `boxes` (integers become float32).
+
+    Raises:
+        ValueError: a size is not a (height, width) pair of positive integers, or its shape
+            does not go with the boxes'.
+        TypeError: a tensor has a non-numeric dtype.
     """
     boxes = _tensor("boxes", boxes)
     _check_boxes("boxes", boxes)
@@ -101,13 +107,7 @@ def rescale_boxes(boxes, resized_size, original_size):
     sizes = []
     for name, value in (("resized_size", resized_size), ("original_size", original_size)):
         if isinstance(value, (tuple, list)):
-            if len(value) != 2 or not all(
-                isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
-                for v in value
-            ):
-                raise ValueError(
-                    f"`{name}` must be (height, width) of positive integers; got {value!r}."
-                )
+            check_ints(value, 2, name, "(height, width) of positive integers")
             value = np.asarray(value, np.int64)
         size = _tensor(name, value, ("uint8", "int8", "uint16", "int16", "int32", "int64"))
         if len(size.shape) < 1 or size.shape[-1] != 2:
@@ -173,37 +173,8 @@ def _axis_weights(start, end, in_size, length, dtype):
     return ops.cast(i0, "int32"), ops.cast(i1, "int32"), l0, l1
 
 
-def paste_masks(masks, boxes, image_height, image_width, padding=1):
-    """Paste RoI mask probabilities into full-image maps, like torchvision `paste_masks_in_image`.
-
-    Each (M, M) mask is zero-padded by `padding` on every side; its box is scaled by
-    ``(M + 2 * padding) / M`` about its centre and truncated toward zero to integers
-    ``[y1, x1, y2, x2]``; the padded mask is resized bilinearly (``align_corners=False``, no
-    antialias, also when shrinking) to ``(y2 - y1 + 1) x (x2 - x1 + 1)`` pixels and written at
-    ``(y1, x1)`` into a zero ``image_height x image_width`` canvas, clipped to the canvas.
-    Computed as a sampling of the padded mask at every canvas pixel (two row gathers per
-    axis, no Python loop over masks), which reproduces torch's `F.interpolate` coordinate rule.
-
-    Differences from torchvision: non-square masks use one scale per axis (torchvision uses the
-    width's for both), and boxes lying fully outside the canvas give empty maps (torchvision
-    may raise a size-mismatch error).
-
-    Parameters
-    ----------
-    masks : Tensor (..., M_h, M_w)
-        Mask probabilities (e.g. (N, 28, 28) sigmoid outputs for the predicted classes).
-    boxes : Tensor (..., 4)
-        ``[y1, x1, y2, x2]`` boxes in the canvas's pixels, same leading shape as `masks`.
-    image_height, image_width : int or scalar integer tensor
-        Canvas size (the original image size).
-    padding : int >= 0
-        Zero border added to each mask before resizing (torchvision: 1).
-
-    Returns
-    -------
-    Tensor (..., image_height, image_width)
-        Probabilities in the masks' float dtype; threshold at 0.5 for binary masks.
-    """
+def _paste_inputs(masks, boxes):
+    """`masks` and `boxes` of `paste_masks` as tensors, their shapes checked."""
     masks = _tensor("masks", masks, _FLOATS)
     boxes = _tensor("boxes", boxes)
     if len(masks.shape) < 3 or None in tuple(masks.shape[-2:]):
@@ -220,11 +191,46 @@ def paste_masks(masks, boxes, image_height, image_width, padding=1):
             f"`masks` (..., M_h, M_w) and `boxes` (..., 4) must share their leading axes; got "
             f"shapes {tuple(masks.shape)} and {tuple(boxes.shape)}."
         )
+    return masks, boxes
+
+
+def paste_masks(masks, boxes, image_height, image_width, padding=1):
+    """Paste RoI mask probabilities into full-image maps, like torchvision `paste_masks_in_image`.
+
+    Each (M, M) mask is zero-padded by `padding` on every side; its box is scaled by
+    ``(M + 2 * padding) / M`` about its centre and truncated toward zero to integers
+    ``[y1, x1, y2, x2]``; the padded mask is resized bilinearly (``align_corners=False``, no
+    antialias, also when shrinking) to ``(y2 - y1 + 1) x (x2 - x1 + 1)`` pixels and written at
+    ``(y1, x1)`` into a zero ``image_height x image_width`` canvas, clipped to the canvas.
+    Computed as a sampling of the padded mask at every canvas pixel (two row gathers per
+    axis, no Python loop over masks), which reproduces torch's `F.interpolate` coordinate rule.
+
+    Differences from torchvision: non-square masks use one scale per axis (torchvision uses the
+    width's for both), and boxes lying fully outside the canvas give empty maps (torchvision
+    may raise a size-mismatch error).
+
+    Args:
+        masks: tensor (..., M_h, M_w), mask probabilities (e.g. (N, 28, 28) sigmoid outputs
+            for the predicted classes).
+        boxes: tensor (..., 4), ``[y1, x1, y2, x2]`` boxes in the canvas's pixels, same
+            leading shape as `masks`.
+        image_height: int or scalar integer tensor, the canvas height (the original image's).
+        image_width: int or scalar integer tensor, the canvas width.
+        padding: int >= 0, the zero border added to each mask before resizing
+            (torchvision: 1).
+
+    Returns:
+        Tensor (..., image_height, image_width) of probabilities in the masks' float dtype;
+        threshold at 0.5 for binary masks.
+
+    Raises:
+        ValueError: a shape or an argument is out of range.
+        TypeError: an argument has the wrong type or dtype.
+    """
+    masks, boxes = _paste_inputs(masks, boxes)
     height = _size("image_height", image_height)
     width = _size("image_width", image_width)
-    if isinstance(padding, bool) or not isinstance(padding, numbers.Integral) or padding < 0:
-        raise ValueError(f"`padding` must be an integer >= 0; got {padding!r}.")
-    padding = int(padding)
+    padding = check_int(padding, "padding", minimum=0)
 
     out_dtype = _dtype(masks)
     dtype = _float_dtype(masks)
@@ -258,14 +264,6 @@ def paste_masks(masks, boxes, image_height, image_width, padding=1):
 # Detections from the box head
 
 
-def _probability(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"`{name}` must be a number in [0, 1]; got {value!r}.")
-    if not (0.0 <= value <= 1.0):
-        raise ValueError(f"`{name}` must be a number in [0, 1]; got {value!r}.")
-    return float(value)
-
-
 def detections_from_head_outputs(
     class_logits,
     box_regression,
@@ -278,39 +276,74 @@ def detections_from_head_outputs(
     min_size=1e-2,
     weights=box_coding.BOX_HEAD_WEIGHTS,
 ):
-    """Final detections of one image from the box predictor (torchvision
-    `RoIHeads.postprocess_detections` at inference).
+    """Final detections of one image from the box predictor (torchvision's inference).
 
-    Softmax over the class logits; each proposal decoded once per class (`box_coding.decode`
-    with `weights`) and clipped to ``[0, image_height] x [0, image_width]``; the background
-    class 0 dropped; every (proposal, class) pair with score ``> score_threshold`` and height and
-    width ``>= min_size`` kept; class-wise NMS at `nms_threshold`; the best
-    `detections_per_image` by decreasing score returned. Uses `kerasseg.ops` (TensorFlow).
+    As torchvision's `RoIHeads.postprocess_detections`: softmax over the class logits; each
+    proposal decoded once per class (`box_coding.decode` with `weights`) and clipped to
+    ``[0, image_height] x [0, image_width]``; the background class 0 dropped; every
+    (proposal, class) pair with score ``> score_threshold`` and height and width
+    ``>= min_size`` kept; class-wise NMS at `nms_threshold`; the best `detections_per_image`
+    by decreasing score returned. Uses `kerasseg.ops.detection` (TensorFlow).
 
-    Parameters
-    ----------
-    class_logits : Tensor (R, K)
-        `BoxPredictor` logits for R proposals and K classes (class 0 = background).
-    box_regression : Tensor (R, 4 * K)
-        `BoxPredictor` deltas, class-major, torchvision's ``(dx, dy, dw, dh)`` order.
-    proposals : Tensor (R, 4)
-        The RPN proposals ``[y1, x1, y2, x2]`` the deltas refer to (resized-image pixels).
-    image_height, image_width : int or scalar tensor
-        The resized image's size (before batch padding) to clip to.
-    score_threshold, nms_threshold, detections_per_image, min_size, weights :
-        torchvision's ``box_score_thresh`` (0.05), ``box_nms_thresh`` (0.5),
-        ``box_detections_per_img`` (100), `remove_small_boxes` size (0.01) and box-coder
-        weights (10, 10, 5, 5).
+    Args:
+        class_logits: tensor (R, K), `BoxPredictor` logits for R proposals and K classes
+            (class 0 = background).
+        box_regression: tensor (R, 4 * K), `BoxPredictor` deltas, class-major, torchvision's
+            ``(dx, dy, dw, dh)`` order.
+        proposals: tensor (R, 4), the RPN proposals ``[y1, x1, y2, x2]`` the deltas refer to
+            (resized-image pixels).
+        image_height: int or scalar tensor, the resized image's height (before batch
+            padding) to clip to.
+        image_width: int or scalar tensor, the resized image's width.
+        score_threshold: torchvision's ``box_score_thresh`` (0.05).
+        nms_threshold: torchvision's ``box_nms_thresh`` (0.5).
+        detections_per_image: torchvision's ``box_detections_per_img`` (100).
+        min_size: the `remove_small_boxes` size (0.01).
+        weights: the box-coder weights (10, 10, 5, 5).
 
-    Returns
-    -------
-    (boxes, scores, labels)
-        float32 (D, 4) ``[y1, x1, y2, x2]``, float32 (D,) and int32 (D,) class ids, with
-        D <= detections_per_image, by decreasing score. Tied scores may be ordered
-        differently from torchvision.
+    Returns:
+        `(boxes, scores, labels)`: float32 (D, 4) ``[y1, x1, y2, x2]``, float32 (D,) and
+        int32 (D,) class ids, with D <= detections_per_image, by decreasing score. Tied
+        scores may be ordered differently from torchvision.
+
+    Raises:
+        ValueError: a shape or an argument is out of range.
+        TypeError: a tensor has an unaccepted dtype.
     """
-    from kerasseg.ops import detection as detection_ops  # TensorFlow ops (NMS, clipping).
+    # Imported here: TensorFlow ops (NMS, clipping), while `paste_masks` and `rescale_boxes`
+    # (used by kerasseg.export and kerasseg.inference) run on any backend.
+    from kerasseg.ops import detection as detection_ops
 
+    class_logits, box_regression, proposals = _head_outputs(class_logits, box_regression, proposals)
+    height = _size("image_height", image_height)
+    width = _size("image_width", image_width)
+    score_threshold = check_probability(score_threshold, "score_threshold")
+    nms_threshold = check_probability(nms_threshold, "nms_threshold")
+    detections_per_image = check_positive_int(detections_per_image, "detections_per_image")
+    min_size = check_number(min_size, "min_size", minimum=0)
+
+    boxes, scores, labels = _class_candidates(class_logits, box_regression, proposals, weights)
+    boxes = detection_ops.clip_boxes(boxes, height, width)
+    keep = ops.logical_and(
+        scores > score_threshold, detection_ops.remove_small_boxes(boxes, min_size)
+    )
+    index = ops.nonzero(keep)[0]
+    boxes = ops.take(boxes, index, axis=0)
+    scores = ops.take(scores, index, axis=0)
+    labels = ops.take(labels, index, axis=0)
+
+    keep = detection_ops.batched_nms(
+        boxes, scores, labels, nms_threshold, max_output_size=detections_per_image
+    )
+    return (
+        ops.take(boxes, keep, axis=0),
+        ops.take(scores, keep, axis=0),
+        ops.take(labels, keep, axis=0),
+    )
+
+
+def _head_outputs(class_logits, box_regression, proposals):
+    """The inputs of `detections_from_head_outputs` as tensors, their shapes checked."""
     class_logits = _tensor("class_logits", class_logits, _FLOATS)
     box_regression = _tensor("box_regression", box_regression, _FLOATS)
     proposals = _tensor("proposals", proposals)
@@ -337,28 +370,22 @@ def detections_from_head_outputs(
             f"got shapes {tuple(class_logits.shape)}, {tuple(box_regression.shape)} and "
             f"{tuple(proposals.shape)}."
         )
-    height = _size("image_height", image_height)
-    width = _size("image_width", image_width)
-    score_threshold = _probability("score_threshold", score_threshold)
-    nms_threshold = _probability("nms_threshold", nms_threshold)
-    if (
-        isinstance(detections_per_image, bool)
-        or not isinstance(detections_per_image, numbers.Integral)
-        or detections_per_image < 1
-    ):
-        raise ValueError(
-            f"`detections_per_image` must be a positive integer; got {detections_per_image!r}."
-        )
-    if isinstance(min_size, bool) or not isinstance(min_size, numbers.Real) or not min_size >= 0:
-        raise ValueError(f"`min_size` must be a number >= 0; got {min_size!r}.")
+    return class_logits, box_regression, proposals
 
+
+def _class_candidates(class_logits, box_regression, proposals, weights):
+    """Every (proposal, class) pair but the background's, proposal-major.
+
+    Returns the decoded boxes (R * (K - 1), 4) (not clipped), their softmax scores and their
+    int32 class ids.
+    """
+    num_classes = int(class_logits.shape[-1])
     class_logits = ops.cast(class_logits, "float32")
     box_regression = ops.cast(box_regression, "float32")
     proposals = ops.cast(proposals, "float32")
     boxes = box_coding.decode(box_regression, proposals, weights)
     boxes = ops.reshape(boxes, (-1, num_classes, 4))
     scores = ops.softmax(class_logits, axis=-1)
-    boxes = detection_ops.clip_boxes(boxes, height, width)
 
     labels = ops.broadcast_to(
         ops.arange(1, num_classes, dtype="int32")[None, :], ops.shape(scores[:, 1:])
@@ -366,20 +393,4 @@ def detections_from_head_outputs(
     boxes = ops.reshape(boxes[:, 1:], (-1, 4))
     scores = ops.reshape(scores[:, 1:], (-1,))
     labels = ops.reshape(labels, (-1,))
-
-    keep = ops.logical_and(
-        scores > score_threshold, detection_ops.remove_small_boxes(boxes, float(min_size))
-    )
-    index = ops.nonzero(keep)[0]
-    boxes = ops.take(boxes, index, axis=0)
-    scores = ops.take(scores, index, axis=0)
-    labels = ops.take(labels, index, axis=0)
-
-    keep = detection_ops.batched_nms(
-        boxes, scores, labels, nms_threshold, max_output_size=int(detections_per_image)
-    )
-    return (
-        ops.take(boxes, keep, axis=0),
-        ops.take(scores, keep, axis=0),
-        ops.take(labels, keep, axis=0),
-    )
+    return boxes, scores, labels

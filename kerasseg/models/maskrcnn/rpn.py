@@ -7,6 +7,7 @@
   (B, N, 4) deltas, anchor ``n`` of `anchors.grid_anchors` in row ``n``.
 * `select_proposals`: torchvision's `RegionProposalNetwork.filter_proposals` at inference, with
   fixed-size padded outputs.
+* `rpn_proposals`: the three steps above on FPN maps, with the anchors of the padded batch.
 * `rpn_head_weights_from_state_dict`: loads torchvision's ``rpn.head.*`` weights.
 
 Channel layouts (same as torchvision, so converted weights need no output reordering):
@@ -19,22 +20,23 @@ References: Ren et al., "Faster R-CNN", NeurIPS 2015 (arXiv:1506.01497); torchvi
 `models/detection/rpn.py`.
 """
 
-import numbers
-
 import keras
 import numpy as np
 from keras import layers, ops
 
+from kerasseg.models.maskrcnn import anchors as anchor_lib
 from kerasseg.models.maskrcnn.box_coding import RPN_BOX_WEIGHTS, decode
 from kerasseg.ops import detection as kops
+from kerasseg.ops.checks import check_number, check_positive_int, is_int, is_number
 
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-    if value < 1:
-        raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-    return int(value)
+__all__ = [
+    "FlattenRPNOutputs",
+    "RPNHead",
+    "flatten_rpn_outputs",
+    "rpn_head_weights_from_state_dict",
+    "rpn_proposals",
+    "select_proposals",
+]
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
@@ -46,24 +48,21 @@ class RPNHead(layers.Layer):
     (B, H_l, W_l, num_anchors) and deltas (B, H_l, W_l, 4 * num_anchors), delta channel
     ``a * 4 + k`` with ``k`` in (dx, dy, dw, dh) order.
 
-    Parameters
-    ----------
-    num_anchors : int
-        Anchors per location (3 for `maskrcnn_resnet50_fpn`).
-    channels : int
-        Filters of the 3x3 convolution(s) (torchvision: the FPN's 256 channels).
-    conv_depth : int
-        Number of 3x3 conv + ReLU blocks: 1 for v1, 2 for `maskrcnn_resnet50_fpn_v2`.
-
     Sublayers ``conv_0`` ... ``conv_{conv_depth-1}``, ``cls_logits`` and ``bbox_pred`` are
     Conv2D layers; weights are initialised as torchvision (normal, std 0.01; zero biases).
+
+    Args:
+        num_anchors: anchors per location (3 for `maskrcnn_resnet50_fpn`).
+        channels: filters of the 3x3 convolution(s) (torchvision: the FPN's 256 channels).
+        conv_depth: number of 3x3 conv + ReLU blocks: 1 for v1, 2 for
+            `maskrcnn_resnet50_fpn_v2`.
     """
 
     def __init__(self, num_anchors=3, channels=256, conv_depth=1, **kwargs):
         super().__init__(**kwargs)
-        self.num_anchors = _positive_int("num_anchors", num_anchors)
-        self.channels = _positive_int("channels", channels)
-        self.conv_depth = _positive_int("conv_depth", conv_depth)
+        self.num_anchors = check_positive_int(num_anchors, "num_anchors")
+        self.channels = check_positive_int(channels, "channels")
+        self.conv_depth = check_positive_int(conv_depth, "conv_depth")
 
         def conv(filters, size, name, activation=None):
             return layers.Conv2D(
@@ -148,20 +147,19 @@ class RPNHead(layers.Layer):
 
 
 def flatten_rpn_outputs(objectness_per_level, deltas_per_level):
-    """Concatenate per-level RPN outputs in anchor order (torchvision's
-    `concat_box_prediction_layers`).
+    """Concatenate per-level RPN outputs in anchor order (`concat_box_prediction_layers`).
 
-    Parameters
-    ----------
-    objectness_per_level : list of Tensor (B, H_l, W_l, A)
-    deltas_per_level : list of Tensor (B, H_l, W_l, 4 * A)
-        Delta channel ``a * 4 + k``.
+    Args:
+        objectness_per_level: list of tensors (B, H_l, W_l, A).
+        deltas_per_level: list of tensors (B, H_l, W_l, 4 * A), delta channel ``a * 4 + k``.
 
-    Returns
-    -------
-    (logits, deltas)
-        (B, N) objectness logits and (B, N, 4) deltas (dx, dy, dw, dh); row order is levels
-        concatenated and (y, x, anchor) within a level, the order of `anchors.grid_anchors`.
+    Returns:
+        `(logits, deltas)`: (B, N) objectness logits and (B, N, 4) deltas (dx, dy, dw, dh);
+        the row order is levels concatenated and (y, x, anchor) within a level, the order of
+        `anchors.grid_anchors`.
+
+    Raises:
+        ValueError: the lists are empty, of different lengths, or hold maps of other shapes.
     """
     for name, value in (
         ("objectness_per_level", objectness_per_level),
@@ -221,13 +219,12 @@ class FlattenRPNOutputs(layers.Layer):
 
 
 def _count(name, value):
-    if isinstance(value, bool):
+    """A non-negative Python int, or a scalar tensor cast to int32 (not checked)."""
+    if isinstance(value, bool) or (is_int(value) and value < 0):
         raise ValueError(f"`{name}` must hold non-negative integers; got {value!r}.")
-    if isinstance(value, (numbers.Integral, np.integer)):
-        if value < 0:
-            raise ValueError(f"`{name}` must hold non-negative integers; got {value!r}.")
+    if is_int(value):
         return int(value)
-    if isinstance(value, (numbers.Real, np.floating)):
+    if is_number(value):
         raise ValueError(f"`{name}` must hold integers; got {value!r}.")
     return ops.cast(value, "int32")
 
@@ -251,49 +248,65 @@ def select_proposals(
     ``[0, height] x [0, width]``, drop boxes with a side < `min_size`, keep scores
     ``>= score_threshold``, NMS per level at IoU `nms_threshold`, keep the best `post_nms_top_n`.
 
-    Parameters
-    ----------
-    objectness : Tensor (B, N)
-        Logits from `flatten_rpn_outputs`.
-    deltas : Tensor (B, N, 4)
-        Deltas (dx, dy, dw, dh) from `flatten_rpn_outputs`.
-    anchors : Tensor (N, 4)
-        `anchors.grid_anchors` of the padded batch, ``[y1, x1, y2, x2]``.
-    image_sizes : int Tensor (B, 2)
-        Unpadded (height, width) of each image (after the detection transform's resize).
-    num_anchors_per_level : list of int or scalar tensors
-        Anchors of each level (`anchors.num_anchors_per_level`); they sum to N.
-    pre_nms_top_n, post_nms_top_n : int
-        torchvision's test-time defaults are 1000 and 1000 (training: 2000 and 2000).
-    nms_threshold, score_threshold, min_size : float
-        torchvision's defaults 0.7, 0.0 and 1e-3.
+    Args:
+        objectness: (B, N) logits from `flatten_rpn_outputs`.
+        deltas: (B, N, 4) deltas (dx, dy, dw, dh) from `flatten_rpn_outputs`.
+        anchors: (N, 4) `anchors.grid_anchors` of the padded batch, ``[y1, x1, y2, x2]``.
+        image_sizes: int (B, 2) unpadded (height, width) of each image (after the detection
+            transform's resize).
+        num_anchors_per_level: list of ints or scalar tensors, the anchors of each level
+            (`anchors.num_anchors_per_level`); they sum to N.
+        pre_nms_top_n: proposals kept per level before NMS (torchvision: 1000 at test time,
+            2000 in training).
+        post_nms_top_n: proposals kept per image after NMS (torchvision: 1000 at test time,
+            2000 in training).
+        nms_threshold: IoU of the per-level NMS (torchvision: 0.7).
+        score_threshold: the lowest objectness probability kept (torchvision: 0.0).
+        min_size: the smallest box side kept (torchvision: 1e-3).
 
-    Returns
-    -------
-    (boxes, scores, num_valid)
-        boxes (B, post_nms_top_n, 4) ``[y1, x1, y2, x2]`` by decreasing score, scores
-        (B, post_nms_top_n) sigmoid probabilities, num_valid int32 (B,): rows past
-        ``num_valid[b]`` are zero padding.
+    Returns:
+        `(boxes, scores, num_valid)`: boxes (B, post_nms_top_n, 4) ``[y1, x1, y2, x2]`` by
+        decreasing score, scores (B, post_nms_top_n) sigmoid probabilities, num_valid int32
+        (B,); rows past ``num_valid[b]`` are zero padding.
+
+    Raises:
+        ValueError: an argument is out of range or a tensor has the wrong shape.
     """
-    pre_nms_top_n = _positive_int("pre_nms_top_n", pre_nms_top_n)
-    post_nms_top_n = _positive_int("post_nms_top_n", post_nms_top_n)
-    for name, value, low, high in (
-        ("nms_threshold", nms_threshold, 0.0, 1.0),
-        ("score_threshold", score_threshold, 0.0, 1.0),
-        ("min_size", min_size, 0.0, float("inf")),
-    ):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, numbers.Real)
-            or not (low <= value <= high)
-        ):
-            raise ValueError(f"`{name}` must be a number in [{low}, {high}]; got {value!r}.")
+    pre_nms_top_n = check_positive_int(pre_nms_top_n, "pre_nms_top_n")
+    post_nms_top_n = check_positive_int(post_nms_top_n, "post_nms_top_n")
+    check_number(nms_threshold, "nms_threshold", 0.0, 1.0)
+    check_number(score_threshold, "score_threshold", 0.0, 1.0)
+    check_number(min_size, "min_size", minimum=0.0)
+    counts = _level_counts(num_anchors_per_level)
+    objectness, deltas, anchors, image_sizes = _proposal_tensors(
+        objectness, deltas, anchors, image_sizes, counts
+    )
+    top_idx, levels = _top_k_per_level(objectness, counts, pre_nms_top_n)
+
+    logits = ops.take_along_axis(objectness, top_idx, axis=1)
+    sel_deltas = ops.take_along_axis(deltas, ops.expand_dims(top_idx, -1), axis=1)
+    sel_anchors = ops.take(anchors, top_idx, axis=0)
+    boxes = decode(sel_deltas, sel_anchors, RPN_BOX_WEIGHTS)
+    scores = ops.sigmoid(logits)
+
+    sizes = ops.cast(image_sizes, boxes.dtype)
+    boxes = kops.clip_boxes(boxes, sizes[:, 0:1], sizes[:, 1:2])
+    keep = kops.remove_small_boxes(boxes, min_size) & (scores >= score_threshold)
+    return _nms_per_image(boxes, scores, keep, levels, nms_threshold, post_nms_top_n)
+
+
+def _level_counts(num_anchors_per_level):
+    """The anchor count of each level, checked: Python ints or int32 scalar tensors."""
     if not isinstance(num_anchors_per_level, (list, tuple)) or not num_anchors_per_level:
         raise ValueError(
             "`num_anchors_per_level` must be a non-empty list of anchor counts, one per level; "
             f"got {num_anchors_per_level!r}."
         )
-    counts = [_count("num_anchors_per_level", n) for n in num_anchors_per_level]
+    return [_count("num_anchors_per_level", n) for n in num_anchors_per_level]
+
+
+def _proposal_tensors(objectness, deltas, anchors, image_sizes, counts):
+    """The inputs of `select_proposals` as tensors of checked shapes (float32 but the sizes)."""
     objectness = ops.convert_to_tensor(objectness)
     deltas = ops.convert_to_tensor(deltas)
     anchors = ops.convert_to_tensor(anchors)
@@ -312,12 +325,17 @@ def select_proposals(
                 f"`num_anchors_per_level` sums to {sum(counts)} but there are "
                 f"{anchors.shape[0]} anchors."
             )
+    return (
+        ops.cast(objectness, "float32"),
+        ops.cast(deltas, "float32"),
+        ops.cast(anchors, "float32"),
+        image_sizes,
+    )
 
-    objectness = ops.cast(objectness, "float32")
-    deltas = ops.cast(deltas, "float32")
-    anchors = ops.cast(anchors, "float32")
 
-    # Top-k of each level (same for all images' level layout), as torchvision's _get_top_n_idx.
+def _top_k_per_level(objectness, counts, pre_nms_top_n):
+    """Anchor indices (B, K) of the `pre_nms_top_n` best logits of each level, level by
+    level as torchvision's `_get_top_n_idx`, and the level (K,) of each column."""
     top_idx, levels, offset = [], [], 0
     for level, count in enumerate(counts):
         k = (
@@ -332,16 +350,11 @@ def select_proposals(
         offset = offset + count
     top_idx = ops.concatenate(top_idx, axis=1)  # (B, K)
     levels = ops.cast(ops.concatenate(levels, axis=0), "int32")  # (K,)
+    return top_idx, levels
 
-    logits = ops.take_along_axis(objectness, top_idx, axis=1)
-    sel_deltas = ops.take_along_axis(deltas, ops.expand_dims(top_idx, -1), axis=1)
-    sel_anchors = ops.take(anchors, top_idx, axis=0)
-    boxes = decode(sel_deltas, sel_anchors, RPN_BOX_WEIGHTS)
-    scores = ops.sigmoid(logits)
 
-    sizes = ops.cast(image_sizes, boxes.dtype)
-    boxes = kops.clip_boxes(boxes, sizes[:, 0:1], sizes[:, 1:2])
-    keep = kops.remove_small_boxes(boxes, min_size) & (scores >= score_threshold)
+def _nms_per_image(boxes, scores, keep, levels, nms_threshold, post_nms_top_n):
+    """NMS within each level of every image's kept boxes, padded to `post_nms_top_n` rows."""
 
     def one_image(args):
         image_boxes, image_scores, image_keep = args
@@ -377,6 +390,37 @@ def select_proposals(
     return tuple(ops.stack(list(parts)) for parts in zip(*results, strict=True))
 
 
+def rpn_proposals(rpn_head, features, padded_size, image_sizes, training=False, **selection):
+    """Run `rpn_head` on FPN maps and select the proposals of every image.
+
+    Args:
+        rpn_head: an `RPNHead`.
+        features: the FPN maps P2..P6, a list of (B, H_l, W_l, C) tensors.
+        padded_size: (height, width) of the padded batch the maps were computed from.
+        image_sizes: int (B, 2) unpadded sizes of the resized images.
+        training: the head's training flag.
+        **selection: keyword arguments of `select_proposals` (`pre_nms_top_n`, ...).
+
+    Returns:
+        `(objectness, deltas, anchors, proposals, num_proposals)`: the flattened head outputs
+        (B, N) and (B, N, 4), the (N, 4) anchors, and the (B, P, 4) proposals with their
+        int32 (B,) counts. The selection sees the outputs without gradient, as torchvision's
+        (it detaches them).
+    """
+    objectness, deltas = flatten_rpn_outputs(*rpn_head(features, training=training))
+    feature_sizes = [(ops.shape(f)[1], ops.shape(f)[2]) for f in features]
+    anchors = anchor_lib.grid_anchors(padded_size, feature_sizes)
+    proposals, _, num_proposals = select_proposals(
+        ops.stop_gradient(objectness),
+        ops.stop_gradient(deltas),
+        anchors,
+        image_sizes,
+        anchor_lib.num_anchors_per_level(feature_sizes),
+        **selection,
+    )
+    return objectness, deltas, anchors, proposals, num_proposals
+
+
 def _numpy(value):
     if hasattr(value, "detach"):  # a torch tensor
         value = value.detach().cpu().numpy()
@@ -399,8 +443,20 @@ def rpn_head_weights_from_state_dict(state_dict, layer, prefix="rpn.head."):
     ==========================================================  =========================
 
     The legacy names (single conv, checkpoints saved before torchvision's RPNHead version 2)
-    are accepted only for ``conv_depth == 1``. Values may be numpy arrays or torch tensors.
-    Raises KeyError for a missing key and ValueError for a shape mismatch.
+    are accepted only for ``conv_depth == 1``.
+
+    Args:
+        state_dict: a mapping of torchvision keys to numpy arrays or torch tensors.
+        layer: the `RPNHead` to load into.
+        prefix: the prefix of the RPN head's keys.
+
+    Returns:
+        `layer`, with the weights assigned.
+
+    Raises:
+        KeyError: a key is missing.
+        ValueError: a weight's shape does not fit.
+        TypeError: `layer` is not an `RPNHead` or `state_dict` is not a mapping.
     """
     if not isinstance(layer, RPNHead):
         raise TypeError(f"`layer` must be an RPNHead; got {type(layer).__name__}.")

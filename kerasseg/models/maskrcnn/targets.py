@@ -26,6 +26,8 @@ import tensorflow as tf
 from kerasseg.models.maskrcnn.box_coding import BOX_HEAD_WEIGHTS, RPN_BOX_WEIGHTS, encode
 from kerasseg.ops import detection as kops
 
+__all__ = ["BELOW_LOW", "BETWEEN", "match", "roi_targets", "rpn_targets", "sample"]
+
 BELOW_LOW = -1
 BETWEEN = -2
 
@@ -67,6 +69,12 @@ def sample(labels, priorities, batch_size, positive_fraction):
     int(batch_size * positive_fraction))`` random positives and ``min(#negatives,
     batch_size - p)`` random negatives; labels < 0 are never sampled. The random choice
     takes the highest `priorities` (uniform in [0, 1)).
+
+    Args:
+        labels: int (N,) labels: >= 1 positive, 0 negative, < 0 ignored.
+        priorities: float (N,) uniform random numbers in [0, 1).
+        batch_size: the number of samples.
+        positive_fraction: the largest fraction of positives in the sample.
 
     Returns:
         (indices, valid): int32 (P + batch_size,) with the P = ``int(batch_size *
@@ -112,7 +120,12 @@ def rpn_targets(
     Args:
         anchors: (N, 4) anchors of the padded batch.
         gt_boxes: (M, 4) ground-truth boxes (resized-image pixels), `num_gt` of them valid.
+        num_gt: the number of valid ground-truth rows.
         priorities: (N,) uniform random numbers for the sampling.
+        batch_size: anchors sampled (torchvision: 256).
+        positive_fraction: the largest fraction of positives (torchvision: 0.5).
+        fg_iou: the IoU from which an anchor is positive (torchvision: 0.7).
+        bg_iou: the IoU below which an anchor is negative (torchvision: 0.3).
 
     Returns:
         (indices, labels, targets, valid): int32 (S,) anchor rows, float32 (S,) objectness
@@ -154,8 +167,16 @@ def roi_targets(
     """Sampled RoIs of one image: proposals plus ground-truth boxes, matched and sampled.
 
     Args:
-        proposals: (P, 4) RPN proposals, `num_proposals` valid; gt_boxes (M, 4) and
-            gt_classes (M,), `num_gt` valid; priorities (P + M,) uniform random numbers.
+        proposals: (P, 4) RPN proposals.
+        num_proposals: the number of valid proposal rows.
+        gt_boxes: (M, 4) ground-truth boxes.
+        gt_classes: (M,) ground-truth classes.
+        num_gt: the number of valid ground-truth rows.
+        priorities: (P + M,) uniform random numbers for the sampling.
+        batch_size: RoIs sampled (torchvision: 512).
+        positive_fraction: the largest fraction of positives (torchvision: 0.25).
+        fg_iou: the IoU from which a RoI is positive (torchvision: 0.5).
+        bg_iou: the IoU below which a RoI is negative (torchvision: 0.5).
 
     Returns:
         (rois, labels, targets, valid, matched): float32 (S, 4) RoIs, int32 (S,) class

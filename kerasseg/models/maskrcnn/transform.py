@@ -9,7 +9,12 @@ floor(side * scale) with scale = min(min_size / short, max_size / long) in float
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
+
+from kerasseg.ops.checks import check_positive_int
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DetectionTransform", "padded_size", "resized_sizes"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -39,31 +44,25 @@ class DetectionTransform(keras.layers.Layer):
     Call with `(images, image_sizes)`: images (B, H, W, 3) float 0..255, image_sizes int32
     (B, 2). Returns `(batch, resized)`: the normalised padded batch (B, H', W', 3), H' and W'
     multiples of `size_divisible`, and int32 (B, 2) resized image sizes.
+
+    Args:
+        min_size: the short side after the resize (torchvision: 800).
+        max_size: the largest long side after the resize (torchvision: 1333).
+        size_divisible: the padded batch's height and width are multiples of it (32).
     """
 
     def __init__(self, min_size=800, max_size=1333, size_divisible=32, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        for name, value in (("min_size", min_size), ("max_size", max_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+        min_size = check_positive_int(min_size, "min_size")
+        max_size = check_positive_int(max_size, "max_size")
         if max_size < min_size:
             raise ValueError(f"`max_size` ({max_size}) must be >= `min_size` ({min_size}).")
-        if (
-            isinstance(size_divisible, bool)
-            or not isinstance(size_divisible, int)
-            or (size_divisible < 1)
-        ):
-            raise ValueError(
-                f"`size_divisible` must be a positive integer; got {size_divisible!r}."
-            )
         self.min_size = min_size
         self.max_size = max_size
-        self.size_divisible = size_divisible
+        self.size_divisible = check_positive_int(size_divisible, "size_divisible")
 
     def call(self, images, image_sizes, training=None):
-        import tensorflow as tf
-
         images = ops.cast(images, "float32")
         mean = ops.convert_to_tensor(IMAGENET_MEAN, "float32")
         std = ops.convert_to_tensor(IMAGENET_STD, "float32")

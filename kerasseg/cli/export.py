@@ -1,0 +1,110 @@
+"""`kerasseg export`: write a TF-Serving SavedModel of a registry model or a .keras file."""
+
+import argparse
+from pathlib import Path
+
+import kerasseg
+from kerasseg.cli.common import (
+    UsageError,
+    add_tta_flag,
+    check_unit_interval,
+    parse_model_arguments,
+    positive_int,
+)
+from kerasseg.cli.models import build, is_model_file, load_for_inference, with_tta
+
+__all__ = ["HELP", "add_parser", "run"]
+
+HELP = """\
+Writes DIR/NAME/VERSION/ (saved_model.pb, variables/, assets.extra/kerasseg.json), the layout
+TF-Serving loads with --model_base_path=DIR/NAME. Signatures:
+  serving_default  image_bytes: string [N], PNG (8-bit) or JPEG, 1 or 3 channels, any size
+                   from --min-size per side up to --max-pixels
+  serve_tensor     images: float32 [N, H, W, C], values as stored (0..255)
+Outputs: mask (class ids at each image's size), image_size, mask_png_bytes, and with
+--probabilities the class probabilities of semantic models. Registry models get the input
+normalisation their entry names inside the SavedModel; .keras files from `kerasseg train`
+normalise inside already.
+"""
+
+
+def add_parser(commands, parents):
+    """Add `kerasseg export` to the subcommands `commands`."""
+    parser = commands.add_parser(
+        "export",
+        parents=parents,
+        help="write a TF-Serving SavedModel: encoded images in, masks out",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("name", metavar="NAME", help="registry name or path to a .keras file")
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="base folder: writes DIR/NAME/VERSION/"
+    )
+    parser.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="builder argument of a registry model, repeatable (as in `kerasseg train`)",
+    )
+    parser.add_argument("--model-name", help="folder name under --out (default: NAME)")
+    parser.add_argument("--version", type=positive_int, default=1, help="default 1")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    parser.add_argument(
+        "--probabilities", action="store_true", help="also output class probabilities"
+    )
+    parser.add_argument("--threshold", type=float, default=0.5, help="for sigmoid models")
+    parser.add_argument("--compute-dtype", choices=("float32", "bfloat16"), default="float32")
+    add_tta_flag(parser)
+    parser.add_argument(
+        "--min-size", type=positive_int, default=8, help="smallest image side accepted (default 8)"
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=2048 * 2048,
+        help="largest image accepted, height x width (default 4194304)",
+    )
+
+
+def run(args):
+    """Run `kerasseg export` with the parsed command-line `args`."""
+    check_unit_interval(args.threshold, "--threshold")
+    arguments = parse_model_arguments(args.model_arg)
+    is_file = is_model_file(args.name)
+    num_classes, preprocessing = None, "none"
+    if is_file:
+        model, _ = load_for_inference(args.name, arguments)
+    else:
+        model = build(args.name, arguments, "default")
+        entry = kerasseg.get_entry(args.name)
+        preprocessing = entry.preprocessing_for(arguments)
+        if entry.task == "classical" and not arguments:
+            num_classes = entry.num_classes
+    model = with_tta(model, args.tta)
+    folder = args.model_name or (Path(args.name).stem if is_file else args.name)
+    # TensorFlow-only (SavedModel): loaded when the command runs.
+    from kerasseg.export import export
+
+    try:
+        path = export(
+            model,
+            Path(args.out) / folder,
+            version=args.version,
+            overwrite=args.overwrite,
+            preprocessing=preprocessing,
+            threshold=args.threshold,
+            probabilities=args.probabilities,
+            compute_dtype=args.compute_dtype,
+            num_classes=num_classes,
+            min_size=args.min_size,
+            max_pixels=args.max_pixels,
+        )
+    except (ValueError, TypeError, FileExistsError) as error:
+        raise UsageError(str(error)) from None
+    print(f"wrote {path}")
+    print(
+        f"serve: tensorflow_model_server --rest_api_port=8501 --model_name={folder} "
+        f"--model_base_path={path.parent.resolve()}"
+    )
