@@ -45,6 +45,7 @@ __all__ = [
     "EPSILON",
     "MODES",
     "CombinedLoss",
+    "ConfigFromAttributes",
     "CrossEntropyLoss",
     "DiceLoss",
     "FocalLoss",
@@ -486,9 +487,23 @@ def _probabilities(y_pred, mode, from_logits):
 # ----------------------------------------------------------------------------- base classes
 
 
-class _SegmentationLoss(keras.losses.Loss):
+class ConfigFromAttributes:
+    """Mixin of the losses and metrics: `get_config` adds the attributes named in
+    `config_keys`, the constructor's own arguments (checked) kept under their names."""
+
+    config_keys = ()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({key: getattr(self, key) for key in self.config_keys})
+        return config
+
+
+class _SegmentationLoss(ConfigFromAttributes, keras.losses.Loss):
     """Base: checks the arguments all segmentation losses take, routes `sample_weight` into
     `call` (packed with y_true) and prepares the targets."""
+
+    config_keys = ("mode", "from_logits", "ignore_label")
 
     def __init__(
         self,
@@ -526,7 +541,6 @@ class _SegmentationLoss(keras.losses.Loss):
     def get_config(self):
         config = super().get_config()
         config["dtype"] = self._dtype_policy.name
-        config.update(mode=self.mode, from_logits=self.from_logits, ignore_label=self.ignore_label)
         return config
 
 
@@ -555,6 +569,15 @@ class _PixelLoss(_SegmentationLoss):
 
 class _RegionLoss(_SegmentationLoss):
     """Dice-type losses from soft true positives, predicted and true sums per class."""
+
+    config_keys = (
+        *_SegmentationLoss.config_keys,
+        "classes",
+        "smooth",
+        "eps",
+        "log_loss",
+        "per_image",
+    )
 
     def __init__(
         self,
@@ -620,17 +643,6 @@ class _RegionLoss(_SegmentationLoss):
             return -ops.log(ops.maximum(score, self.eps))
         return 1.0 - score
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            classes=self.classes,
-            smooth=self.smooth,
-            eps=self.eps,
-            log_loss=self.log_loss,
-            per_image=self.per_image,
-        )
-        return config
-
 
 # ----------------------------------------------------------------------------- region losses
 
@@ -695,6 +707,8 @@ class TverskyLoss(_RegionLoss):
             `DiceLoss`.
     """
 
+    config_keys = (*_RegionLoss.config_keys, "alpha", "beta")
+
     def __init__(
         self,
         mode="multiclass",
@@ -734,11 +748,6 @@ class TverskyLoss(_RegionLoss):
         denominator = tp + self.alpha * fp + self.beta * fn + self.smooth
         return (tp + self.smooth) / ops.maximum(denominator, self.eps)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(alpha=self.alpha, beta=self.beta)
-        return config
-
 
 @keras.saving.register_keras_serializable(package="kerasseg")
 class FocalTverskyLoss(TverskyLoss):
@@ -756,6 +765,9 @@ class FocalTverskyLoss(TverskyLoss):
         gamma: the exponent, > 0.
         mode, classes, from_logits, smooth, eps, ignore_label, per_image: as `DiceLoss`.
     """
+
+    # No `log_loss`: the exponent takes its place.
+    config_keys = (*(key for key in TverskyLoss.config_keys if key != "log_loss"), "gamma")
 
     def __init__(
         self,
@@ -792,12 +804,6 @@ class FocalTverskyLoss(TverskyLoss):
 
     def class_losses(self, score):
         return ops.power(ops.maximum(1.0 - score, self.eps), self.gamma)
-
-    def get_config(self):
-        config = super().get_config()
-        config.pop("log_loss")
-        config["gamma"] = self.gamma
-        return config
 
 
 # ----------------------------------------------------------------------------- pixel losses
@@ -844,6 +850,8 @@ class FocalLoss(_PixelLoss):
         from_logits: `y_pred` holds logits.
         ignore_label: label of `y_true` to leave out, or None.
     """
+
+    config_keys = (*_SegmentationLoss.config_keys, "alpha", "gamma")
 
     def __init__(
         self,
@@ -893,11 +901,6 @@ class FocalLoss(_PixelLoss):
         if alpha is not None:
             loss = loss * alpha
         return loss
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(alpha=self.alpha, gamma=self.gamma)
-        return config
 
 
 def _check_alpha(alpha, mode, owner):
@@ -990,6 +993,8 @@ class LovaszLoss(_SegmentationLoss):
         ignore_label: label of `y_true` to leave out, or None.
     """
 
+    config_keys = (*_SegmentationLoss.config_keys, "classes", "per_image")
+
     def __init__(
         self,
         mode="multiclass",
@@ -1059,11 +1064,6 @@ class LovaszLoss(_SegmentationLoss):
                 )
             losses = losses * ops.cast(sample_weight, "float32")
         return losses if self.per_image else losses[0]
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(classes=self.classes, per_image=self.per_image)
-        return config
 
 
 # ----------------------------------------------------------------------------- combinations

@@ -39,6 +39,7 @@ import keras
 from keras import ops
 
 from kerasseg.losses import (
+    ConfigFromAttributes,
     broadcast_weights,
     check_classes,
     check_ignore_label,
@@ -205,13 +206,14 @@ def confusion_matrix(y_true, y_pred, num_classes, ignore_label=None, sample_weig
     return ops.reshape(counts, (num_classes, num_classes))
 
 
-def _class_counts(cm):
-    """Per-class true positives, false positives and false negatives of a confusion matrix."""
+def _overlap_per_class(cm, weight):
+    """Per-class ``weight TP / (weight TP + FP + FN)`` of a confusion matrix (1: IoU, 2: Dice),
+    NaN where the class occurs in neither the true nor the predicted labels."""
     cm = ops.convert_to_tensor(cm)
     tp = ops.diagonal(cm)
     fp = ops.sum(cm, axis=0) - tp
     fn = ops.sum(cm, axis=1) - tp
-    return tp, fp, fn
+    return _ratio(weight * tp, weight * tp + fp + fn, float("nan"))
 
 
 def _ratio(numerator, denominator, otherwise):
@@ -229,21 +231,19 @@ def iou_per_class(cm):
     Returns:
         (C,) IoUs, NaN where the class occurs in neither the true nor the predicted labels.
     """
-    tp, fp, fn = _class_counts(cm)
-    return _ratio(tp, tp + fp + fn, float("nan"))
+    return _overlap_per_class(cm, 1)
 
 
 def dice_per_class(cm):
     """Per-class Dice / F1 ``2 TP / (2 TP + FP + FN)`` of a confusion matrix.
 
     Args:
-        cm: a (C, C) confusion matrix (rows: true class, columns: predicted class).
+        cm: as `iou_per_class`.
 
     Returns:
-        (C,) scores, NaN where the class occurs in neither the true nor the predicted labels.
+        (C,) scores, NaN where `iou_per_class` is NaN.
     """
-    tp, fp, fn = _class_counts(cm)
-    return _ratio(2 * tp, 2 * tp + fp + fn, float("nan"))
+    return _overlap_per_class(cm, 2)
 
 
 def mean_over_present(scores, classes=None):
@@ -283,7 +283,7 @@ def pixel_accuracy(cm):
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
-class ConfusionMatrix(keras.metrics.Metric):
+class ConfusionMatrix(ConfigFromAttributes, keras.metrics.Metric):
     """Confusion matrix accumulated over batches; `result()` is the (C, C) float32 matrix
     (rows: true class, columns: predicted class).
 
@@ -296,6 +296,8 @@ class ConfusionMatrix(keras.metrics.Metric):
         threshold: for 1-channel probability maps, class 1 where p > threshold.
         from_logits: 1-channel `y_pred` holds logits (argmax is unaffected).
     """
+
+    config_keys = ("num_classes", "ignore_label", "y_pred_is_labels", "threshold", "from_logits")
 
     def __init__(
         self,
@@ -346,20 +348,11 @@ class ConfusionMatrix(keras.metrics.Metric):
     def result(self):
         return ops.cast(self.total_cm, self.dtype)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_classes=self.num_classes,
-            ignore_label=self.ignore_label,
-            y_pred_is_labels=self.y_pred_is_labels,
-            threshold=self.threshold,
-            from_logits=self.from_logits,
-        )
-        return config
-
 
 class _ClassScore(ConfusionMatrix):
     """Per-class score from the accumulated confusion matrix, macro mean over present."""
+
+    config_keys = (*ConfusionMatrix.config_keys, "per_class", "classes")
 
     def __init__(
         self,
@@ -401,11 +394,6 @@ class _ClassScore(ConfusionMatrix):
             return scores
         return mean_over_present(scores, self.classes)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(per_class=self.per_class, classes=self.classes)
-        return config
-
 
 @keras.saving.register_keras_serializable(package="kerasseg")
 class MeanIoU(_ClassScore):
@@ -425,10 +413,7 @@ class MeanIoU(_ClassScore):
     """
 
     default_name = "mean_iou"
-
-    @staticmethod
-    def score_fn(cm):
-        return iou_per_class(cm)
+    score_fn = staticmethod(iou_per_class)
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
@@ -444,10 +429,7 @@ class DiceScore(_ClassScore):
     """
 
     default_name = "dice_score"
-
-    @staticmethod
-    def score_fn(cm):
-        return dice_per_class(cm)
+    score_fn = staticmethod(dice_per_class)
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
@@ -654,11 +636,20 @@ def rand_scores(true_labels, pred_labels, convention="skimage"):
     return scores
 
 
-class _InstanceScore(keras.metrics.Metric):
+class _InstanceScore(ConfigFromAttributes, keras.metrics.Metric):
     """Mean over images of one `rand_scores` entry of connected-component labellings."""
 
     score_key = None
     default_name = None
+    config_keys = (
+        "threshold",
+        "foreground_class",
+        "connectivity",
+        "convention",
+        "from_logits",
+        "y_pred_is_labels",
+        "instance_labels",
+    )
 
     def __init__(
         self,
@@ -757,19 +748,6 @@ class _InstanceScore(keras.metrics.Metric):
 
     def result(self):
         return ops.cast(ops.divide_no_nan(self.total, self.count), self.dtype)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            threshold=self.threshold,
-            foreground_class=self.foreground_class,
-            connectivity=self.connectivity,
-            convention=self.convention,
-            from_logits=self.from_logits,
-            y_pred_is_labels=self.y_pred_is_labels,
-            instance_labels=self.instance_labels,
-        )
-        return config
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")

@@ -13,7 +13,6 @@ presets of `saved_models/manifest.json`.
 """
 
 import dataclasses
-import difflib
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import keras
 
 from kerasseg import weights as weights_lib
+from kerasseg.ops.checks import did_you_mean
 from kerasseg.preprocessing import ImagePreprocessing
 
 __all__ = [
@@ -225,8 +225,7 @@ def register_model(
 def get_entry(name):
     """The `ModelEntry` called `name`; unknown names raise a ValueError with the closest."""
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=5, cutoff=0.3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        hint = did_you_mean(name, _REGISTRY, count=5, cutoff=0.3)
         raise ValueError(
             f"`name`: unknown model {name!r}.{hint} `kerasseg.list_models()` lists all "
             f"{len(_REGISTRY)} names."

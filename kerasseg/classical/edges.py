@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasseg.models.base import SegmentationModel
+from kerasseg.classical.base import ClassicalLayer, layer_model, register_classical
 from kerasseg.ops.checks import check_int, check_number, is_number
 from kerasseg.ops.components import dilate_bits, pack_bits, unpack_bits
 from kerasseg.ops.image import (
@@ -37,7 +37,6 @@ from kerasseg.ops.image import (
     to_float,
     to_grey,
 )
-from kerasseg.registry import register_model
 
 __all__ = [
     "SMOOTHING",
@@ -229,7 +228,7 @@ def _check_float(value, name, positive=False, allow_none=False):
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
-class GradientMagnitude(keras.layers.Layer):
+class GradientMagnitude(ClassicalLayer):
     """Sobel, Scharr or Prewitt gradient magnitude, as `skimage.filters.sobel/scharr/prewitt`.
 
     The two 3x3 derivative kernels are scikit-image's normalised ones ([1, 0, -1] times the
@@ -259,6 +258,8 @@ class GradientMagnitude(keras.layers.Layer):
     Example:
         >>> magnitude = GradientMagnitude("sobel")(images)  # images: (batch, H, W, 1)
     """
+
+    config_keys = ("kernel", "return_direction")
 
     def __init__(self, kernel="sobel", return_direction=False, **kwargs):
         super().__init__(**kwargs)
@@ -291,14 +292,9 @@ class GradientMagnitude(keras.layers.Layer):
             return magnitude
         return magnitude, keras.KerasTensor(shape, dtype=dtype)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(kernel=self.kernel, return_direction=self.return_direction)
-        return config
-
 
 @keras.saving.register_keras_serializable(package="kerasseg")
-class LaplacianOfGaussian(keras.layers.Layer):
+class LaplacianOfGaussian(ClassicalLayer):
     """Laplacian of Gaussian, as `scipy.ndimage.gaussian_laplace(image, sigma)`.
 
     The sum of the second derivatives of a Gaussian along rows and columns: each term is a
@@ -324,6 +320,8 @@ class LaplacianOfGaussian(keras.layers.Layer):
         >>> response = LaplacianOfGaussian(sigma=2.0)(images)  # zero crossings are edges
     """
 
+    config_keys = ("sigma", "truncate")
+
     def __init__(self, sigma=1.0, truncate=4.0, **kwargs):
         super().__init__(**kwargs)
         self.sigma = _check_float(sigma, "sigma", positive=True)
@@ -347,14 +345,9 @@ class LaplacianOfGaussian(keras.layers.Layer):
         shape = tuple(images.shape[:3]) + (1,)
         return keras.KerasTensor(shape, dtype=compute_dtype(dtype_name(images)))
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(sigma=self.sigma, truncate=self.truncate)
-        return config
-
 
 @keras.saving.register_keras_serializable(package="kerasseg")
-class Canny(keras.layers.Layer):
+class Canny(ClassicalLayer):
     """Canny edge detector with scikit-image's (default) or OpenCV's semantics.
 
     compat="skimage" follows `skimage.feature.canny(image, sigma, low, high)`: the image on
@@ -402,6 +395,15 @@ class Canny(keras.layers.Layer):
     Example:
         >>> edges = Canny(sigma=2.0)(images)  # images: (batch, H, W, 1) any dtype
     """
+
+    config_keys = (
+        "low_threshold",
+        "high_threshold",
+        "sigma",
+        "compat",
+        "l2_gradient",
+        "max_iterations",
+    )
 
     def __init__(
         self,
@@ -547,18 +549,6 @@ class Canny(keras.layers.Layer):
     def compute_output_spec(self, images, training=None):
         return keras.KerasTensor(tuple(images.shape[:3]) + (1,), dtype="int32")
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            low_threshold=self.low_threshold,
-            high_threshold=self.high_threshold,
-            sigma=self.sigma,
-            compat=self.compat,
-            l2_gradient=self.l2_gradient,
-            max_iterations=self.max_iterations,
-        )
-        return config
-
 
 def _nms_bilinear(isobel, jsobel, magnitude):
     """scikit-image's non-maximum suppression with bilinear interpolation (bool mask).
@@ -597,23 +587,11 @@ def _nms_bilinear(isobel, jsobel, magnitude):
 def _gradient_model(kernel, input_dtype, channels, return_direction):
     """The model of the `GradientMagnitude` of `kernel`: images -> magnitude [, direction]."""
     images = images_input(input_dtype, channels, IMAGE_DTYPES)
-    result = GradientMagnitude(kernel, return_direction=return_direction, name=kernel)(images)
-    if return_direction:
-        outputs = {"magnitude": result[0], "direction": result[1]}
-    else:
-        outputs = {"magnitude": result}
-    return SegmentationModel(images, outputs, name=kernel)
+    layer = GradientMagnitude(kernel, return_direction=return_direction, name=kernel)
+    names = ("magnitude", "direction") if return_direction else ("magnitude",)
+    return layer_model(layer, images, names)
 
 
-@register_model(
-    "sobel",
-    task="classical",
-    description="Sobel gradient magnitude (scikit-image semantics), no weights",
-    reference="Sobel & Feldman 1968",
-    input_channels=1,
-    default_input_shape=(None, None, 1),
-    num_classes=None,
-)
 def sobel(input_dtype="uint8", channels=1, return_direction=False):
     """Sobel gradient magnitude as a model: images -> {"magnitude"[, "direction"]}.
 
@@ -630,42 +608,34 @@ def sobel(input_dtype="uint8", channels=1, return_direction=False):
     return _gradient_model("sobel", input_dtype, channels, return_direction)
 
 
-@register_model(
-    "scharr",
-    task="classical",
-    description="Scharr gradient magnitude (scikit-image semantics), no weights",
-    reference="Scharr 2000, PhD thesis, Univ. Heidelberg",
-    input_channels=1,
-    default_input_shape=(None, None, 1),
-    num_classes=None,
-)
 def scharr(input_dtype="uint8", channels=1, return_direction=False):
     """Scharr gradient magnitude as a model (`skimage.filters.scharr`); see `sobel`."""
     return _gradient_model("scharr", input_dtype, channels, return_direction)
 
 
-@register_model(
-    "prewitt",
-    task="classical",
-    description="Prewitt gradient magnitude (scikit-image semantics), no weights",
-    reference="Prewitt 1970, Picture Processing and Psychopictorics",
-    input_channels=1,
-    default_input_shape=(None, None, 1),
-    num_classes=None,
-)
 def prewitt(input_dtype="uint8", channels=1, return_direction=False):
     """Prewitt gradient magnitude as a model (`skimage.filters.prewitt`); see `sobel`."""
     return _gradient_model("prewitt", input_dtype, channels, return_direction)
 
 
-@register_model(
+# The three gradient models differ only in their kernel.
+for _builder, _title, _reference in (
+    (sobel, "Sobel", "Sobel & Feldman 1968"),
+    (scharr, "Scharr", "Scharr 2000, PhD thesis, Univ. Heidelberg"),
+    (prewitt, "Prewitt", "Prewitt 1970, Picture Processing and Psychopictorics"),
+):
+    register_classical(
+        _builder.__name__,
+        _builder,
+        description=f"{_title} gradient magnitude (scikit-image semantics), no weights",
+        reference=_reference,
+    )
+
+
+@register_classical(
     "laplacian_of_gaussian",
-    task="classical",
     description="Laplacian of Gaussian (scipy gaussian_laplace semantics), no weights",
     reference="Marr & Hildreth 1980, Proc. R. Soc. Lond. B 207",
-    input_channels=1,
-    default_input_shape=(None, None, 1),
-    num_classes=None,
 )
 def laplacian_of_gaussian(sigma=1.0, input_dtype="uint8", channels=1, truncate=4.0):
     """Laplacian of Gaussian as a model: images -> {"response"}.
@@ -684,16 +654,13 @@ def laplacian_of_gaussian(sigma=1.0, input_dtype="uint8", channels=1, truncate=4
     """
     images = images_input(input_dtype, channels, IMAGE_DTYPES)
     layer = LaplacianOfGaussian(sigma=sigma, truncate=truncate, name="laplacian_of_gaussian")
-    return SegmentationModel(images, {"response": layer(images)}, name="laplacian_of_gaussian")
+    return layer_model(layer, images, ("response",))
 
 
-@register_model(
+@register_classical(
     "canny",
-    task="classical",
     description="Canny edges, scikit-image or OpenCV (compat=) semantics, no weights",
     reference="Canny 1986, IEEE TPAMI 8(6)",
-    input_channels=1,
-    default_input_shape=(None, None, 1),
     num_classes=2,
 )
 def canny(
@@ -736,4 +703,4 @@ def canny(
         max_iterations=max_iterations,
         name="canny",
     )
-    return SegmentationModel(images, {"edges": layer(images)}, name="canny")
+    return layer_model(layer, images, ("edges",))

@@ -48,7 +48,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasseg.models.base import SegmentationModel
+from kerasseg.classical.base import ClassicalLayer, layer_model, register_classical
 from kerasseg.ops.checks import check_int, check_number
 from kerasseg.ops.image import (
     IMAGE_DTYPES,
@@ -59,14 +59,15 @@ from kerasseg.ops.image import (
     images_input,
     to_float,
 )
-from kerasseg.registry import register_model
 
 __all__ = [
     "MAX_SEED",
     "KMeansSegmentation",
+    "clustering_features",
     "clustering_model",
     "kmeans",
     "kmeans_cluster",
+    "label_image",
     "pixel_features",
     "squared_distances",
 ]
@@ -103,6 +104,38 @@ def pixel_features(images, spatial_weight, dtype):
     finite = ops.all(ops.isfinite(x), axis=(1, 2))
     x = ops.where(ops.reshape(finite, (-1, 1, 1)), x, ops.zeros_like(x))
     return x, finite
+
+
+def clustering_features(images, layer, spatial_weight, dtype=None):
+    """Check the image batch of a clustering layer and compute its pixel features.
+
+    Args:
+        images: a (batch, H, W, C) image batch, C = 1 or 3 (known at trace time).
+        layer: the layer's name, for the messages.
+        spatial_weight: as `pixel_features`.
+        dtype: the float dtype of the features; None: float64 for float64 images, float32
+            for the others.
+
+    Returns:
+        A tuple (features, finite, channels): those of `pixel_features`, and C.
+
+    Raises:
+        TypeError, ValueError: as `kerasseg.ops.image.check_images`; ValueError also for
+            an unknown channel axis and, in eager calls, NaN or infinite pixels.
+    """
+    check_images(images, layer, dtypes=IMAGE_DTYPES)
+    check_finite(images, layer)
+    channels = images.shape[-1]
+    if channels is None:
+        raise ValueError(f"{layer}: the channel axis of `images` must be known (1 or 3).")
+    x, finite = pixel_features(images, spatial_weight, dtype or compute_dtype(dtype_name(images)))
+    return x, finite, channels
+
+
+def label_image(labels, images):
+    """(batch, H * W) pixel labels as the (batch, H, W, 1) label image of `images`."""
+    shape = ops.shape(images)
+    return ops.reshape(labels, (shape[0], shape[1], shape[2], 1))
 
 
 def squared_distances(points, centres):
@@ -273,7 +306,7 @@ def kmeans_cluster(x, finite, k, n_init, max_iter, tol, seed, channels):
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
-class KMeansSegmentation(keras.layers.Layer):
+class KMeansSegmentation(ClassicalLayer):
     """k-means clustering of each image's pixels (k-means++ seeding, Lloyd iterations).
 
     Rules follow `sklearn.cluster.KMeans` (see the module docstring).
@@ -300,6 +333,17 @@ class KMeansSegmentation(keras.layers.Layer):
     Example:
         >>> labels, centres = KMeansSegmentation(k=4)(images)  # (batch, H, W, 3) uint8
     """
+
+    config_keys = (
+        "k",
+        "init",
+        "n_init",
+        "max_iter",
+        "tol",
+        "spatial_weight",
+        "seed",
+        "return_inertia",
+    )
 
     def __init__(
         self,
@@ -328,19 +372,11 @@ class KMeansSegmentation(keras.layers.Layer):
         self.autocast = False  # keep float64 images float64 (and float16 ones exact)
 
     def call(self, images, training=None):
-        name = type(self).__name__
-        check_images(images, name, dtypes=IMAGE_DTYPES)
-        check_finite(images, name)
-        channels = images.shape[-1]
-        if channels is None:
-            raise ValueError(f"{name}: the channel axis of `images` must be known (1 or 3).")
-        dtype = compute_dtype(dtype_name(images))
-        x, finite = pixel_features(images, self.spatial_weight, dtype)
+        x, finite, channels = clustering_features(images, type(self).__name__, self.spatial_weight)
         labels, centres, inertia = kmeans_cluster(
             x, finite, self.k, self.n_init, self.max_iter, self.tol, self.seed, channels
         )
-        shape = ops.shape(images)
-        labels = ops.reshape(labels, (shape[0], shape[1], shape[2], 1))
+        labels = label_image(labels, images)
         centres = centres[..., :channels]
         return (labels, centres, inertia) if self.return_inertia else (labels, centres)
 
@@ -352,20 +388,6 @@ class KMeansSegmentation(keras.layers.Layer):
         if not self.return_inertia:
             return labels, centres
         return labels, centres, keras.KerasTensor((batch,), dtype=dtype)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            k=self.k,
-            init=self.init,
-            n_init=self.n_init,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            spatial_weight=self.spatial_weight,
-            seed=self.seed,
-            return_inertia=self.return_inertia,
-        )
-        return config
 
 
 def clustering_model(layer, name, input_dtype, channels, output_names):
@@ -381,20 +403,15 @@ def clustering_model(layer, name, input_dtype, channels, output_names):
     Returns:
         A `SegmentationModel`.
     """
-
     images = images_input(input_dtype, channels, IMAGE_DTYPES)
-    results = layer(images)
-    outputs = dict(zip(output_names, results, strict=True))
-    return SegmentationModel(images, outputs, name=name)
+    return layer_model(layer, images, output_names, name)
 
 
-@register_model(
+@register_classical(
     "kmeans",
-    task="classical",
     description="k-means colour clustering per image (k-means++, scikit-learn rules), no weights",
     reference="Lloyd 1982, IEEE Trans. Inf. Theory 28(2); Arthur & Vassilvitskii 2007",
-    input_channels=3,
-    default_input_shape=(None, None, 3),
+    channels=3,
     num_classes=4,
 )
 def kmeans(

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasseg.models.base import SegmentationModel
+from kerasseg.classical.base import ClassicalLayer, layer_model, register_classical
 from kerasseg.ops.checks import check_int, is_int, is_number
 from kerasseg.ops.image import (
     FLOAT_DTYPES,
@@ -35,7 +35,6 @@ from kerasseg.ops.image import (
     materialize,
     to_grey,
 )
-from kerasseg.registry import register_model
 
 __all__ = [
     "AdaptiveThreshold",
@@ -192,7 +191,7 @@ def _check_real(value, name, positive=False):
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
-class AdaptiveThreshold(keras.layers.Layer):
+class AdaptiveThreshold(ClassicalLayer):
     """OpenCV's adaptive threshold (`cv2.adaptiveThreshold`) of a uint8 (batch, H, W, 1) batch.
 
     The local mean is the `block_size` x `block_size` box mean rounded to uint8 (method
@@ -221,6 +220,8 @@ class AdaptiveThreshold(keras.layers.Layer):
     Example:
         >>> mask = AdaptiveThreshold(block_size=11, c=2)(images)  # uint8 (batch, H, W, 1)
     """
+
+    config_keys = ("block_size", "c", "method", "inverse", "return_threshold")
 
     def __init__(
         self,
@@ -286,17 +287,6 @@ class AdaptiveThreshold(keras.layers.Layer):
             return mask
         return mask, keras.KerasTensor(shape, dtype="float32")
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            block_size=self.block_size,
-            c=self.c,
-            method=self.method,
-            inverse=self.inverse,
-            return_threshold=self.return_threshold,
-        )
-        return config
-
 
 # ----------------------------------------------------------------------------- scikit-image
 
@@ -308,8 +298,10 @@ def _float_type(dtype):
     return "float32"
 
 
-class _LocalMeanStdThreshold(keras.layers.Layer):
+class _LocalMeanStdThreshold(ClassicalLayer):
     """Shared part of Niblack and Sauvola: local mean and standard deviation."""
+
+    config_keys = ("window_size", "k", "return_threshold")
 
     def __init__(self, window_size=15, k=0.2, return_threshold=False, **kwargs):
         kwargs.setdefault("autocast", False)  # float64 images stay float64
@@ -369,13 +361,6 @@ class _LocalMeanStdThreshold(keras.layers.Layer):
         float_dtype = _float_type(dtype_name(images))
         return mask, keras.KerasTensor(shape, dtype=float_dtype)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            window_size=self.window_size, k=self.k, return_threshold=self.return_threshold
-        )
-        return config
-
 
 @keras.saving.register_keras_serializable(package="kerasseg")
 class NiblackThreshold(_LocalMeanStdThreshold):
@@ -431,6 +416,8 @@ class SauvolaThreshold(_LocalMeanStdThreshold):
         >>> mask = SauvolaThreshold(window_size=15, k=0.2)(images)
     """
 
+    config_keys = (*_LocalMeanStdThreshold.config_keys, "r")
+
     def __init__(self, window_size=15, k=0.2, r=None, return_threshold=False, **kwargs):
         super().__init__(window_size=window_size, k=k, return_threshold=return_threshold, **kwargs)
         self.r = None if r is None else _check_real(r, "r", positive=True)
@@ -441,11 +428,6 @@ class SauvolaThreshold(_LocalMeanStdThreshold):
             r = 0.5 * (float(value_range[1]) - float(value_range[0]))
         return mean * (1 + self.k * ((std / r) - 1))
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(r=self.r)
-        return config
-
 
 # ----------------------------------------------------------------------------- builders
 
@@ -454,18 +436,13 @@ def _local_model(layer_class, name, input_dtype, channels, return_threshold, **a
     """A functional model around a local threshold layer: images -> mask [, threshold]."""
     images = images_input(input_dtype, channels)
     layer = layer_class(return_threshold=return_threshold, name=name, **arguments)
-    result = layer(images)
-    outputs = {"mask": result[0], "threshold": result[1]} if return_threshold else result
-    return SegmentationModel(images, outputs, name=name)
+    return layer_model(layer, images, ("mask", "threshold") if return_threshold else None)
 
 
-@register_model(
+@register_classical(
     "adaptive_threshold",
-    task="classical",
     description="OpenCV adaptiveThreshold (mean or Gaussian), pixel-exact on uint8, no weights",
     reference="OpenCV cv::adaptiveThreshold",
-    input_channels=1,
-    default_input_shape=(None, None, 1),
     num_classes=2,
 )
 def adaptive_threshold(
@@ -493,13 +470,10 @@ def adaptive_threshold(
     )
 
 
-@register_model(
+@register_classical(
     "niblack",
-    task="classical",
     description="Niblack local threshold (scikit-image semantics), no weights",
     reference="Niblack 1986, An Introduction to Digital Image Processing",
-    input_channels=1,
-    default_input_shape=(None, None, 1),
     num_classes=2,
 )
 def niblack(input_dtype="uint8", window_size=15, k=0.2, channels=1, return_threshold=True):
@@ -525,23 +499,18 @@ def niblack(input_dtype="uint8", window_size=15, k=0.2, channels=1, return_thres
     )
 
 
-@register_model(
+@register_classical(
     "sauvola",
-    task="classical",
     description="Sauvola local threshold (scikit-image semantics), no weights",
     reference="Sauvola & Pietikainen 2000, Pattern Recognition 33(2)",
-    input_channels=1,
-    default_input_shape=(None, None, 1),
     num_classes=2,
 )
 def sauvola(input_dtype="uint8", window_size=15, k=0.2, r=None, channels=1, return_threshold=True):
     """Sauvola local thresholding (scikit-image semantics) as a model.
 
     Args:
-        input_dtype: dtype of the images the model takes (integer or float).
         window_size, k, r: as `SauvolaThreshold`.
-        channels: 1 (grey) or 3 (converted with rgb2gray).
-        return_threshold: outputs {"mask", "threshold"} if True, else the mask alone.
+        input_dtype, channels, return_threshold: as `niblack`.
 
     Returns:
         A `SegmentationModel`.

@@ -46,17 +46,15 @@ Works eagerly, in `tf.function`, with `jit_compile=True` (`supports_jit = True`)
 import keras
 from keras import ops
 
-from kerasseg.classical.kmeans import clustering_model, pixel_features, squared_distances
-from kerasseg.ops.checks import check_int, check_number
-from kerasseg.ops.image import (
-    IMAGE_DTYPES,
-    check_finite,
-    check_images,
-    compute_dtype,
-    dtype_name,
-    is_symbolic,
+from kerasseg.classical.base import ClassicalLayer, register_classical
+from kerasseg.classical.kmeans import (
+    clustering_features,
+    clustering_model,
+    label_image,
+    squared_distances,
 )
-from kerasseg.registry import register_model
+from kerasseg.ops.checks import check_int, check_number
+from kerasseg.ops.image import compute_dtype, dtype_name, is_symbolic
 
 __all__ = ["KERNELS", "MeanShiftSegmentation", "bin_seeds", "mean_shift", "mean_shift_cluster"]
 
@@ -248,7 +246,7 @@ def mean_shift_cluster(x, finite, bandwidth, kernel, min_bin_freq, max_seeds, ma
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
-class MeanShiftSegmentation(keras.layers.Layer):
+class MeanShiftSegmentation(ClassicalLayer):
     """Mean-shift clustering of each image's pixels, as `sklearn.cluster.MeanShift`.
 
     Rules and limits: see the module docstring.
@@ -273,6 +271,16 @@ class MeanShiftSegmentation(keras.layers.Layer):
     Example:
         >>> labels, modes, n = MeanShiftSegmentation(bandwidth=0.1)(images)  # downsampled
     """
+
+    config_keys = (
+        "bandwidth",
+        "kernel",
+        "spatial_weight",
+        "min_bin_freq",
+        "max_seeds",
+        "max_iter",
+        "tol",
+    )
 
     def __init__(
         self,
@@ -299,16 +307,12 @@ class MeanShiftSegmentation(keras.layers.Layer):
         self.autocast = False  # keep float64 images float64 (and float16 ones exact)
 
     def call(self, images, training=None):
-        name = type(self).__name__
-        check_images(images, name, dtypes=IMAGE_DTYPES)
-        check_finite(images, name)
-        channels = images.shape[-1]
-        if channels is None:
-            raise ValueError(f"{name}: the channel axis of `images` must be known (1 or 3).")
         # float64 throughout: on quantised images many pixels lie at exactly one bandwidth
         # from a seed, and float32 rounding would put them on the other side of the kernel's
         # edge than scikit-learn's float64 does.
-        x, finite = pixel_features(images, self.spatial_weight, "float64")
+        x, finite, channels = clustering_features(
+            images, type(self).__name__, self.spatial_weight, "float64"
+        )
         labels, modes, count = mean_shift_cluster(
             x,
             finite,
@@ -319,8 +323,7 @@ class MeanShiftSegmentation(keras.layers.Layer):
             self.max_iter,
             self.tol,
         )
-        shape = ops.shape(images)
-        labels = ops.reshape(labels, (shape[0], shape[1], shape[2], 1))
+        labels = label_image(labels, images)
         modes = ops.cast(modes[..., :channels], compute_dtype(dtype_name(images)))
         return labels, modes, count
 
@@ -333,28 +336,12 @@ class MeanShiftSegmentation(keras.layers.Layer):
             keras.KerasTensor((batch,), dtype="int32"),
         )
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            bandwidth=self.bandwidth,
-            kernel=self.kernel,
-            spatial_weight=self.spatial_weight,
-            min_bin_freq=self.min_bin_freq,
-            max_seeds=self.max_seeds,
-            max_iter=self.max_iter,
-            tol=self.tol,
-        )
-        return config
 
-
-@register_model(
+@register_classical(
     "mean_shift",
-    task="classical",
     description="Mean-shift clustering per image (scikit-learn MeanShift, bin seeding), no weights",
     reference="Comaniciu & Meer 2002, IEEE TPAMI 24(5)",
-    input_channels=3,
-    default_input_shape=(None, None, 3),
-    num_classes=None,
+    channels=3,
 )
 def mean_shift(
     bandwidth=0.1,

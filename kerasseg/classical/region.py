@@ -27,6 +27,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasseg.classical.base import ClassicalLayer, layer_model, register_classical
 from kerasseg.models.base import SegmentationModel
 from kerasseg.ops.checks import check_int, is_number
 from kerasseg.ops.components import check_connectivity, grow, label_components
@@ -40,7 +41,6 @@ from kerasseg.ops.image import (
     is_symbolic,
     to_grey,
 )
-from kerasseg.registry import register_model
 
 __all__ = ["ConnectedComponents", "RegionGrowing", "connected_components", "region_growing"]
 
@@ -48,7 +48,7 @@ __all__ = ["ConnectedComponents", "RegionGrowing", "connected_components", "regi
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
-class RegionGrowing(keras.layers.Layer):
+class RegionGrowing(ClassicalLayer):
     """Seeded region growing / flood fill with `skimage.morphology.flood` semantics.
 
     For each seed, its region is the set of pixels connected to the seed through pixels
@@ -86,6 +86,8 @@ class RegionGrowing(keras.layers.Layer):
     Example:
         >>> labels = RegionGrowing(tolerance=20)(images, seeds)  # seeds: (batch, S, 2) int32
     """
+
+    config_keys = ("tolerance", "connectivity", "max_iter", "return_converged")
 
     def __init__(
         self, tolerance=None, connectivity=2, max_iter=None, return_converged=False, **kwargs
@@ -198,19 +200,9 @@ class RegionGrowing(keras.layers.Layer):
             return labels
         return labels, keras.KerasTensor((images.shape[0],), dtype="bool")
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            tolerance=self.tolerance,
-            connectivity=self.connectivity,
-            max_iter=self.max_iter,
-            return_converged=self.return_converged,
-        )
-        return config
-
 
 @keras.saving.register_keras_serializable(package="kerasseg")
-class ConnectedComponents(keras.layers.Layer):
+class ConnectedComponents(ClassicalLayer):
     """Connected-component labelling with `skimage.measure.label` semantics.
 
     Pixels equal to `background` are 0; other pixels connect to their neighbours (4 with
@@ -242,6 +234,15 @@ class ConnectedComponents(keras.layers.Layer):
     Example:
         >>> labels = ConnectedComponents(connectivity=1)(masks)  # masks: (batch, H, W, 1)
     """
+
+    config_keys = (
+        "connectivity",
+        "background",
+        "binary",
+        "max_iter",
+        "return_num",
+        "return_converged",
+    )
 
     def __init__(
         self,
@@ -296,31 +297,15 @@ class ConnectedComponents(keras.layers.Layer):
             outputs.append(keras.KerasTensor((images.shape[0],), dtype="bool"))
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            connectivity=self.connectivity,
-            background=self.background,
-            binary=self.binary,
-            max_iter=self.max_iter,
-            return_num=self.return_num,
-            return_converged=self.return_converged,
-        )
-        return config
-
 
 # ----------------------------------------------------------------------------- builders
 
 
-@register_model(
+@register_classical(
     "region_growing",
-    task="classical",
     description="Seeded region growing from (row, col) seeds (scikit-image flood semantics), "
     "no weights",
     reference="Adams & Bischof 1994, IEEE TPAMI 16(6)",
-    input_channels=1,
-    default_input_shape=(None, None, 1),
-    num_classes=None,
 )
 def region_growing(input_dtype="uint8", tolerance=None, connectivity=2, max_iter=None, channels=1):
     """Seeded region growing (scikit-image `flood` semantics) as a model.
@@ -354,14 +339,10 @@ def region_growing(input_dtype="uint8", tolerance=None, connectivity=2, max_iter
     )
 
 
-@register_model(
+@register_classical(
     "connected_components",
-    task="classical",
     description="Connected-component labelling (scikit-image label numbering), no weights",
     reference="Rosenfeld & Pfaltz 1966, J. ACM 13(4); Wu et al. 2009",
-    input_channels=1,
-    default_input_shape=(None, None, 1),
-    num_classes=None,
 )
 def connected_components(
     input_dtype="uint8", connectivity=None, background=0, binary=False, max_iter=None
@@ -389,9 +370,4 @@ def connected_components(
         return_converged=True,
         name="connected_components",
     )
-    labels, count, converged = layer(images)
-    return SegmentationModel(
-        images,
-        {"labels": labels, "num_labels": count, "converged": converged},
-        name="connected_components",
-    )
+    return layer_model(layer, images, ("labels", "num_labels", "converged"))

@@ -26,8 +26,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasseg.classical.base import ClassicalLayer, layer_model, register_classical
 from kerasseg.classical.histogram import INTEGER_RANGES, bin_positions, image_histogram
-from kerasseg.models.base import SegmentationModel
 from kerasseg.ops.checks import check_int, check_number, is_int
 from kerasseg.ops.image import (
     FLOAT_DTYPES,
@@ -38,7 +38,6 @@ from kerasseg.ops.image import (
     is_symbolic,
     to_grey,
 )
-from kerasseg.registry import register_model
 
 __all__ = [
     "BUILDERS",
@@ -73,11 +72,12 @@ def _reverse_cumsum(x):
     return ops.flip(ops.cumsum(ops.flip(x, 1), axis=1), 1)
 
 
-class _GlobalThreshold(keras.layers.Layer):
+class _GlobalThreshold(ClassicalLayer):
     """Shared machinery: checks, grey conversion, histogram, mask, outputs."""
 
     reference = ""
     default_classes = 2  # the mask's two classes; multi-Otsu overrides
+    config_keys = ("nbins", "return_threshold")
 
     def __init__(self, nbins=256, return_threshold=False, **kwargs):
         super().__init__(**kwargs)
@@ -148,11 +148,6 @@ class _GlobalThreshold(keras.layers.Layer):
 
     def _threshold_shape(self, batch):
         return (batch,)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(nbins=self.nbins, return_threshold=self.return_threshold)
-        return config
 
 
 def otsu_from_histogram(counts, centres):
@@ -354,6 +349,7 @@ class LiThreshold(_GlobalThreshold):
     """
 
     reference = "Li & Lee 1993, Pattern Recognition 26(4); Li & Tam 1998"
+    config_keys = (*_GlobalThreshold.config_keys, "tolerance", "max_iter")
 
     def __init__(self, tolerance=None, max_iter=10000, **kwargs):
         super().__init__(**kwargs)
@@ -376,11 +372,6 @@ class LiThreshold(_GlobalThreshold):
         start = ops.sum(levels * weights, axis=1) / ops.sum(weights, axis=1)
         threshold = _li_iterate(levels, weights, start, tolerance, self.max_iter)
         return threshold + low[:, 0], ops.ones_like(threshold, dtype="bool")
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(tolerance=self.tolerance, max_iter=self.max_iter)
-        return config
 
 
 def _half_min_gap(values):
@@ -440,6 +431,7 @@ class MinimumThreshold(_GlobalThreshold):
     """
 
     reference = "Prewitt & Mendelsohn 1966, Ann. N. Y. Acad. Sci. 128"
+    config_keys = (*_GlobalThreshold.config_keys, "max_iter")
 
     def __init__(self, max_iter=10000, **kwargs):
         super().__init__(**kwargs)
@@ -499,11 +491,6 @@ class MinimumThreshold(_GlobalThreshold):
         threshold = _gather(histogram.centres, ops.clip(index, 0, n - 1))
         return threshold, ok
 
-    def get_config(self):
-        config = super().get_config()
-        config["max_iter"] = self.max_iter
-        return config
-
 
 @keras.saving.register_keras_serializable(package="kerasseg")
 class MultiOtsuThreshold(_GlobalThreshold):
@@ -529,6 +516,7 @@ class MultiOtsuThreshold(_GlobalThreshold):
 
     reference = "Liao, Chen & Chung 2001, J. Inf. Sci. Eng. 17(5)"
     default_classes = 3
+    config_keys = (*_GlobalThreshold.config_keys, "classes")
 
     def __init__(self, classes=3, **kwargs):
         super().__init__(**kwargs)
@@ -586,11 +574,6 @@ class MultiOtsuThreshold(_GlobalThreshold):
             f"MultiOtsuThreshold: an image of this batch has fewer than {self.classes} distinct "
             "values after binning, so it cannot be split into that many classes."
         )
-
-    def get_config(self):
-        config = super().get_config()
-        config["classes"] = self.classes
-        return config
 
 
 def _variance_table(p, s):
@@ -655,10 +638,8 @@ def _best_thresholds(table, length, classes):
 def _threshold_model(layer, input_dtype, channels):
     """A functional model around a global threshold layer (see `threshold_builder`)."""
     images = images_input(input_dtype, channels, SUPPORTED_DTYPES)
-    result = layer(images)
     key = "labels" if isinstance(layer, MultiOtsuThreshold) else "mask"
-    outputs = {key: result[0], "threshold": result[1]} if layer.return_threshold else result
-    return SegmentationModel(images, outputs, name=layer.name)
+    return layer_model(layer, images, (key, "threshold") if layer.return_threshold else None)
 
 
 def threshold_builder(name):
@@ -710,14 +691,11 @@ BUILDERS = {
 }
 
 for _name, (_layer_class, _method) in BUILDERS.items():
-    register_model(
+    register_classical(
         _name,
         threshold_builder(_name),
-        task="classical",
         description=f"{_method} per image (scikit-image semantics), no weights",
         reference=_layer_class.reference,
-        input_channels=1,
-        default_input_shape=(None, None, 1),
         num_classes=_layer_class.default_classes,
         arguments=_builder_arguments(_layer_class),
     )

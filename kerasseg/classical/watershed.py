@@ -14,6 +14,7 @@ References:
 import keras
 from keras import ops
 
+from kerasseg.classical.base import ClassicalLayer
 from kerasseg.classical.region import ConnectedComponents
 from kerasseg.ops.checks import check_int, is_number
 from kerasseg.ops.image import FLOAT_DTYPES, check_finite, check_images, is_symbolic, materialize
@@ -24,7 +25,7 @@ STEPS_PER_ITERATION = 8
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
-class SeededWatershed(keras.layers.Layer):
+class SeededWatershed(ClassicalLayer):
     """Instance labels from a probability map: seeds plus a quantised watershed of `1 - p`.
 
     Seeds are the 4-connected components of `p > seed_threshold`, numbered 1..n per image in
@@ -51,6 +52,8 @@ class SeededWatershed(keras.layers.Layer):
     Example:
         >>> labels = SeededWatershed(seed_threshold=0.9, levels=64)(probabilities)
     """
+
+    config_keys = ("seed_threshold", "levels")
 
     def __init__(self, seed_threshold=0.9, levels=64, **kwargs):
         kwargs.setdefault("autocast", False)
@@ -116,8 +119,3 @@ class SeededWatershed(keras.layers.Layer):
 
     def compute_output_spec(self, images, training=None):
         return keras.KerasTensor(tuple(images.shape[:3]), dtype="int32")
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(seed_threshold=self.seed_threshold, levels=self.levels)
-        return config

@@ -16,6 +16,7 @@ __all__ = [
     "UsageError",
     "add_data_flags",
     "add_model_flags",
+    "add_subcommand",
     "add_tta_flag",
     "check_data_flags",
     "check_unit_interval",
@@ -75,6 +76,29 @@ def class_count(text):
 
 
 # ----------------------------------------------------------------------------- flag groups
+
+
+def add_subcommand(commands, name, parents, summary, description):
+    """Add the subcommand `name`, with a help text of its own, to `commands`.
+
+    Args:
+        commands: the subparsers of the `kerasseg` parser.
+        name: the subcommand's name.
+        parents: its parent parsers (`debug_flag()`).
+        summary: the one line `kerasseg --help` shows for it.
+        description: the text `kerasseg NAME --help` shows before the flags, printed as it is
+            written (line breaks kept).
+
+    Returns:
+        The subcommand's `argparse.ArgumentParser`.
+    """
+    return commands.add_parser(
+        name,
+        parents=parents,
+        help=summary,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def debug_flag():

@@ -1,7 +1,6 @@
 """`kerasseg evaluate`: score a semantic or an instance model on labelled images and write
 a report (STEM.json and STEM.md)."""
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ from kerasseg.cli.common import (
     UsageError,
     add_data_flags,
     add_model_flags,
+    add_subcommand,
     add_tta_flag,
     check_data_flags,
     check_unit_interval,
@@ -33,8 +33,10 @@ from kerasseg.cli.models import (
 from kerasseg.evaluation import evaluate, evaluate_instances, format_markdown, write_report
 from kerasseg.inference import task_of
 
-__all__ = ["HELP", "INSTANCE_FLAGS", "add_parser", "run"]
+__all__ = ["HELP", "INSTANCE_FLAGS", "SUMMARY", "add_parser", "run"]
 
+# The line of `kerasseg --help`, and the text of `kerasseg evaluate --help`.
+SUMMARY = "score a model on labelled images, write STEM.json and STEM.md"
 HELP = """\
 semantic models: pixel accuracy, per-class IoU and Dice (and with --instance-metrics V_rand
 and V_info of the 4-connected regions of class 1).
@@ -68,13 +70,7 @@ INSTANCE_FLAGS = (
 
 def add_parser(commands, parents):
     """Add `kerasseg evaluate` to the subcommands `commands`."""
-    parser = commands.add_parser(
-        "evaluate",
-        parents=parents,
-        help="score a model on labelled images, write STEM.json and STEM.md",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_subcommand(commands, "evaluate", parents, SUMMARY, HELP)
     add_model_flags(parser, path_ok=True)
     add_data_flags(parser, training=False)
     parser.add_argument(

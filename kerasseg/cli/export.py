@@ -1,11 +1,11 @@
 """`kerasseg export`: write a TF-Serving SavedModel of a registry model or a .keras file."""
 
-import argparse
 from pathlib import Path
 
 import kerasseg
 from kerasseg.cli.common import (
     UsageError,
+    add_subcommand,
     add_tta_flag,
     check_unit_interval,
     parse_model_arguments,
@@ -13,8 +13,10 @@ from kerasseg.cli.common import (
 )
 from kerasseg.cli.models import build, is_model_file, load_for_inference, with_tta
 
-__all__ = ["HELP", "add_parser", "run"]
+__all__ = ["HELP", "SUMMARY", "add_parser", "run"]
 
+# The line of `kerasseg --help`, and the text of `kerasseg export --help`.
+SUMMARY = "write a TF-Serving SavedModel: encoded images in, masks out"
 HELP = """\
 Writes DIR/NAME/VERSION/ (saved_model.pb, variables/, assets.extra/kerasseg.json), the layout
 TF-Serving loads with --model_base_path=DIR/NAME. Signatures:
@@ -30,13 +32,7 @@ normalise inside already.
 
 def add_parser(commands, parents):
     """Add `kerasseg export` to the subcommands `commands`."""
-    parser = commands.add_parser(
-        "export",
-        parents=parents,
-        help="write a TF-Serving SavedModel: encoded images in, masks out",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_subcommand(commands, "export", parents, SUMMARY, HELP)
     parser.add_argument("name", metavar="NAME", help="registry name or path to a .keras file")
     parser.add_argument(
         "--out", required=True, metavar="DIR", help="base folder: writes DIR/NAME/VERSION/"

@@ -1,7 +1,6 @@
 """`kerasseg train`: train a registry model on a data set or on folders of images and masks,
 with checkpoints, logs and resume in a run folder."""
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -16,6 +15,7 @@ from kerasseg.cli.common import (
     UsageError,
     add_data_flags,
     add_model_flags,
+    add_subcommand,
     check_data_flags,
     class_count,
     image_channels,
@@ -33,9 +33,12 @@ from kerasseg.models.base import check_spatial_size
 from kerasseg.ops.checks import is_int
 from kerasseg.run_folder import RunFolder
 
-__all__ = ["HELP", "MASK_SURVEY", "add_parser", "run"]
+__all__ = ["HELP", "MASK_SURVEY", "SUMMARY", "add_parser", "run"]
 
 MASK_SURVEY = "masks.json"  # the cached survey of the mask files, in the run folder
+
+# The line of `kerasseg --help`, and the text of `kerasseg train --help`.
+SUMMARY = "train a model with checkpoints, logs and resume"
 HELP = """\
 data: either --dataset {isbi2012,camvid} --data-root DIR (ISBI 2012: slices 00..19 train,
 20..24 validate; CamVid: train / val), or --images DIR --masks DIR (pairs matched by file
@@ -89,13 +92,7 @@ shows the traceback.
 
 def add_parser(commands, parents):
     """Add `kerasseg train` to the subcommands `commands`."""
-    train = commands.add_parser(
-        "train",
-        parents=parents,
-        help="train a model with checkpoints, logs and resume",
-        description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    train = add_subcommand(commands, "train", parents, SUMMARY, HELP)
     add_model_flags(train, path_ok=False)
     add_data_flags(train, training=True)
     train.add_argument("--out", required=True, metavar="DIR", help="output folder")

@@ -36,7 +36,7 @@ Every function here is TensorFlow ops only: it runs eagerly and inside `tf.data`
 
 import tensorflow as tf
 
-from kerasseg.ops.checks import check_int, is_int
+from kerasseg.ops.checks import check_int, check_keys, is_int
 
 __all__ = [
     "INSTANCE_KEYS",
@@ -107,15 +107,11 @@ def _masks_3d(masks, fn, name="masks"):
 
 
 def _check_targets(targets, fn):
-    if not isinstance(targets, dict):
-        raise TypeError(
-            f"{fn}: `targets` must be a dict with keys {INSTANCE_KEYS[:3]} (and optionally "
-            f"'is_crowd'); got {type(targets).__name__}."
-        )
-    if "class_ids" not in targets:
-        raise KeyError(
-            f"{fn}: `targets` must contain 'class_ids' (N,); got keys {sorted(targets)}."
-        )
+    described = (
+        "instance targets: 'boxes' (N, 4), 'class_ids' (N,), 'masks' (N, H, W) and optionally "
+        "'is_crowd' (N,)"
+    )
+    check_keys(targets, "`targets`", ("class_ids",), described, fn)
 
 
 # --------------------------------------------------------------------------- targets

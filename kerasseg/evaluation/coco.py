@@ -59,7 +59,7 @@ from kerasseg.inference.instances import (
     check_corner_boxes,
     detections_from_outputs,
 )
-from kerasseg.ops.checks import is_int, to_numpy
+from kerasseg.ops.checks import check_keys, is_int, to_numpy
 
 __all__ = [
     "AREA_RANGES",
@@ -169,15 +169,11 @@ def masks_to_rle(masks):
 
 def _target_arrays(target, fn, where):
     """Checked numpy masks (N, H, W) bool, class_ids (N,), boxes (N, 4), is_crowd (N,)."""
-    if not isinstance(target, dict):
-        raise TypeError(f"{fn}: {where} must be a dict of instance targets; got {target!r:.80}.")
-    missing = [key for key in ("masks", "class_ids") if key not in target]
-    if missing:
-        raise KeyError(
-            f"{fn}: {where} lacks {missing}; instance targets have 'masks' (N, H, W), "
-            f"'class_ids' (N,) and optionally 'boxes' (N, 4) and 'is_crowd' (N,); got keys "
-            f"{sorted(target)}."
-        )
+    described = (
+        "instance targets: 'masks' (N, H, W), 'class_ids' (N,) and optionally 'boxes' (N, 4) "
+        "and 'is_crowd' (N,)"
+    )
+    check_keys(target, where, ("masks", "class_ids"), described, fn)
     masks = check_binary_masks(target["masks"], f"{where}['masks']", fn)
     count = masks.shape[0]
     if "num_instances" in target:  # the padded form of `kerasseg.data.instances.to_padded`
@@ -313,15 +309,11 @@ def coco_ground_truth(
 
 
 def _detection_arrays(detection, fn, where):
-    if not isinstance(detection, dict):
-        raise TypeError(f"{fn}: {where} must be a dict; got {type(detection).__name__}.")
-    missing = [key for key in ("boxes", "scores", "classes", "masks") if key not in detection]
-    if missing:
-        raise KeyError(
-            f"{fn}: {where} lacks {missing}; detections have 'boxes' (n, 4), 'scores' (n,), "
-            f"'classes' (n,) and full-size binary 'masks' (n, H, W) (`detections_from_outputs` "
-            f"makes them from model outputs); got keys {sorted(detection)}."
-        )
+    described = (
+        "detections: 'boxes' (n, 4), 'scores' (n,), 'classes' (n,) and full-size binary "
+        "'masks' (n, H, W), as `detections_from_outputs` makes them from model outputs"
+    )
+    check_keys(detection, where, ("boxes", "scores", "classes", "masks"), described, fn)
     masks = check_binary_masks(detection["masks"], f"{where}['masks']", fn)
     count = masks.shape[0]
     boxes = check_corner_boxes(detection["boxes"], count, f"{where}['boxes']", fn)
@@ -473,29 +465,34 @@ def coco_average_precision(ground_truth, results, *, iou_types=IOU_TYPES, max_de
 def _check_results(found, iou_type, ground_truth, fn):
     """Every result of one IoU type names an image and a category of the ground truth."""
     needed = "bbox" if iou_type == "bbox" else "segmentation"
+    keys = {"image_id", "category_id", needed, "score"}
     for result in found:
-        keys = {"image_id", "category_id", needed, "score"}
         if not isinstance(result, dict) or not keys <= set(result):
             raise ValueError(
                 f"{fn}: every results[{iou_type!r}] entry must be a dict with 'image_id', "
                 f"'category_id', {needed!r} and 'score'; got {result!r:.120}."
             )
-    image_ids = {image["id"] for image in ground_truth["images"]}
-    unknown_images = sorted({r["image_id"] for r in found} - image_ids)
+    where = f"{fn}: results[{iou_type!r}]"
+    unknown_images = _undeclared(found, "image_id", ground_truth["images"])
     if unknown_images:
         raise ValueError(
-            f"{fn}: results[{iou_type!r}] refer to image ids {unknown_images[:10]} that "
-            f"the ground truth lacks."
+            f"{where} refer to image ids {unknown_images[:10]} that the ground truth lacks."
         )
-    category_ids = {category["id"] for category in ground_truth["categories"]}
-    unknown_categories = sorted({r["category_id"] for r in found} - category_ids)
+    unknown_categories = _undeclared(found, "category_id", ground_truth["categories"])
     if unknown_categories:
+        declared = sorted(category["id"] for category in ground_truth["categories"])
         raise ValueError(
-            f"{fn}: results[{iou_type!r}] hold category ids {unknown_categories[:10]} that "
-            f"the ground truth does not declare ({sorted(category_ids)}); declare them with "
-            "`coco_ground_truth(..., category_ids=...)`, or evaluate class-agnostically "
-            "(`class_agnostic=True` on both sides)."
+            f"{where} hold category ids {unknown_categories[:10]} that the ground truth does "
+            f"not declare ({declared}); declare them with `coco_ground_truth(..., "
+            "category_ids=...)`, or evaluate class-agnostically (`class_agnostic=True` on "
+            "both sides)."
         )
+
+
+def _undeclared(found, key, declared):
+    """The values of `key` in the results `found` that are not the id of an entry of
+    `declared` (the ground truth's images or categories), sorted."""
+    return sorted({result[key] for result in found} - {entry["id"] for entry in declared})
 
 
 def _iou_type_scores(gt, ground_truth, found, iou_type, max_detections):

@@ -11,7 +11,7 @@ instance masks into one label image.
 
 import numpy as np
 
-from kerasseg.ops.checks import check_probability, to_numpy
+from kerasseg.ops.checks import check_keys, check_probability, to_numpy
 
 __all__ = [
     "check_binary_masks",
@@ -122,14 +122,8 @@ def detections_from_outputs(outputs, image_sizes, *, mask_threshold=0.5):
 
 def _output_arrays(outputs, fn):
     """The outputs as NumPy arrays with a batch axis, checked, and the detections per image."""
-    if not isinstance(outputs, dict):
-        raise TypeError(
-            f"{fn}: `outputs` must be the model's dict of 'boxes', 'scores', 'classes', "
-            f"'masks' and 'num_detections'; got {type(outputs).__name__}."
-        )
-    missing = [key for key in ("boxes", "scores", "classes", "masks") if key not in outputs]
-    if missing:
-        raise KeyError(f"{fn}: `outputs` lacks {missing}; got keys {sorted(outputs)}.")
+    described = "the model's outputs 'boxes', 'scores', 'classes', 'masks' and 'num_detections'"
+    check_keys(outputs, "`outputs`", ("boxes", "scores", "classes", "masks"), described, fn)
     arrays = {key: to_numpy(outputs[key], f"outputs[{key!r}]", fn) for key in outputs}
     given = {key: value.shape for key, value in arrays.items()}  # for the error messages
     boxes = arrays["boxes"]

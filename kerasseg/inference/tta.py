@@ -18,6 +18,8 @@ from keras import ops
 from kerasseg.models.base import SegmentationModel
 
 # (transpose, flip height, flip width) for each transform; the first four need no transpose.
+__all__ = ["TRANSFORMS", "TRANSFORM_SETS", "DihedralTransform", "wrap"]
+
 TRANSFORMS = tuple((t, h, w) for t in (False, True) for h in (False, True) for w in (False, True))
 TRANSFORM_SETS = {"flips": 4, "dihedral": 8}
 

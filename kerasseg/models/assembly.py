@@ -16,7 +16,12 @@ ends with the head (centre-cropped back to the input size with `pad_to_fit`) and
 `SegmentationModel` that knows the sizes it accepts.
 
 The arguments all these builders take are described once, in `COMMON_ARGUMENTS`; the
-`document_common_arguments` decorator adds them to a builder's docstring.
+`document_common_arguments` decorator adds them to a builder's docstring. Each builder is
+declared with `encoder_decoder_builder`, which registers it with the metadata they share
+and completes its docstring so:
+
+    @encoder_decoder_builder("fpn", description="...", reference="...")
+    def fpn(num_classes=1, input_shape=(None, None, 3), encoder="resnet50", ...):
 """
 
 import dataclasses
@@ -27,8 +32,14 @@ import keras
 
 from kerasseg.models.base import SegmentationModel, check_spatial_size
 from kerasseg.models.blocks import ReflectPadToMultiple, check_common_arguments, segmentation_head
-from kerasseg.models.encoders import build_encoder, check_encoder_arguments, get_encoder_spec
+from kerasseg.models.encoders import (
+    build_encoder,
+    check_encoder_arguments,
+    encoder_preprocessing,
+    get_encoder_spec,
+)
 from kerasseg.preprocessing import ImagePreprocessing
+from kerasseg.registry import register_model
 
 __all__ = [
     "COMMON_ARGUMENTS",
@@ -36,6 +47,7 @@ __all__ = [
     "decoder_skips",
     "document_common_arguments",
     "encoder_decoder",
+    "encoder_decoder_builder",
     "encoder_input_stage",
 ]
 
@@ -81,6 +93,44 @@ def document_common_arguments(architecture, multiple="32", minimum="17"):
             texts = {name: text.format(**values) for name, text in COMMON_ARGUMENTS.items()}
             builder.__doc__ = _complete_arguments(builder.__doc__, order, texts)
         return builder
+
+    return decorate
+
+
+def encoder_decoder_builder(
+    name, description, reference, preprocessing=encoder_preprocessing, **doc_options
+):
+    """A decorator declaring an encoder-decoder builder: registered, its docstring completed.
+
+    The builder is registered as `name` (`kerasseg.registry.register_model`) with the
+    metadata every encoder-decoder shares, a semantic task of one class by default, and its
+    `Args:` section is completed by `document_common_arguments`.
+
+    Args:
+        name: the registered name, also the default model name's prefix ("fpn" for
+            "fpn_<encoder>").
+        description: one line for listings.
+        reference: the publication the model follows.
+        preprocessing: the `ImagePreprocessing` mode the inputs need, or a function of the
+            builder's arguments that returns it (default `encoder_preprocessing`: the
+            encoder's own normalisation).
+        **doc_options: `multiple` and `minimum` of `document_common_arguments`.
+
+    Returns:
+        A decorator that returns the builder itself, registered and documented.
+    """
+    register = register_model(
+        name,
+        task="semantic",
+        description=description,
+        reference=reference,
+        num_classes=1,
+        preprocessing=preprocessing,
+    )
+    document = document_common_arguments(name, **doc_options)
+
+    def decorate(builder):
+        return document(register(builder))
 
     return decorate
 

@@ -29,15 +29,13 @@ from keras import layers
 
 from kerasseg.models.assembly import (
     EncoderDecoderArguments,
-    document_common_arguments,
     encoder_decoder,
+    encoder_decoder_builder,
 )
 from kerasseg.models.blocks import DECODER_FILTERS_RULE, segmentation_head
-from kerasseg.models.encoders import encoder_preprocessing
 from kerasseg.models.resize import UpSamplingBilinear2D
 from kerasseg.models.unet import unet_decoder
 from kerasseg.ops.checks import check_ints
-from kerasseg.registry import register_model
 
 __all__ = ["DEFAULT_DECODER_FILTERS", "GATES", "REFERENCE", "attention_gate", "attention_unet"]
 
@@ -77,14 +75,10 @@ def _check_attention_filters(attention_filters):
     )
 
 
-@document_common_arguments("attention_unet")
-@register_model(
+@encoder_decoder_builder(
     "attention_unet",
-    task="semantic",
     description="Attention U-Net: U-Net decoder with additive attention gates on the encoder skips",
     reference="Oktay et al. 2018, arXiv:1804.03999",
-    num_classes=1,
-    preprocessing=encoder_preprocessing,
 )
 def attention_unet(
     num_classes=1,

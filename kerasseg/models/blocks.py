@@ -166,17 +166,13 @@ def conv_bn_relu(x, filters, kernel_size, name, dilation_rate=1, separable=False
     Layers are named `{name}_conv`, `{name}_bn`, `{name}_relu`; without batch norm the
     convolution has a bias.
     """
+    options = dict(
+        padding="same", dilation_rate=dilation_rate, use_bias=not batch_norm, name=f"{name}_conv"
+    )
     if separable and kernel_size > 1:
-        conv = layers.SeparableConv2D(
-            filters, kernel_size, padding="same", dilation_rate=dilation_rate,
-            use_bias=not batch_norm, name=f"{name}_conv",
-        )  # fmt: skip
+        x = layers.SeparableConv2D(filters, kernel_size, **options)(x)
     else:
-        conv = layers.Conv2D(
-            filters, kernel_size, padding="same", dilation_rate=dilation_rate,
-            use_bias=not batch_norm, kernel_initializer="he_normal", name=f"{name}_conv",
-        )  # fmt: skip
-    x = conv(x)
+        x = layers.Conv2D(filters, kernel_size, kernel_initializer="he_normal", **options)(x)
     if batch_norm:
         x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)

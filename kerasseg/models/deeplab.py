@@ -56,6 +56,7 @@ centres (align_corners=False, the values of Keras's UpSampling2D); smp's
 `UpsamplingBilinear2d` uses align_corners=True.
 """
 
+import dataclasses
 import functools
 
 import keras
@@ -63,14 +64,12 @@ from keras import layers
 
 from kerasseg.models.assembly import (
     EncoderDecoderArguments,
-    document_common_arguments,
     encoder_decoder,
+    encoder_decoder_builder,
 )
 from kerasseg.models.blocks import conv_bn_relu, segmentation_head
-from kerasseg.models.encoders import encoder_preprocessing
 from kerasseg.models.resize import BroadcastLike, UpSamplingBilinear2D
 from kerasseg.ops.checks import check_int, check_ints, check_rate
-from kerasseg.registry import register_model
 
 __all__ = [
     "DEFAULT_ATROUS_RATES",
@@ -200,41 +199,67 @@ def dilated_encoder(encoder, output_stride):
     return dilated
 
 
-def _deeplab(
-    arguments, decoder, output_stride, atrous_rates, decoder_filters, aspp_dropout, upsample
-):
-    """Check the arguments DeepLabV3 and DeepLabV3+ share, then build the model.
+@dataclasses.dataclass(frozen=True)
+class _DeepLabArguments:
+    """The arguments DeepLabV3 and DeepLabV3+ share beyond the common ones, checked."""
+
+    output_stride: int
+    atrous_rates: tuple
+    decoder_filters: int
+    separable: bool
+    aspp_dropout: float
+
+    @classmethod
+    def from_builder(cls, builder_arguments):
+        """Check and collect them from the builder's arguments by name (its `locals()`).
+
+        `atrous_rates` None becomes `DEFAULT_ATROUS_RATES[output_stride]`.
+
+        Raises:
+            ValueError: any of them out of its accepted values.
+        """
+        output_stride = builder_arguments["output_stride"]
+        if isinstance(output_stride, bool) or output_stride not in OUTPUT_STRIDES:
+            raise ValueError(
+                f"`output_stride` must be one of {OUTPUT_STRIDES}; got {output_stride!r}."
+            )
+        atrous_rates = builder_arguments["atrous_rates"]
+        if atrous_rates is None:
+            atrous_rates = DEFAULT_ATROUS_RATES[output_stride]
+        atrous_rates = check_ints(
+            atrous_rates,
+            3,
+            "atrous_rates",
+            "three integers >= 1 (the ASPP's dilation rates, e.g. (6, 12, 18))",
+        )
+        decoder_filters = builder_arguments["decoder_filters"]
+        check_int(decoder_filters, "decoder_filters", 1)
+        aspp_dropout = builder_arguments["aspp_dropout"]
+        check_rate(aspp_dropout, "aspp_dropout")
+        separable = bool(builder_arguments["separable"])
+        return cls(output_stride, atrous_rates, decoder_filters, separable, aspp_dropout)
+
+    def aspp(self, x):
+        """`aspp` on `x` with these options."""
+        return aspp(x, self.decoder_filters, self.atrous_rates, self.separable, self.aspp_dropout)
+
+
+def _deeplab(arguments, options, decoder, upsample):
+    """Build DeepLabV3 or DeepLabV3+ on the dilated encoder.
 
     Args:
         arguments: the builder's `EncoderDecoderArguments`.
-        decoder: `decoder(features, atrous_rates)`, on the dilated encoder's five features.
-        output_stride: the builder's `output_stride`.
-        atrous_rates: the builder's `atrous_rates` (None: `DEFAULT_ATROUS_RATES`).
-        decoder_filters: the builder's `decoder_filters`.
-        aspp_dropout: the builder's `aspp_dropout`.
+        options: the builder's `_DeepLabArguments`.
+        decoder: `decoder(features)`, on the dilated encoder's five features.
         upsample: the head's bilinear up-sampling factor, back to the input size.
 
     Returns:
         The `SegmentationModel`.
-
-    Raises:
-        ValueError: any of these arguments out of its accepted values.
     """
-    if isinstance(output_stride, bool) or output_stride not in OUTPUT_STRIDES:
-        raise ValueError(f"`output_stride` must be one of {OUTPUT_STRIDES}; got {output_stride!r}.")
-    if atrous_rates is None:
-        atrous_rates = DEFAULT_ATROUS_RATES[output_stride]
-    atrous_rates = check_ints(
-        atrous_rates,
-        3,
-        "atrous_rates",
-        "three integers >= 1 (the ASPP's dilation rates, e.g. (6, 12, 18))",
-    )
-    check_int(decoder_filters, "decoder_filters", 1)
-    check_rate(aspp_dropout, "aspp_dropout")
+    output_stride = options.output_stride
     return encoder_decoder(
         arguments,
-        functools.partial(decoder, atrous_rates=atrous_rates),
+        decoder,
         functools.partial(segmentation_head, upsample=upsample, align_corners=False),
         stride=output_stride,
         prepare_encoder=lambda encoder, present: (dilated_encoder(encoder, output_stride), present),
@@ -258,16 +283,12 @@ def aspp(x, filters, atrous_rates, separable, dropout, name="aspp"):
     return layers.Dropout(dropout, name=f"{name}_dropout")(x)
 
 
-@document_common_arguments(
-    "deeplabv3", multiple="`output_stride`", minimum="`output_stride // 2 + 1`"
-)
-@register_model(
+@encoder_decoder_builder(
     "deeplabv3",
-    task="semantic",
     description="DeepLabV3: atrous spatial pyramid pooling on a dilated pretrained encoder",
     reference="Chen et al. 2017, arXiv:1706.05587",
-    num_classes=1,
-    preprocessing=encoder_preprocessing,
+    multiple="`output_stride`",
+    minimum="`output_stride // 2 + 1`",
 )
 def deeplabv3(
     num_classes=1,
@@ -304,27 +325,20 @@ def deeplabv3(
         H and W must be multiples of `output_stride` unless `pad_to_fit`.
     """
     arguments = EncoderDecoderArguments.from_builder(locals(), "deeplabv3")
+    options = _DeepLabArguments.from_builder(locals())
 
-    def decoder(features, atrous_rates):
-        x = aspp(features[-1], decoder_filters, atrous_rates, bool(separable), aspp_dropout)
-        return conv_bn_relu(x, decoder_filters, 3, "decoder")
+    def decoder(features):
+        return conv_bn_relu(options.aspp(features[-1]), decoder_filters, 3, "decoder")
 
-    return _deeplab(
-        arguments, decoder, output_stride, atrous_rates, decoder_filters, aspp_dropout,
-        upsample=output_stride,
-    )  # fmt: skip
+    return _deeplab(arguments, options, decoder, upsample=output_stride)
 
 
-@document_common_arguments(
-    "deeplabv3plus", multiple="`output_stride`", minimum="`output_stride // 2 + 1`"
-)
-@register_model(
+@encoder_decoder_builder(
     "deeplabv3plus",
-    task="semantic",
     description="DeepLabV3+: DeepLabV3 with a stride-4 decoder, dilated pretrained encoder",
     reference="Chen et al. 2018, arXiv:1802.02611",
-    num_classes=1,
-    preprocessing=encoder_preprocessing,
+    multiple="`output_stride`",
+    minimum="`output_stride // 2 + 1`",
 )
 def deeplabv3plus(
     num_classes=1,
@@ -366,19 +380,18 @@ def deeplabv3plus(
     """
     arguments = EncoderDecoderArguments.from_builder(locals(), "deeplabv3plus")
     check_int(low_level_filters, "low_level_filters", 1)
-    separable = bool(separable)
+    options = _DeepLabArguments.from_builder(locals())
+    separable = options.separable
 
-    def decoder(features, atrous_rates):
-        x = aspp(features[-1], decoder_filters, atrous_rates, separable, aspp_dropout)
+    def decoder(features):
+        x = options.aspp(features[-1])
         x = conv_bn_relu(x, decoder_filters, 3, "aspp_head", separable=separable)
-        x = UpSamplingBilinear2D(output_stride // 4, align_corners=False, name="decoder_upsample")(
-            x
+        to_stride_4 = UpSamplingBilinear2D(
+            output_stride // 4, align_corners=False, name="decoder_upsample"
         )
+        x = to_stride_4(x)
         low = conv_bn_relu(features[1], low_level_filters, 1, "decoder_low_level")
         x = layers.Concatenate(name="decoder_concat")([x, low])
         return conv_bn_relu(x, decoder_filters, 3, "decoder", separable=separable)
 
-    return _deeplab(
-        arguments, decoder, output_stride, atrous_rates, decoder_filters, aspp_dropout,
-        upsample=4,
-    )  # fmt: skip
+    return _deeplab(arguments, options, decoder, upsample=4)

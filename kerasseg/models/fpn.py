@@ -24,14 +24,12 @@ from keras import layers
 
 from kerasseg.models.assembly import (
     EncoderDecoderArguments,
-    document_common_arguments,
     encoder_decoder,
+    encoder_decoder_builder,
 )
 from kerasseg.models.blocks import segmentation_head
-from kerasseg.models.encoders import encoder_preprocessing
 from kerasseg.models.resize import UpSamplingBilinear2D
 from kerasseg.ops.checks import check_int, check_rate
-from kerasseg.registry import register_model
 
 __all__ = ["GROUPS", "MERGE_POLICIES", "NORMALIZATIONS", "REFERENCE", "fpn", "fpn_decoder"]
 
@@ -65,14 +63,10 @@ def _segmentation_block(x, filters, upsamples, normalization, name):
     return x
 
 
-@document_common_arguments("fpn")
-@register_model(
+@encoder_decoder_builder(
     "fpn",
-    task="semantic",
     description="FPN (panoptic FPN semantic branch) on a pretrained encoder",
     reference="Kirillov et al. 2019, arXiv:1901.02446",
-    num_classes=1,
-    preprocessing=encoder_preprocessing,
 )
 def fpn(
     num_classes=1,

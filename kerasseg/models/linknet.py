@@ -23,13 +23,11 @@ from keras import layers
 from kerasseg.models.assembly import (
     EncoderDecoderArguments,
     decoder_skips,
-    document_common_arguments,
     encoder_decoder,
+    encoder_decoder_builder,
 )
 from kerasseg.models.blocks import conv_bn_relu
-from kerasseg.models.encoders import encoder_preprocessing
 from kerasseg.ops.checks import check_int
-from kerasseg.registry import register_model
 
 __all__ = ["REFERENCE", "UPSAMPLING", "linknet", "linknet_decoder"]
 
@@ -56,14 +54,10 @@ def _decoder_block(x, skip, out_filters, upsampling, name):
     return x
 
 
-@document_common_arguments("linknet")
-@register_model(
+@encoder_decoder_builder(
     "linknet",
-    task="semantic",
     description="LinkNet on a pretrained encoder, decoder blocks added to its features",
     reference="Chaurasia & Culurciello 2017, arXiv:1707.03718",
-    num_classes=1,
-    preprocessing=encoder_preprocessing,
 )
 def linknet(
     num_classes=1,

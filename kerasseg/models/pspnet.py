@@ -26,14 +26,12 @@ from keras import layers
 
 from kerasseg.models.assembly import (
     EncoderDecoderArguments,
-    document_common_arguments,
     encoder_decoder,
+    encoder_decoder_builder,
 )
 from kerasseg.models.blocks import conv_bn_relu, segmentation_head
-from kerasseg.models.encoders import encoder_preprocessing
 from kerasseg.models.resize import AdaptiveAveragePooling2D, ResizeLike
 from kerasseg.ops.checks import check_int, check_rate, is_int
-from kerasseg.registry import register_model
 
 __all__ = ["DEFAULT_BINS", "REFERENCE", "pspnet", "pyramid_pooling"]
 
@@ -41,16 +39,12 @@ REFERENCE = "Zhao et al. 2017, Pyramid Scene Parsing Network, arXiv:1612.01105"
 DEFAULT_BINS = (1, 2, 3, 6)
 
 
-@document_common_arguments(
-    "pspnet", multiple="2**encoder_depth", minimum="2**encoder_depth / 2 + 1"
-)
-@register_model(
+@encoder_decoder_builder(
     "pspnet",
-    task="semantic",
     description="PSPNet: pyramid pooling on the stride-8 features of a pretrained encoder",
     reference="Zhao et al. 2017, arXiv:1612.01105",
-    num_classes=1,
-    preprocessing=encoder_preprocessing,
+    multiple="2**encoder_depth",
+    minimum="2**encoder_depth / 2 + 1",
 )
 def pspnet(
     num_classes=1,

@@ -260,9 +260,14 @@ class EfficientSelfAttention(layers.Layer):
         self.proj = layers.Dense(filters, name="proj", **dense)
         if sr_ratio > 1:
             self.sr = layers.Conv2D(
-                filters, sr_ratio, strides=sr_ratio, padding="valid",
-                kernel_initializer=_conv_initializer(), name="sr", **common,
-            )  # fmt: skip
+                filters,
+                sr_ratio,
+                strides=sr_ratio,
+                padding="valid",
+                kernel_initializer=_conv_initializer(),
+                name="sr",
+                **common,
+            )
             self.norm = layers.LayerNormalization(epsilon=self.epsilon, name="norm", **common)
         self.attention_dropout_layer = layers.Dropout(attention_dropout, **common)
         self.projection_dropout_layer = layers.Dropout(projection_dropout, **common)

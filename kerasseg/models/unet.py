@@ -16,8 +16,8 @@ from keras import layers
 from kerasseg.models.assembly import (
     EncoderDecoderArguments,
     decoder_skips,
-    document_common_arguments,
     encoder_decoder,
+    encoder_decoder_builder,
 )
 from kerasseg.models.base import SegmentationModel, check_spatial_size
 from kerasseg.models.blocks import (
@@ -31,7 +31,6 @@ from kerasseg.models.blocks import (
 from kerasseg.models.encoders import encoder_preprocessing
 from kerasseg.ops.checks import check_int, check_ints, check_rate
 from kerasseg.preprocessing import ImagePreprocessing
-from kerasseg.registry import register_model
 
 __all__ = [
     "DEFAULT_DECODER_FILTERS",
@@ -66,13 +65,10 @@ def _reject(arguments, names, mode):
         raise ValueError(f"{', '.join(f'`{g}`' for g in given)} only apply {mode}.")
 
 
-@document_common_arguments("unet")
-@register_model(
+@encoder_decoder_builder(
     "unet",
-    task="semantic",
     description="U-Net, the original or on a pretrained keras.applications encoder",
     reference="Ronneberger et al. 2015, arXiv:1505.04597",
-    num_classes=1,
     preprocessing=unet_preprocessing,
 )
 def unet(

@@ -33,8 +33,8 @@ from keras import layers
 
 from kerasseg.models.assembly import (
     EncoderDecoderArguments,
-    document_common_arguments,
     encoder_decoder,
+    encoder_decoder_builder,
 )
 from kerasseg.models.base import SegmentationModel
 from kerasseg.models.blocks import (
@@ -43,10 +43,8 @@ from kerasseg.models.blocks import (
     conv_block,
     segmentation_head,
 )
-from kerasseg.models.encoders import encoder_preprocessing
 from kerasseg.models.resize import UpSamplingBilinear2D
 from kerasseg.ops.checks import check_ints, is_int
-from kerasseg.registry import register_model
 
 __all__ = [
     "DEFAULT_DECODER_FILTERS",
@@ -65,15 +63,11 @@ HEADS = 4  # deep-supervision outputs, one per X^{0,j}, j = 1..4
 OUTPUT_NAMES = tuple(f"output_{j}" for j in range(1, HEADS + 1))
 
 
-@document_common_arguments("unetplusplus")
-@register_model(
+@encoder_decoder_builder(
     "unetplusplus",
-    task="semantic",
     description="U-Net++: nested dense skip pathways on a pretrained encoder, optional deep "
     "supervision",
     reference="Zhou et al. 2018, arXiv:1807.10165",
-    num_classes=1,
-    preprocessing=encoder_preprocessing,
 )
 def unetplusplus(
     num_classes=1,

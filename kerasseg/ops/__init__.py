@@ -6,3 +6,5 @@
 - `kerasseg.ops.detection`: RoIAlign, NMS and box operations (TensorFlow; imported only by
   the modules that need it, so that `import kerasseg` stays backend-neutral).
 """
+
+__all__ = []  # the submodules are the API: kerasseg.ops.checks, ...

@@ -11,6 +11,7 @@ given, optionally after a `context` prefix (the function or layer being called):
 Booleans are refused wherever a number is expected (`True` is an `int` in Python).
 """
 
+import difflib
 import math
 import numbers
 
@@ -20,10 +21,12 @@ from keras import ops
 __all__ = [
     "check_int",
     "check_ints",
+    "check_keys",
     "check_number",
     "check_positive_int",
     "check_probability",
     "check_rate",
+    "did_you_mean",
     "is_int",
     "is_number",
     "to_numpy",
@@ -164,6 +167,51 @@ def check_ints(value, count, name, accepted, minimum=1):
         if all(is_int(item) and item >= minimum for item in value):
             return tuple(int(item) for item in value)
     raise ValueError(f"`{name}` must be {accepted}; got {value!r}.")
+
+
+def check_keys(value, what, keys, described, context=""):
+    """Check that `value` is a dict that holds every key of `keys`; returns it.
+
+    Args:
+        value: the value given.
+        what: the value in words, for the messages: "`outputs`", "the targets of image 3".
+        keys: the keys it must hold.
+        described: what such a dict holds, for the messages: "detections: 'boxes' (n, 4),
+            'scores' (n,) ...".
+        context: a prefix for the messages (the function that checks).
+
+    Raises:
+        TypeError: `value` is not a dict.
+        KeyError: `value` lacks keys of `keys`.
+    """
+    if not isinstance(value, dict):
+        raise TypeError(
+            f"{_prefix(context)}{what} must be a dict of {described}; got {type(value).__name__}."
+        )
+    missing = [key for key in keys if key not in value]
+    if missing:
+        raise KeyError(
+            f"{_prefix(context)}{what} lacks {missing} (a dict of {described}); got keys "
+            f"{sorted(value)}."
+        )
+    return value
+
+
+def did_you_mean(name, names, *, count=3, cutoff=0.4):
+    """The hint of an "unknown name" message: the entries of `names` closest to `name`.
+
+    Args:
+        name: the unknown name given.
+        names: the accepted names.
+        count: how many close names to list at most.
+        cutoff: how close a name must be, in [0, 1] (`difflib.get_close_matches`).
+
+    Returns:
+        " Did you mean 'unet', 'unetplusplus'?" (with the leading space, to follow the
+        message's first sentence), or "" when no name is close.
+    """
+    close = difflib.get_close_matches(str(name), list(names), n=count, cutoff=cutoff)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
 def to_numpy(value, name, context=""):

@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_SIZES",
     "base_anchors",
     "grid_anchors",
+    "int_or_tensor",
     "num_anchors_per_level",
 ]
 
@@ -77,15 +78,30 @@ def base_anchors(size, aspect_ratios=(0.5, 1.0, 2.0)):
     return np.round(anchors).astype(np.float32)  # numpy and torch both round half to even
 
 
-def _dim(name, value, pair):
-    """A positive Python int, or a scalar tensor cast to int32 (not checked)."""
-    if isinstance(value, bool) or (is_int(value) and value < 1):
-        raise ValueError(f"`{name}` must hold positive integers; got {pair!r}.")
+def int_or_tensor(name, value, minimum, shown=None, float_error=TypeError):
+    """A Python int of at least `minimum`, or a scalar tensor cast to int32 (not checked).
+
+    Args:
+        name: the argument's name, for the messages.
+        value: a Python int, or a scalar tensor (graph mode, dynamic sizes).
+        minimum: the smallest int accepted.
+        shown: what the messages show as given (default `value`), e.g. the pair it is from.
+        float_error: the exception class raised for a Python float.
+
+    Returns:
+        `value` as an int or an int32 tensor.
+
+    Raises:
+        ValueError: a bool, or an int below `minimum`.
+    """
+    shown = value if shown is None else shown
+    if isinstance(value, bool) or (is_int(value) and value < minimum):
+        raise ValueError(f"`{name}` must hold integers >= {minimum}; got {shown!r}.")
     if is_int(value):
         return int(value)
     if is_number(value):
-        raise TypeError(f"`{name}` must hold integers, not floats; got {pair!r}.")
-    return ops.cast(value, "int32")  # a scalar tensor (graph mode, dynamic sizes)
+        raise float_error(f"`{name}` must hold integers, not floats; got {shown!r}.")
+    return ops.cast(value, "int32")
 
 
 def _pair(name, value):
@@ -93,7 +109,7 @@ def _pair(name, value):
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
             raise ValueError(f"`{name}` must be a (height, width) pair; got {value!r}.")
-        return _dim(name, value[0], value), _dim(name, value[1], value)
+        return int_or_tensor(name, value[0], 1, value), int_or_tensor(name, value[1], 1, value)
     shape = getattr(value, "shape", None)
     if shape is None:
         raise TypeError(f"`{name}` must be a (height, width) pair; got {value!r}.")
@@ -101,7 +117,7 @@ def _pair(name, value):
         raise ValueError(f"`{name}` must be a (height, width) pair; got shape {tuple(shape)}.")
     if isinstance(value, np.ndarray):
         value = value.tolist()
-        return _dim(name, value[0], value), _dim(name, value[1], value)
+        return int_or_tensor(name, value[0], 1, value), int_or_tensor(name, value[1], 1, value)
     value = ops.cast(value, "int32")
     return value[0], value[1]
 

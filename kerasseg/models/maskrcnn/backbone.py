@@ -37,6 +37,7 @@ from keras import ops
 from kerasseg.ops.checks import check_int, check_number
 
 __all__ = [
+    "CONV_INIT",
     "FPN_CHANNELS",
     "FPN_LEVELS",
     "NORMS",
@@ -58,11 +59,16 @@ NORMS = ("frozen", "batch")
 FPN_LEVELS = ("P2", "P3", "P4", "P5", "P6")
 FPN_CHANNELS = 256
 
-# torchvision: conv weights kaiming_normal_(fan_out, relu); FPN convs kaiming_uniform_(a=1).
-_CONV_INIT = {"class_name": "VarianceScaling", "config": {
-    "scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}}  # fmt: skip
-_FPN_INIT = {"class_name": "VarianceScaling", "config": {
-    "scale": 1.0, "mode": "fan_in", "distribution": "uniform"}}  # fmt: skip
+# torchvision's initialisations, as Keras initializer configs: conv weights (the backbone's
+# and the heads') kaiming_normal_(fan_out, relu); FPN convs kaiming_uniform_(a=1).
+CONV_INIT = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"},
+}
+_FPN_INIT = {
+    "class_name": "VarianceScaling",
+    "config": {"scale": 1.0, "mode": "fan_in", "distribution": "uniform"},
+}
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
@@ -156,7 +162,7 @@ def _norm(norm, eps, name):
     return keras.layers.BatchNormalization(epsilon=eps, momentum=0.9, name=name)
 
 
-def _conv(x, filters, kernel, stride, name, padding=0, use_bias=False, init=_CONV_INIT):
+def _conv(x, filters, kernel, stride, name, padding=0, use_bias=False, init=CONV_INIT):
     """Conv with torch padding semantics: symmetric ``padding`` (explicit when strided)."""
     if padding and (stride > 1 or 2 * padding != kernel - 1):
         x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
@@ -303,8 +309,16 @@ def _feature_pyramid(features, fpn_norm):
 
     def fpn_conv(t, kernel, label, i):
         conv_name = f"fpn_{label}_{i}"
-        t = _conv(t, FPN_CHANNELS, kernel, 1, conv_name, padding=kernel // 2,
-                  use_bias=fpn_norm is None, init=_FPN_INIT)  # fmt: skip
+        t = _conv(
+            t,
+            FPN_CHANNELS,
+            kernel,
+            1,
+            conv_name,
+            padding=kernel // 2,
+            use_bias=fpn_norm is None,
+            init=_FPN_INIT,
+        )
         if fpn_norm == "batch":
             t = _norm("batch", 1e-5, f"{conv_name}_norm")(t)
         return t

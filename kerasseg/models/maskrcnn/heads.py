@@ -31,6 +31,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from kerasseg.models.maskrcnn.backbone import CONV_INIT
 from kerasseg.ops.checks import check_number, check_positive_int
 
 __all__ = [
@@ -42,11 +43,6 @@ __all__ = [
     "heads_weights_from_state_dict",
 ]
 
-# torchvision initialises head convs with kaiming_normal_(mode="fan_out", relu).
-_CONV_INIT = {
-    "class_name": "VarianceScaling",
-    "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"},
-}
 # torch's BatchNorm2d momentum 0.1 is Keras' 0.9; eps 1e-5.
 _BN_MOMENTUM = 0.9
 
@@ -90,7 +86,7 @@ def _conv_stack(owner, channels, names, norm, dilation=1):
             padding="same",
             dilation_rate=dilation,
             use_bias=not norm,
-            kernel_initializer=_CONV_INIT,
+            kernel_initializer=CONV_INIT,
             name=name,
             dtype=owner.dtype_policy,
         )
@@ -365,14 +361,14 @@ class MaskPredictor(layers.Layer):
             strides=2,
             padding="valid",
             activation="relu",
-            kernel_initializer=_CONV_INIT,
+            kernel_initializer=CONV_INIT,
             name="conv5_mask",
             dtype=self.dtype_policy,
         )
         self.mask_fcn_logits = layers.Conv2D(
             self.num_classes,
             1,
-            kernel_initializer=_CONV_INIT,
+            kernel_initializer=CONV_INIT,
             name="mask_fcn_logits",
             dtype=self.dtype_policy,
         )

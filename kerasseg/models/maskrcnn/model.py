@@ -66,6 +66,24 @@ def _output_specs(limit):
     }
 
 
+# The arguments of `MaskRCNNDetector` it keeps as attributes of the same names, which its
+# `get_config` saves (the sampling options are kept in `training_options`).
+_DETECTOR_SETTINGS = (
+    "num_classes",
+    "version",
+    "rpn_pre_nms_top_n",
+    "rpn_post_nms_top_n",
+    "rpn_nms_threshold",
+    "rpn_score_threshold",
+    "box_score_threshold",
+    "box_nms_threshold",
+    "detections_per_image",
+    "box_representation_size",
+    "rpn_pre_nms_top_n_train",
+    "rpn_post_nms_top_n_train",
+)
+
+
 @keras.saving.register_keras_serializable(package="kerasseg")
 class MaskRCNNDetector(keras.layers.Layer):
     """RPN, box branch and mask branch of Mask R-CNN at inference, on FPN maps P2..P6.
@@ -259,20 +277,7 @@ class MaskRCNNDetector(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            num_classes=self.num_classes,
-            version=self.version,
-            rpn_pre_nms_top_n=self.rpn_pre_nms_top_n,
-            rpn_post_nms_top_n=self.rpn_post_nms_top_n,
-            rpn_nms_threshold=self.rpn_nms_threshold,
-            rpn_score_threshold=self.rpn_score_threshold,
-            box_score_threshold=self.box_score_threshold,
-            box_nms_threshold=self.box_nms_threshold,
-            detections_per_image=self.detections_per_image,
-            box_representation_size=self.box_representation_size,
-            rpn_pre_nms_top_n_train=self.rpn_pre_nms_top_n_train,
-            rpn_post_nms_top_n_train=self.rpn_post_nms_top_n_train,
-        )
+        config.update({name: getattr(self, name) for name in _DETECTOR_SETTINGS})
         for prefix, key in (("rpn", "rpn"), ("box", "roi")):
             options = self.training_options[key]
             config.update(

@@ -27,7 +27,7 @@ from keras import layers, ops
 from kerasseg.models.maskrcnn import anchors as anchor_lib
 from kerasseg.models.maskrcnn.box_coding import RPN_BOX_WEIGHTS, decode
 from kerasseg.ops import detection as kops
-from kerasseg.ops.checks import check_number, check_positive_int, is_int, is_number
+from kerasseg.ops.checks import check_number, check_positive_int
 
 __all__ = [
     "FlattenRPNOutputs",
@@ -218,17 +218,6 @@ class FlattenRPNOutputs(layers.Layer):
         return (batch, total), (batch, total, 4)
 
 
-def _count(name, value):
-    """A non-negative Python int, or a scalar tensor cast to int32 (not checked)."""
-    if isinstance(value, bool) or (is_int(value) and value < 0):
-        raise ValueError(f"`{name}` must hold non-negative integers; got {value!r}.")
-    if is_int(value):
-        return int(value)
-    if is_number(value):
-        raise ValueError(f"`{name}` must hold integers; got {value!r}.")
-    return ops.cast(value, "int32")
-
-
 def select_proposals(
     objectness,
     deltas,
@@ -302,7 +291,10 @@ def _level_counts(num_anchors_per_level):
             "`num_anchors_per_level` must be a non-empty list of anchor counts, one per level; "
             f"got {num_anchors_per_level!r}."
         )
-    return [_count("num_anchors_per_level", n) for n in num_anchors_per_level]
+    return [
+        anchor_lib.int_or_tensor("num_anchors_per_level", n, 0, float_error=ValueError)
+        for n in num_anchors_per_level
+    ]
 
 
 def _proposal_tensors(objectness, deltas, anchors, image_sizes, counts):
