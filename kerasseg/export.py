@@ -57,7 +57,7 @@ from kerasseg.data.decode import (
 )
 from kerasseg.inference import output_is_logits, task_of
 from kerasseg.models.maskrcnn.postprocess import paste_masks
-from kerasseg.ops.checks import check_int, is_int
+from kerasseg.ops.checks import check_int, check_probability, is_int
 from kerasseg.ops.image import INTEGER_LIMITS, LUMA_WEIGHTS
 from kerasseg.preprocessing import MODES, ImagePreprocessing
 
@@ -110,8 +110,7 @@ class _Plan:
             raise ValueError(
                 f"`preprocessing` must be one of {sorted(MODES)}; got {preprocessing!r}."
             )
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"`threshold` must be in [0, 1]; got {threshold!r}.")
+        check_probability(threshold, "threshold")
         self.model = model
         self.threshold = float(threshold)
         self.min_size = int(min_size)

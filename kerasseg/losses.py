@@ -38,6 +38,7 @@ import math
 import keras
 from keras import ops
 
+from kerasseg.config import ConfigFromAttributes
 from kerasseg.ops.checks import is_int, is_number
 from kerasseg.ops.image import is_symbolic
 
@@ -45,7 +46,6 @@ __all__ = [
     "EPSILON",
     "MODES",
     "CombinedLoss",
-    "ConfigFromAttributes",
     "CrossEntropyLoss",
     "DiceLoss",
     "FocalLoss",
@@ -485,18 +485,6 @@ def _probabilities(y_pred, mode, from_logits):
 
 
 # ----------------------------------------------------------------------------- base classes
-
-
-class ConfigFromAttributes:
-    """Mixin of the losses and metrics: `get_config` adds the attributes named in
-    `config_keys`, the constructor's own arguments (checked) kept under their names."""
-
-    config_keys = ()
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({key: getattr(self, key) for key in self.config_keys})
-        return config
 
 
 class _SegmentationLoss(ConfigFromAttributes, keras.losses.Loss):

@@ -38,8 +38,8 @@ import warnings
 import keras
 from keras import ops
 
+from kerasseg.config import ConfigFromAttributes
 from kerasseg.losses import (
-    ConfigFromAttributes,
     broadcast_weights,
     check_classes,
     check_ignore_label,

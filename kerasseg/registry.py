@@ -105,11 +105,11 @@ class ModelEntry:
         """Raise a ValueError when the model cannot run on the current Keras backend."""
         backend = keras.backend.backend()
         if self.backends is not None and backend not in self.backends:
+            needed = " or ".join(BACKEND_NAMES.get(b, b) for b in self.backends)
             raise ValueError(
-                f"`name`: {self.name!r} needs the "
-                f"{' or '.join(BACKEND_NAMES.get(b, b) for b in self.backends)} backend; Keras "
-                f"runs on {backend!r} here. Set KERAS_BACKEND={self.backends[0]} before "
-                f"importing keras."
+                f"`name`: {self.name!r} needs the {needed} backend (its layers call {needed} "
+                f"ops); Keras runs on {backend!r} here. Set KERAS_BACKEND={self.backends[0]} "
+                "before importing keras."
             )
 
     def preprocessing_for(self, arguments=None):

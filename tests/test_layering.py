@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kerasseg"
 FLOORS = {
     "kerasseg.ops": 1,
     "kerasseg.files": 1,
+    "kerasseg.config": 1,
     "kerasseg.samples": 1,
     "kerasseg.preprocessing": 2,
     "kerasseg.weights": 2,

@@ -4,26 +4,15 @@ without weights."""
 
 import keras
 
+from kerasseg.config import ConfigFromAttributes
 from kerasseg.models.base import SegmentationModel
 from kerasseg.registry import register_model
 
 __all__ = ["ClassicalLayer", "layer_model", "register_classical"]
 
 
-class ClassicalLayer(keras.layers.Layer):
-    """Base of the classical layers: `get_config` adds the attributes named in `config_keys`.
-
-    Each layer keeps its constructor's arguments (checked) as attributes of the same names
-    and lists those names in `config_keys`, so that ``type(layer)(**layer.get_config())``
-    rebuilds it (and a saved `.keras` model loads).
-    """
-
-    config_keys = ()
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({key: getattr(self, key) for key in self.config_keys})
-        return config
+class ClassicalLayer(ConfigFromAttributes, keras.layers.Layer):
+    """Base of the classical layers: a Keras layer whose `get_config` lists `config_keys`."""
 
 
 def layer_model(layer, images, output_names=None, name=None):

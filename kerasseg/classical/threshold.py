@@ -664,6 +664,7 @@ def threshold_builder(name):
         layer = layer_class(return_threshold=return_threshold, name=name, **options)
         return _threshold_model(layer, input_dtype, channels)
 
+    build.__name__ = build.__qualname__ = name  # shows as `otsu`, not `build`, in tracebacks
     return build
 
 

@@ -215,7 +215,7 @@ def instance_map(masks, scores=None, *, min_score=None):
 
 
 def predict_instances(model, image, *, min_score=0.5, mask_threshold=0.5):
-    """Instance labels of one image from a Mask R-CNN (`is_instance_model`).
+    """Instance labels of one image from a Mask R-CNN (`task_of(model) == "instance"`).
 
     Grey images are repeated to RGB. The masks of the detections scoring >= `min_score` are
     pasted at the image size (probability > `mask_threshold`) and painted best on top
@@ -232,9 +232,8 @@ def predict_instances(model, image, *, min_score=0.5, mask_threshold=0.5):
         (labels, detections): int32 (H, W) instance ids and the image's detections of
         `kerasseg.inference.detections_from_outputs` (all of them, by score).
     """
-    for name, value in (("min_score", min_score), ("mask_threshold", mask_threshold)):
-        if isinstance(value, bool) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"`{name}` must be in [0, 1]; got {value!r}.")
+    check_probability(min_score, "min_score")
+    check_probability(mask_threshold, "mask_threshold")
     image = np.asarray(image, dtype=np.float32)
     if image.ndim == 2:
         image = image[..., None]

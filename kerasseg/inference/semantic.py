@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from kerasseg.classical.watershed import SeededWatershed
+from kerasseg.ops.checks import check_probability
 from kerasseg.ops.components import label_components
 
 __all__ = [
@@ -143,8 +144,7 @@ def predict_image(model, image, *, threshold=0.5, from_logits=None):
         (labels, probabilities): int32 (H, W) class ids and float32 (H, W, C) probabilities
         (C = 1 for a binary sigmoid model: the probability of class 1).
     """
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"`threshold` must be in [0, 1]; got {threshold!r}.")
+    check_probability(threshold, "threshold")
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[..., None]

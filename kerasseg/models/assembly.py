@@ -64,7 +64,7 @@ COMMON_ARGUMENTS = {
     "include_preprocessing": "put the input normalisation the encoder's weights expect "
     "(`ImagePreprocessing`) inside the model, so it takes 0..255 images.",
     "pad_to_fit": "pad inputs inside the model by reflection up to a multiple of {multiple} "
-    "and crop the output back, so the model takes any height and width of at least "
+    "and crop the output(s) back, so the model takes any height and width of at least "
     "{minimum}.",
     "name": 'model name (default "{architecture}_<encoder>").',
 }

@@ -112,23 +112,23 @@ def check_number(
     positive=False,
     allow_none=False,
     context="",
-    type_error=False,
 ):
     """Check that `value` is a finite real number within bounds; returns it as a float.
 
-    As `check_int` (the same arguments, bounds inclusive), for real numbers; with `positive`,
-    only values > 0 are accepted. Non-finite values (NaN, infinity) are refused.
+    As `check_int` (the same arguments but `odd` and `type_error`, bounds inclusive), for
+    real numbers; with `positive`, only values > 0 are accepted. Non-finite values (NaN,
+    infinity) are refused with a ValueError.
     """
     if value is None and allow_none:
         return None
-    rule = "a number > 0" if positive else _bounds("a number", minimum, maximum)
+    rule = "a finite number > 0" if positive else _bounds("a number", minimum, maximum)
     if rule == "a number":
         rule = "a finite number"
     if allow_none:
         rule += " or None"
     message = f"{_prefix(context)}`{name}` must be {rule}; got {value!r}."
     if not is_number(value) or not math.isfinite(value):
-        raise (TypeError if type_error else ValueError)(message)
+        raise ValueError(message)
     too_small = (minimum is not None and value < minimum) or (positive and value <= 0)
     if too_small or (maximum is not None and value > maximum):
         raise ValueError(message)
@@ -140,22 +140,21 @@ def check_probability(value, name, context=""):
     return check_number(value, name, 0, 1, context=context)
 
 
-def check_rate(value, name, context=""):
+def check_rate(value, name):
     """Check that `value` is a number in [0, 1) (a dropout rate); returns it as a float."""
     if not is_number(value) or not 0 <= value < 1:
-        raise ValueError(f"{_prefix(context)}`{name}` must be a number in [0, 1); got {value!r}.")
+        raise ValueError(f"`{name}` must be a number in [0, 1); got {value!r}.")
     return float(value)
 
 
-def check_ints(value, count, name, accepted, minimum=1):
-    """Check that `value` is a tuple or list of `count` integers >= `minimum`.
+def check_ints(value, count, name, accepted):
+    """Check that `value` is a tuple or list of `count` integers >= 1.
 
     Args:
         value: the value given.
         count: how many integers.
         name: the argument's name, for the message.
         accepted: what is accepted, in words, for the message.
-        minimum: the smallest accepted integer.
 
     Returns:
         The integers as a tuple.
@@ -164,7 +163,7 @@ def check_ints(value, count, name, accepted, minimum=1):
         ValueError: anything else.
     """
     if isinstance(value, tuple | list) and len(value) == count:
-        if all(is_int(item) and item >= minimum for item in value):
+        if all(is_int(item) and item >= 1 for item in value):
             return tuple(int(item) for item in value)
     raise ValueError(f"`{name}` must be {accepted}; got {value!r}.")
 

@@ -11,7 +11,7 @@ import keras
 
 from kerasseg.registry import register_model
 
-__all__ = ["ARGUMENTS", "VARIANTS"]
+__all__ = ["ARGUMENTS", "VARIANTS", "maskrcnn"]
 
 # The keywords of `kerasseg.models.maskrcnn.model.maskrcnn` that a variant leaves free
 # (tests/test_maskrcnn_model.py checks them against its signature).
@@ -81,3 +81,12 @@ for _name, _builder in VARIANTS.items():
 if keras.backend.backend() == "tensorflow":
     # Registers the model's serializable layers, so that saved .keras files load.
     from kerasseg.models.maskrcnn import model  # noqa: F401
+
+
+def __getattr__(name):
+    """`maskrcnn`, the builder, imported on first use (its modules import TensorFlow)."""
+    if name == "maskrcnn":
+        from kerasseg.models.maskrcnn.model import maskrcnn
+
+        return maskrcnn
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
