@@ -11,7 +11,7 @@ instance masks into one label image.
 
 import numpy as np
 
-from kerasseg.ops.checks import check_keys, check_probability, to_numpy
+from kerasseg.ops.checks import check_keys, check_probability, is_number, to_numpy
 
 __all__ = [
     "check_binary_masks",
@@ -232,8 +232,9 @@ def predict_instances(model, image, *, min_score=0.5, mask_threshold=0.5):
         (labels, detections): int32 (H, W) instance ids and the image's detections of
         `kerasseg.inference.detections_from_outputs` (all of them, by score).
     """
-    check_probability(min_score, "min_score")
-    check_probability(mask_threshold, "mask_threshold")
+    for name, value in (("min_score", min_score), ("mask_threshold", mask_threshold)):
+        if not is_number(value) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"`{name}` must be in [0, 1]; got {value!r}.")
     image = np.asarray(image, dtype=np.float32)
     if image.ndim == 2:
         image = image[..., None]
