@@ -4,6 +4,14 @@ Pixel values come back exactly as stored in the file: an 8-bit PNG read as uint1
 a 1-, 2- or 4-bit greyscale PNG keeps 0..1, 0..3 or 0..15, and a 16-bit file asked for as
 uint8 is an error, never a clip. Every runtime error names the file. TIFF files (and palette
 PNG masks) are decoded by Pillow through `tf.numpy_function`, so compressed TIFFs work too.
+
+A file damaged inside (its end marker intact, so the completeness checks pass) makes
+TensorFlow's PNG or JPEG decoder fail with a message that names no file ("Invalid PNG data,
+size 3118"), and an op's message cannot be changed. So when a path is given, the decoder
+runs inside a one-element nested `tf.data` pipeline whose `ignore_errors` drops its failure;
+an empty image then comes out instead, and an assertion that names the file fails on it
+(about 0.15 to 0.3 ms of CPU per file). Eagerly the decoder's error is caught and raised again
+with the file's name.
 """
 
 import io
@@ -213,6 +221,51 @@ def _pillow(contents, path, dtype, kind, palette_indices=False):
         return _finish(pixels, path, dtype, is_16_bit)
 
 
+def _damaged(kind, path):
+    """The message for a file that TensorFlow's `kind` decoder rejects (a scalar string)."""
+    return _message(
+        "cannot decode ",
+        kind,
+        " ",
+        path,
+        ": the file is damaged (not truncated, but the decoder rejects its data); replace the "
+        "file or export it again",
+    )
+
+
+def _named(decoder, dtype, contents, path, kind, named):
+    """Run the TensorFlow decoder `decoder(contents)` so that its failure names `path`.
+
+    Args:
+        decoder: function of a scalar string tensor, one `tf.io.decode_*` call.
+        dtype: the dtype `decoder` returns.
+        contents: scalar string tensor, the encoded file.
+        path: scalar string tensor, the file name for the message.
+        kind: "PNG" or "JPEG", for the message.
+        named: False runs `decoder` as it is (no file name to give; keeps serving graphs
+            free of nested datasets).
+
+    Returns:
+        The decoded tensor.
+    """
+    if not named:
+        return decoder(contents)
+    if tf.executing_eagerly():
+        try:
+            return decoder(contents)
+        except tf.errors.InvalidArgumentError:
+            message = _damaged(kind, path).numpy().decode("utf-8", "replace")
+            raise tf.errors.InvalidArgumentError(None, None, message) from None
+
+    # The op's own error cannot be re-worded inside a graph: drop it, take the empty image
+    # that follows instead, and let an assertion that names the file fail on it.
+    decoded = tf.data.Dataset.from_tensors(contents).map(decoder).ignore_errors()
+    empty = tf.data.Dataset.from_tensors(tf.zeros([0, 0, 0], dtype))
+    pixels = decoded.concatenate(empty).take(1).get_single_element()
+    with tf.control_dependencies([_check(tf.size(pixels) > 0, _damaged(kind, path))]):
+        return tf.identity(pixels)
+
+
 def png_is_complete(contents):
     """True when PNG bytes are long enough and hold the IEND chunk (not truncated)."""
     size = tf.strings.length(contents)
@@ -236,19 +289,28 @@ def jpeg_is_complete(contents):
     return tf.cond(ends, lambda: ends, end_after_last_scan)
 
 
-def _png(contents, path, dtype, palette_indices):
+def _png(contents, path, dtype, palette_indices, named):
     complete = png_is_complete(contents)
     with tf.control_dependencies([_check(complete, "truncated or corrupt PNG ", path)]):
         depth = _byte(contents, 24)
         colour = _byte(contents, 25)
     is_16_bit = tf.equal(depth, 16)
 
+    def decoded(depth_dtype):
+        return _named(
+            lambda data: tf.io.decode_png(data, channels=0, dtype=depth_dtype),
+            depth_dtype,
+            contents,
+            path,
+            "PNG",
+            named,
+        )
+
     def sixteen():
-        pixels = tf.io.decode_png(contents, channels=0, dtype=tf.uint16)
-        return _finish(pixels, path, dtype, is_16_bit)
+        return _finish(decoded(tf.uint16), path, dtype, is_16_bit)
 
     def eight_or_less():
-        pixels = tf.io.decode_png(contents, channels=0, dtype=tf.uint8)
+        pixels = decoded(tf.uint8)
         # libpng expands 1/2/4-bit grey to 0..255; undo that exact scaling (by 255, 85, 17).
         low_grey = tf.logical_and(tf.equal(colour, 0), depth < 8)
         factor = tf.cast(255 // tf.maximum(tf.bitwise.left_shift(1, depth) - 1, 1), tf.uint8)
@@ -271,10 +333,17 @@ def _png(contents, path, dtype, palette_indices):
     )
 
 
-def _jpeg(contents, path, dtype):
+def _jpeg(contents, path, dtype, named):
     complete = jpeg_is_complete(contents)
     with tf.control_dependencies([_check(complete, "truncated or corrupt JPEG ", path)]):
-        pixels = tf.io.decode_jpeg(contents, channels=0, dct_method="INTEGER_ACCURATE")
+        pixels = _named(
+            lambda data: tf.io.decode_jpeg(data, channels=0, dct_method="INTEGER_ACCURATE"),
+            tf.uint8,
+            contents,
+            path,
+            "JPEG",
+            named,
+        )
     return tf.cast(pixels, dtype)
 
 
@@ -303,15 +372,16 @@ def decode_png_or_jpeg(contents, *, path=None):
     with tf.control_dependencies([known]):
         pixels = tf.cond(
             is_png,
-            lambda: _png(contents, path, tf.uint8, palette_indices=False),
-            lambda: _jpeg(contents, path, tf.uint8),
+            lambda: _png(contents, path, tf.uint8, palette_indices=False, named=False),
+            lambda: _jpeg(contents, path, tf.uint8, named=False),
         )
     pixels.set_shape([None, None, None])
     return pixels
 
 
-def _decode(contents, path, dtype, *, mask):
-    """Decode any supported file to an (H, W, C) tensor of `dtype` holding the stored values."""
+def _decode(contents, path, dtype, *, mask, named):
+    """Decode any supported file to an (H, W, C) tensor of `dtype` holding the stored values;
+    `named`: a failure of TensorFlow's decoders names `path` (see `_named`)."""
     is_png, is_jpeg, is_tiff = file_format(contents)
     known = tf.reduce_any(tf.stack([is_png, is_jpeg, is_tiff]))
     checks = [_check(known, "file ", path, " is not a PNG, JPEG or TIFF image")]
@@ -327,8 +397,8 @@ def _decode(contents, path, dtype, *, mask):
     with tf.control_dependencies(checks):
         pixels = tf.case(
             [
-                (is_png, lambda: _png(contents, path, dtype, palette_indices=mask)),
-                (is_jpeg, lambda: _jpeg(contents, path, dtype)),
+                (is_png, lambda: _png(contents, path, dtype, mask, named)),
+                (is_jpeg, lambda: _jpeg(contents, path, dtype, named)),
             ],
             default=lambda: _pillow(contents, path, dtype, "TIFF", palette_indices=mask),
         )
@@ -347,7 +417,9 @@ def decode_image(contents, *, channels=None, dtype="uint8", path=None):
             converted or dropped.
         dtype: "uint8" or "uint16", the output dtype. A 16-bit file read as "uint8" is an
             error; 8-bit files read as "uint16" keep their 0..255 values (no rescaling).
-        path: optional str or scalar string tensor, used only in error messages.
+        path: optional str or scalar string tensor, used only in error messages. With a
+            path, a file that TensorFlow's PNG or JPEG decoder rejects (damaged inside) is
+            reported by name; without one, by the decoder's own message.
 
     Returns:
         tensor of shape (H, W, C) and `dtype`.
@@ -360,8 +432,9 @@ def decode_image(contents, *, channels=None, dtype="uint8", path=None):
     channels = _check_channels(channels)
     dtype = _check_dtype(dtype)
     contents = _contents_tensor(contents)
+    named = path is not None
     path = _path_tensor(path)
-    pixels = _decode(contents, path, tf.as_dtype(dtype), mask=False)
+    pixels = _decode(contents, path, tf.as_dtype(dtype), mask=False, named=named)
     count = tf.shape(pixels)[-1]
     if channels is None:
         channel_check = _check(
@@ -402,15 +475,17 @@ def decode_mask(contents, *, path=None):
     Args:
         contents: scalar string tensor, the encoded bytes of one PNG or TIFF file (JPEG is
             refused: it is lossy).
-        path: optional str or scalar string tensor, used only in error messages.
+        path: optional str or scalar string tensor, used only in error messages (as in
+            `decode_image`).
 
     Returns:
         int32 tensor of shape (H, W, 1) with the label values as stored (palette PNGs give
         their palette indices).
     """
     contents = _contents_tensor(contents)
+    named = path is not None
     path = _path_tensor(path)
-    pixels = _decode(contents, path, tf.int32, mask=True)
+    pixels = _decode(contents, path, tf.int32, mask=True, named=named)
     count = tf.shape(pixels)[-1]
     check = _check(
         tf.equal(count, 1),
@@ -474,8 +549,6 @@ def decode_pair(image_bytes, mask_bytes, *, image_path=None, mask_path=None, cha
         (image, mask): float32 (H, W, C) with the stored values (not rescaled) and int32
         (H, W, 1).
     """
-    image_path = _path_tensor(image_path)
-    mask_path = _path_tensor(mask_path)
     image = decode_image(image_bytes, channels=channels, dtype=dtype, path=image_path)
     mask = decode_mask(mask_bytes, path=mask_path)
     with tf.control_dependencies([check_same_size(image, mask, image_path, mask_path)]):
