@@ -10,13 +10,14 @@ itself (called with `training=False` through `keras.export.ExportArchive`; a bar
 
 Signatures (method `tensorflow/serving/predict`):
 
-- `serving_default`: `image_bytes`, string [N], each an 8-bit PNG or a JPEG with 1 (grey) or
-  3 (RGB) channels, sides >= `min_size` and at most `max_pixels` pixels; images in a request
-  may differ in size. Grey images are repeated to RGB for 3-channel models; RGB images become
-  grey with the BT.709 luma weights of `skimage.color.rgb2gray` (rounded for integer models).
+- `serving_default`: `image_bytes`, string [N] (1-D; other shapes are refused), each an
+  8-bit PNG or a JPEG with 1 (grey) or 3 (RGB) channels, sides >= `min_size` and at most
+  `max_pixels` pixels; images in a request may differ in size. Grey images are repeated to
+  RGB for 3-channel models; RGB images become grey with the BT.709 luma weights of
+  `skimage.color.rgb2gray` (rounded for integer models).
 - `serve_tensor`: `images`, float32 [N, H, W, C] with the values as stored (0..255), C the
-  model's channel count; integer (classical) models require whole numbers in their dtype's
-  range.
+  model's channel count: tensors are not converted between grey and RGB, another C is
+  refused. Integer (classical) models require whole numbers in their dtype's range.
 
 Both return `mask` (uint8 class ids, uint16 for models with more than 256 labels, [N, H, W]
 at each image's original size; smaller images of a mixed-size request are padded with 0 at
@@ -33,9 +34,15 @@ pixels), `scores` [N, D], `classes` int32 [N, D], `masks` (uint8 [N, D, H, W], e
 mask pasted at the original image size and thresholded at `threshold`), `num_detections`
 int32 [N] (rows past it are padding) and `image_size`.
 
-Every bad request (empty or non-image bytes, a truncated file, an image too small or too
-large, 16-bit or alpha channels, NaN) fails with an `InvalidArgument` error naming the
-image, never with a silently wrong mask.
+An empty request (N = 0) gives empty outputs of the same dtypes: N = 0 on the first axis,
+0 for the other unknown axes, except that `serve_tensor` keeps its H and W (a `mask` of
+[0, H, W]). So an empty `image_bytes` gives `mask` [0, 0, 0], `probabilities` [0, 0, 0, C]
+(or [0, h, w, C] for a fixed input size), `image_size` [0, 2] and `mask_png_bytes` [0].
+
+Every bad request (an empty string or non-image bytes, a truncated file, an image too small or too
+large, 16-bit or alpha channels, compressed data damaged behind a valid header, NaN, a
+wrong number of axes or channels) fails with an `InvalidArgument` error naming the image
+(`image_bytes[i]`) or the input, never with a silently wrong mask.
 """
 
 import dataclasses
@@ -279,13 +286,27 @@ class _Plan:
         )
         return tf.cast(_checked(mask, check), self.mask_dtype)
 
+    def empty(self, height, width):
+        """The outputs of an empty request: zero images, `height` x `width` where image-shaped."""
+        outputs = {}
+        for name, spec in self.outputs.items():
+            dims = [0, *spec.shape]
+            if spec.image_shaped:
+                axis = spec.height_axis + 1
+                dims[axis : axis + 2] = [height, width]
+            dims = tf.stack([tf.cast(0 if d is None else d, tf.int32) for d in dims])
+            outputs[name] = tf.zeros(dims, spec.dtype)
+        if "mask" in self.outputs:
+            outputs["mask_png_bytes"] = tf.zeros([0], tf.string)
+        return outputs
+
     # ------------------------------------------------------------------ request checks
 
-    def check_size(self, height, width, name):
+    def check_size(self, height, width, name, skip=False):
         height, width = tf.cast(height, tf.int64), tf.cast(width, tf.int64)
         return [
             _assert(
-                tf.minimum(height, width) >= self.min_size,
+                tf.logical_or(skip, tf.minimum(height, width) >= self.min_size),
                 name,
                 " is ",
                 height,
@@ -294,7 +315,7 @@ class _Plan:
                 f" (HxW); images must be at least {self.min_size} pixels on each side",
             ),
             _assert(
-                height * width <= self.max_pixels,
+                tf.logical_or(skip, height * width <= self.max_pixels),
                 name,
                 " is ",
                 height,
@@ -365,11 +386,9 @@ class _Plan:
         )
         return _checked(shape[:2], channels)
 
-    def decode(self, contents, index):
-        """Decode one image to (H, W, C) of the model's channels and input dtype."""
+    def convert(self, pixels, count, index):
+        """One decoded image (H, W, `count`) as (H, W, C) of the model's channels and dtype."""
         name = _message("image_bytes[", index, "]")
-        pixels = decode_png_or_jpeg(contents, path=name)
-        count = tf.shape(pixels)[-1]
         check = _assert(
             (count == 1) | (count == 3),
             name,
@@ -393,8 +412,10 @@ class _Plan:
         return tf.ensure_shape(tf.cast(grey, self.input_dtype), [None, None, 1])
 
     def tensor_checks(self, images):
+        """Assertions on a `serve_tensor` batch (rank and channels already checked)."""
         shape = tf.shape(images)
-        checks = self.check_size(shape[1], shape[2], "images")
+        # An empty batch holds no image to check: it gives empty outputs whatever H and W.
+        checks = self.check_size(shape[1], shape[2], "images", skip=tf.equal(shape[0], 0))
         checks.append(_assert(tf.reduce_all(tf.math.is_finite(images)), "images hold NaN or inf"))
         if self.input_dtype.is_integer:
             low, high = INTEGER_LIMITS[self.input_dtype.name]
@@ -419,8 +440,142 @@ def _pad_to(value, height, width, axis=0):
     return tf.pad(value, padding)
 
 
+def _runtime_shape(tensor):
+    """The shape `tensor` has when the signature runs, as an int32 vector of unknown length.
+
+    A signature's input spec is not enforced when it is called (TF-Serving feeds any shape),
+    and TensorFlow's graph optimiser replaces `tf.rank` of an input by the rank of the spec.
+    A round trip through `serialize_tensor` hides the static shape, so the rank is read at
+    run time.
+    """
+    shape = tf.io.parse_tensor(tf.io.serialize_tensor(tf.shape(tensor)), tf.int32)
+    return tf.ensure_shape(shape, [None])
+
+
+def _check_rank(tensor, rank, what):
+    """`tensor` after an assertion that it has `rank` axes; `what` opens the message."""
+    shape = _runtime_shape(tensor)
+    text = tf.strings.reduce_join(tf.strings.as_string(shape), separator=", ")
+    rank_given = tf.size(shape)
+    check = _assert(
+        tf.equal(rank_given, rank), what, "; got shape [", text, "] (rank ", rank_given, ")"
+    )
+    return _checked(tensor, check)
+
+
+def _decode_all(image_bytes):
+    """Decode every image of a request whose headers passed their checks.
+
+    Returns uint8 pixels [N, H, W, C] (each image zero-padded to the largest height, width
+    and channel count) and int32 shapes [N, 3] (each image's own height, width, channels).
+
+    A decoder error (damaged compressed data behind a valid header) cannot be caught inside
+    a graph, and its message does not say which image failed. Decoding in a `tf.data` map
+    with `ignore_errors` drops a failing image instead; the first index missing from what
+    comes back is then reported by an assertion that names it.
+    """
+    count = tf.shape(image_bytes, out_type=tf.int64)[0]
+
+    def decode(i):
+        pixels = decode_png_or_jpeg(image_bytes[i], path=_message("image_bytes[", i, "]"))
+        return i, pixels, tf.shape(pixels)
+
+    # An end marker keeps the single batch non-empty (an empty request included).
+    end = (tf.constant(-1, tf.int64), tf.zeros([0, 0, 1], tf.uint8), tf.constant([0, 0, 1]))
+    decoded = (
+        tf.data.Dataset.range(count)
+        .map(decode)
+        .ignore_errors()
+        .concatenate(tf.data.Dataset.from_tensors(end))
+        .padded_batch(count + 1)
+        .get_single_element()
+    )
+    indices, pixels, shapes = (value[:-1] for value in decoded)
+    done = tf.shape(indices, out_type=tf.int64)[0]
+    positions = tf.range(done)
+    first = tf.reduce_min(tf.concat([tf.boolean_mask(positions, indices != positions), [done]], 0))
+    lengths = tf.concat([tf.strings.length(image_bytes), [0]], 0)  # `first` may be N
+    check = _assert(
+        tf.equal(done, count),
+        "image_bytes[",
+        first,
+        "]: cannot decode (",
+        tf.gather(lengths, first),
+        " bytes): its header is valid but the decoder rejected the image data (damaged "
+        "or incomplete compressed data)",
+    )
+    return _checked(pixels, check), shapes
+
+
+def _serve_bytes(plan, image_bytes, extras):
+    """The `serving_default` outputs for a string [N] of encoded images."""
+    image_bytes = _check_rank(image_bytes, 1, "image_bytes must be a 1-D list of encoded images")
+    count = tf.shape(image_bytes)[0]
+    sizes = tf.map_fn(
+        lambda i: plan.image_size(image_bytes[i], i),
+        tf.range(count),
+        fn_output_signature=tf.TensorSpec([2], tf.int32),
+    )
+    largest = tf.reduce_max(tf.concat([sizes, tf.zeros([1, 2], tf.int32)], 0), axis=0)
+    # Nothing is decoded before every header passed its checks (size limits included).
+    with tf.control_dependencies([sizes]):
+        image_bytes = tf.identity(image_bytes)
+    pixels, shapes = _decode_all(image_bytes)
+
+    def one(i):
+        height, width, channels = shapes[i, 0], shapes[i, 1], shapes[i, 2]
+        image = plan.convert(pixels[i, :height, :width, :channels], channels, i)
+        outputs = plan.run(image[None], [e[i : i + 1] for e in extras])
+        outputs = {name: value[0] for name, value in outputs.items()}
+        if "mask" in plan.outputs:
+            outputs["mask_png_bytes"] = tf.io.encode_png(outputs["mask"][..., None])
+        for name, spec in plan.outputs.items():
+            if spec.image_shaped:
+                outputs[name] = _pad_to(outputs[name], largest[0], largest[1], spec.height_axis)
+        return outputs
+
+    signature = {name: tf.TensorSpec(spec.shape, spec.dtype) for name, spec in plan.outputs.items()}
+    if "mask" in plan.outputs:
+        signature["mask_png_bytes"] = tf.TensorSpec([], tf.string)
+    outputs = tf.cond(
+        count > 0,
+        lambda: tf.map_fn(one, tf.range(count), fn_output_signature=signature),
+        lambda: plan.empty(0, 0),
+    )
+    outputs["image_size"] = sizes
+    return outputs
+
+
+def _serve_tensor(plan, images, extras):
+    """The `serve_tensor` outputs for a float32 [N, H, W, C] batch."""
+    images = _check_rank(images, 4, "images must be a 4-D batch [N, H, W, C]")
+    shape = tf.shape(images)
+    channels = _assert(
+        tf.equal(shape[3], plan.channels),
+        f"images must have {plan.channels} channel(s) (last axis); got ",
+        shape[3],
+    )
+    images = _checked(images, channels)
+    images = _checked(images, *plan.tensor_checks(images))
+
+    def run():
+        outputs = plan.run(tf.cast(images, plan.input_dtype), list(extras))
+        if "mask" in plan.outputs:
+            outputs["mask_png_bytes"] = tf.map_fn(
+                lambda m: tf.io.encode_png(m[..., None]),
+                outputs["mask"],
+                fn_output_signature=tf.TensorSpec([], tf.string),
+            )
+        return outputs
+
+    outputs = tf.cond(shape[0] > 0, run, lambda: plan.empty(shape[1], shape[2]))
+    outputs["image_size"] = tf.tile(shape[None, 1:3], [shape[0], 1])
+    return outputs
+
+
 def _signatures(plan):
-    """The two tf.functions: bytes in (`serving_default`) and float tensors in."""
+    """The two signatures, with their input specs: bytes in (`serving_default`) and float
+    tensors in (`serve_tensor`)."""
     extra_specs = [
         tf.TensorSpec(
             (None, *t.shape[1:]),
@@ -429,52 +584,12 @@ def _signatures(plan):
         )
         for t in plan.extra_inputs
     ]
-    has_mask = "mask" in plan.outputs
 
     def serve_bytes(image_bytes, *extras):
-        count = tf.shape(image_bytes)[0]
-        sizes = tf.map_fn(
-            lambda i: plan.image_size(image_bytes[i], i),
-            tf.range(count),
-            fn_output_signature=tf.TensorSpec([2], tf.int32),
-        )
-        largest = tf.reduce_max(tf.concat([sizes, tf.zeros([1, 2], tf.int32)], 0), axis=0)
-        # Nothing is decoded before every header passed its checks (size limits included).
-        with tf.control_dependencies([sizes]):
-            image_bytes = tf.identity(image_bytes)
-
-        def one(i):
-            image = plan.decode(image_bytes[i], i)
-            outputs = plan.run(image[None], [e[i : i + 1] for e in extras])
-            outputs = {name: value[0] for name, value in outputs.items()}
-            if has_mask:
-                outputs["mask_png_bytes"] = tf.io.encode_png(outputs["mask"][..., None])
-            for name, spec in plan.outputs.items():
-                if spec.image_shaped:
-                    outputs[name] = _pad_to(outputs[name], largest[0], largest[1], spec.height_axis)
-            return outputs
-
-        signature = {
-            name: tf.TensorSpec(spec.shape, spec.dtype) for name, spec in plan.outputs.items()
-        }
-        if has_mask:
-            signature["mask_png_bytes"] = tf.TensorSpec([], tf.string)
-        outputs = tf.map_fn(one, tf.range(count), fn_output_signature=signature)
-        outputs["image_size"] = sizes
-        return outputs
+        return _serve_bytes(plan, image_bytes, extras)
 
     def serve_tensor(images, *extras):
-        images = _checked(images, *plan.tensor_checks(images))
-        outputs = plan.run(tf.cast(images, plan.input_dtype), list(extras))
-        if has_mask:
-            outputs["mask_png_bytes"] = tf.map_fn(
-                lambda m: tf.io.encode_png(m[..., None]),
-                outputs["mask"],
-                fn_output_signature=tf.TensorSpec([], tf.string),
-            )
-        shape = tf.shape(images)
-        outputs["image_size"] = tf.tile(shape[None, 1:3], [shape[0], 1])
-        return outputs
+        return _serve_tensor(plan, images, extras)
 
     bytes_spec = [tf.TensorSpec([None], tf.string, name="image_bytes"), *extra_specs]
     tensor_spec = [
