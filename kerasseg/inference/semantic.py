@@ -11,10 +11,16 @@ model's `size_divisor` are padded at the bottom/right with 0 and the output is c
 
 import functools
 
-import keras
 import numpy as np
 
 from kerasseg.classical.watershed import SeededWatershed
+from kerasseg.inference.tiling import (
+    labels_from_probabilities,
+    model_probabilities,
+    model_size_rule,
+    output_is_logits,
+    predict_tiled,
+)
 from kerasseg.ops.checks import check_probability
 from kerasseg.ops.components import label_components
 
@@ -26,25 +32,8 @@ __all__ = [
     "probabilities",
 ]
 
-
-def output_is_logits(model):
-    """True when the layer named "output" of `model` (kerasseg heads) is linear: logits.
-
-    A wrapper without such a layer (e.g. `kerasseg.inference.tta.wrap`) answers for the model
-    it wraps.
-    """
-    try:
-        layer = model.get_layer("output")
-    except (AttributeError, ValueError):
-        inner = [m for m in getattr(model, "layers", ()) if isinstance(m, keras.Model)]
-        return len(inner) == 1 and output_is_logits(inner[0])
-    return getattr(layer, "activation", None) is keras.activations.linear
-
-
-def _size_rule(model):
-    divisor = int(getattr(model, "size_divisor", 1) or 1)
-    offset = int(getattr(model, "size_offset", 0) or 0)
-    return divisor, offset
+# `output_is_logits` and `labels_from_probabilities` are defined in `tiling` (with the model
+# call they share with whole-image prediction) and re-exported here, where they always were.
 
 
 def probabilities(model, images, *, from_logits=None):
@@ -63,40 +52,14 @@ def probabilities(model, images, *, from_logits=None):
             f"`images` must have shape (batch, height, width, channels); got {images.shape}."
         )
     height, width = images.shape[1:3]
-    divisor, offset = _size_rule(model)
+    divisor, offset = model_size_rule(model)
     if divisor > 1 and offset == 0:
         pad_h, pad_w = -height % divisor, -width % divisor
         if pad_h or pad_w:
             images = np.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
-    if hasattr(model, "predict_on_batch"):
-        outputs = model.predict_on_batch(images)
-    else:
-        outputs = model(images)
-    outputs = np.asarray(keras.ops.convert_to_numpy(outputs), dtype=np.float32)
-    if outputs.ndim != 4 or outputs.shape[1:3] != images.shape[1:3]:
-        raise ValueError(
-            f"the model must output (batch, height, width, classes) at the input size "
-            f"{tuple(images.shape[1:3])}; got shape {outputs.shape} (models with unpadded "
-            f"convolutions, padding='valid', are not supported here)."
-        )
-    outputs = outputs[:, :height, :width]
     if from_logits is None:
         from_logits = output_is_logits(model)
-    if from_logits:
-        if outputs.shape[-1] == 1:
-            outputs = 1.0 / (1.0 + np.exp(-outputs))
-        else:
-            shifted = np.exp(outputs - outputs.max(axis=-1, keepdims=True))
-            outputs = shifted / shifted.sum(axis=-1, keepdims=True)
-    return outputs.astype(np.float32)
-
-
-def labels_from_probabilities(probs, threshold=0.5):
-    """Integer class ids (..., H, W): p > threshold for 1 channel, argmax over more."""
-    probs = np.asarray(probs)
-    if probs.shape[-1] == 1:
-        return (probs[..., 0] > threshold).astype(np.int32)
-    return probs.argmax(axis=-1).astype(np.int32)
+    return np.ascontiguousarray(model_probabilities(model, images, from_logits)[:, :height, :width])
 
 
 @functools.lru_cache(maxsize=4)
@@ -131,20 +94,38 @@ def cell_instances(probs, *, threshold=0.5, watershed_seeds=None):
     return np.asarray(_compiled_watershed(float(watershed_seeds))(probs)).astype(np.int32)
 
 
-def predict_image(model, image, *, threshold=0.5, from_logits=None):
-    """Segment one image.
+def predict_image(
+    model, image, *, threshold=0.5, from_logits=None, tile=None, overlap=0.25, batch_size=4
+):
+    """Segment one image, whole or by overlapping tiles.
 
     Args:
         model: a `keras.Model` (or callable) as in `probabilities`.
         image: (H, W) or (H, W, C) array with the values as stored (not normalised).
         threshold: class 1 where the probability of a 1-channel (sigmoid) output exceeds it.
         from_logits: None detects it from the model's "output" layer.
+        tile: None predicts the whole image at once; an int (or (height, width)) predicts it
+            by overlapping windows of that size with cosine blending,
+            `kerasseg.inference.tiling.predict_tiled`, for images too large for one pass.
+        overlap: with `tile`, the overlap of neighbouring windows, a fraction of the tile in
+            [0, 1); not used without `tile`.
+        batch_size: with `tile`, windows per model call; not used without `tile`.
 
     Returns:
         (labels, probabilities): int32 (H, W) class ids and float32 (H, W, C) probabilities
         (C = 1 for a binary sigmoid model: the probability of class 1).
     """
     check_probability(threshold, "threshold")
+    if tile is not None:
+        return predict_tiled(
+            model,
+            image,
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+            threshold=threshold,
+            from_logits=from_logits,
+        )
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[..., None]

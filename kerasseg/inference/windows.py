@@ -56,11 +56,11 @@ def axis_windows(size, tile, overlap, divisor=1):
     step = int(tile - round(overlap * tile)) // divisor * divisor
     step = max(step, divisor)
     starts = list(range(0, size - tile, step)) + [size - tile]
-    bounds = [0] + [(ahead + behind + tile) // 2 for behind, ahead in zip(starts, starts[1:])]
-    bounds.append(size)
-    return [
-        (start, tile, bounds[index], bounds[index + 1]) for index, start in enumerate(starts)
+    bounds = [0] + [
+        (ahead + behind + tile) // 2 for behind, ahead in zip(starts, starts[1:], strict=False)
     ]
+    bounds.append(size)
+    return [(start, tile, bounds[index], bounds[index + 1]) for index, start in enumerate(starts)]
 
 
 def tile_windows(height, width, tile, overlap=0.25, divisor=1):
