@@ -5,9 +5,13 @@ augmentation.
     labels, detections = kerasseg.inference.predict_instances(maskrcnn, image)
     kerasseg.inference.predict_file(model, "slice.png", "slice_labels.png")
     kerasseg.inference.task_of(model)  # "semantic" or "instance"
+
+Images of any size: `predict_tiled` (dense models, overlapping windows blended),
+`predict_instances_tiled` and `cell_instances_tiled` (instances merged across windows).
 """
 
 from kerasseg.inference.files import display_image, predict_file
+from kerasseg.inference.inputs import InputNote, fit_to_model, input_contract
 from kerasseg.inference.instances import detections_from_outputs, instance_map, predict_instances
 from kerasseg.inference.overlay import overlay
 from kerasseg.inference.semantic import (
@@ -18,19 +22,32 @@ from kerasseg.inference.semantic import (
     probabilities,
 )
 from kerasseg.inference.task import task_of
+from kerasseg.inference.tiled_instances import (
+    cell_instances_tiled,
+    merge_instances,
+    predict_instances_tiled,
+)
+from kerasseg.inference.tiling import predict_tiled
 from kerasseg.inference.tta import wrap as tta_wrap
 
 __all__ = [
+    "InputNote",
     "cell_instances",
+    "cell_instances_tiled",
     "detections_from_outputs",
     "display_image",
+    "fit_to_model",
+    "input_contract",
     "instance_map",
     "labels_from_probabilities",
+    "merge_instances",
     "output_is_logits",
     "overlay",
     "predict_file",
     "predict_image",
+    "predict_tiled",
     "predict_instances",
+    "predict_instances_tiled",
     "probabilities",
     "task_of",
     "tta_wrap",
