@@ -25,6 +25,22 @@ def randomise_batch_norm(model, seed=0):
             layer.moving_variance.assign(rng.uniform(0.5, 2.0, size).astype("float32"))
 
 
+def grey_image(height, width, seed):
+    """A (height, width) uint8 nuclei image of `kerasseg.samples`."""
+    from kerasseg import samples
+
+    image, _ = samples.nuclei(size=max(height, width), seed=seed)
+    return np.ascontiguousarray(image[:height, :width])
+
+
+def rgb_image(height, width, seed):
+    """A (height, width, 3) uint8 shapes image of `kerasseg.samples`."""
+    from kerasseg import samples
+
+    image, _ = samples.shapes(size=max(height, width), seed=seed)
+    return np.ascontiguousarray(image[:height, :width])
+
+
 def pytest_sessionfinish(session, exitstatus):
     # A run that collected nothing must never look green.
     if session.testscollected == 0:

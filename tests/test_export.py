@@ -18,11 +18,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import randomise_batch_norm
+from conftest import grey_image, randomise_batch_norm, rgb_image
 from PIL import Image
 
 import kerasseg
-from kerasseg import samples, tta
+from kerasseg import tta
 from kerasseg.cli import main as cli_main
 from kerasseg.export import export
 from kerasseg.inference import predict_image
@@ -45,16 +45,6 @@ def cmyk_jpeg():
 
 def decode_png(data):
     return np.asarray(Image.open(io.BytesIO(data)))
-
-
-def rgb_image(height, width, seed):
-    image, _ = samples.shapes(size=max(height, width), seed=seed)
-    return np.ascontiguousarray(image[:height, :width])
-
-
-def grey_image(height, width, seed):
-    image, _ = samples.nuclei(size=max(height, width), seed=seed)
-    return np.ascontiguousarray(image[:height, :width])
 
 
 def saved_model_proto(path):

@@ -16,11 +16,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import grey_image, rgb_image
 from PIL import Image
 from skimage.color import rgb2gray
 
 import kerasseg
-from kerasseg import samples
 from kerasseg.cli import main as cli_main
 from kerasseg.cli.common import UsageError
 from kerasseg.cli.models import load_for_inference
@@ -34,16 +34,6 @@ def encode(array):
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def grey_image(height, width, seed):
-    image, _ = samples.nuclei(size=max(height, width), seed=seed)
-    return np.ascontiguousarray(image[:height, :width])
-
-
-def rgb_image(height, width, seed):
-    image, _ = samples.shapes(size=max(height, width), seed=seed)
-    return np.ascontiguousarray(image[:height, :width])
 
 
 def png_chunks(data):

@@ -15,6 +15,7 @@ NaN) on each batch, by a map with `tf.debugging` assertions that give the same m
 
 import contextlib
 import contextvars
+import functools
 import inspect
 
 import keras
@@ -301,20 +302,21 @@ class SegmentationModel(keras.Model):
         Returns:
             The predictions, as `keras.Model.predict` returns them.
         """
-        allow_nan = (
-            self.allow_nan if allow_nan is None else _check_allow_nan(allow_nan, "allow_nan")
+        run = functools.partial(
+            super().predict,
+            batch_size=batch_size,
+            verbose=verbose,
+            steps=steps,
+            callbacks=callbacks,
         )
-        x = self._checked_input(x, allow_nan)
-        empty = self._empty_output(x)
-        if empty is not None:
-            return empty
-        with _values_checked():
-            return super().predict(
-                x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks
-            )
+        return self._checked_predict(run, x, allow_nan)
 
     def predict_on_batch(self, x, *, allow_nan=None):
         """`keras.Model.predict_on_batch` after checking `x` (see `predict`)."""
+        return self._checked_predict(super().predict_on_batch, x, allow_nan)
+
+    def _checked_predict(self, run, x, allow_nan):
+        """`run(x)` after checking `x`; an empty batch gives an empty output instead."""
         allow_nan = (
             self.allow_nan if allow_nan is None else _check_allow_nan(allow_nan, "allow_nan")
         )
@@ -323,7 +325,7 @@ class SegmentationModel(keras.Model):
         if empty is not None:
             return empty
         with _values_checked():
-            return super().predict_on_batch(x)
+            return run(x)
 
     def fit(self, *args, **kwargs):
         """`keras.Model.fit` after checking `x` and `validation_data` (same arguments)."""
