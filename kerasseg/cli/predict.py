@@ -19,6 +19,7 @@ from kerasseg.cli.common import (
 from kerasseg.cli.models import check_watershed_flags, load_for_inference, output_channels, with_tta
 from kerasseg.data.sources import IMAGE_SUFFIXES
 from kerasseg.inference import predict_file, task_of
+from kerasseg.inference.colours import label_classes, model_palette
 from kerasseg.inference.files import DEFAULT_MAX_PIXELS, DEFAULT_TILE
 from kerasseg.inference.inputs import RESCALE_MODES, InputNote
 
@@ -43,7 +44,11 @@ def add_parser(commands, parents):
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument(
-        "--overlay", action="store_true", help="also write <stem>_overlay.png (RGB)"
+        "--overlay",
+        action="store_true",
+        help="also write <stem>_overlay.png (RGB, the classes in the model's colours with a "
+        "legend; instances in distinct colours with contours) and, with --instances, "
+        "<stem>_instances_overlay.png",
     )
     parser.add_argument(
         "--threshold", type=float, default=0.5, help="for sigmoid models and instance masks"
@@ -138,6 +143,8 @@ def run(args):
         "flatten_alpha": args.flatten_alpha,
         "rescale": args.rescale,
     }
+    if task_of(model) != "instance":  # label PNGs and overlays in the preset's colours
+        options["palette"] = model_palette(args.model, label_classes(model))
     started = time.perf_counter()
     written = _predict_all(args, model, inputs, stems, options)
     seconds = time.perf_counter() - started
@@ -162,6 +169,9 @@ def _predict_all(args, model, inputs, stems, options):
             "output_path": out / f"{stem}.png",
             "overlay_path": out / f"{stem}_overlay.png" if args.overlay else None,
             "instances_path": out / f"{stem}_instances.png" if args.instances else None,
+            "instances_overlay_path": out / f"{stem}_instances_overlay.png"
+            if args.instances and args.overlay
+            else None,
         }
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", InputNote)

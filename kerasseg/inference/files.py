@@ -1,4 +1,4 @@
-"""Prediction on image files: label PNGs, overlays, 16-bit instance PNGs.
+"""Prediction on image files: palette label PNGs, overlays, 16-bit instance PNGs.
 
 kerasseg.inference.predict_file(model, "slice.png", "slice_labels.png",
                                  overlay_path="slice_overlay.png")
@@ -11,14 +11,16 @@ from pathlib import Path
 import numpy as np
 
 from kerasseg import files
+from kerasseg.inference.colours import model_palette
 from kerasseg.inference.inputs import InputNote, fit_to_model, input_contract
 from kerasseg.inference.instances import predict_instances
-from kerasseg.inference.overlay import overlay
+from kerasseg.inference.overlay import instance_overlay, overlay
 from kerasseg.inference.semantic import cell_instances, predict_image
 from kerasseg.inference.task import task_of
 from kerasseg.inference.tiled_instances import cell_instances_tiled, predict_instances_tiled
 from kerasseg.inference.tiling import predict_tiled
 from kerasseg.ops.checks import check_int
+from kerasseg.palette import MAX_GENERIC_CLASSES, Palette
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -89,6 +91,7 @@ def predict_file(
     *,
     overlay_path=None,
     instances_path=None,
+    instances_overlay_path=None,
     watershed_seeds=None,
     channels=None,
     threshold=0.5,
@@ -99,6 +102,7 @@ def predict_file(
     max_pixels=DEFAULT_MAX_PIXELS,
     flatten_alpha=False,
     rescale=None,
+    palette=None,
 ):
     """Segment an image file and write its label map (and an overlay) as PNG.
 
@@ -109,15 +113,21 @@ def predict_file(
     tiles (`kerasseg.inference.tiling.predict_tiled`; instance models and `instances_path`
     through `kerasseg.inference.tiled_instances`).
 
-    The label map PNG has the input's height and width and holds the class ids as 8-bit
-    values (16-bit when there are more than 256 classes); for a binary (1-channel, sigmoid)
-    model class 1 is written as 255 (so 0/255, viewable like the ISBI 2012 labels).
-    `overlay_path`: an RGB PNG of the image with the classes > 0 blended in the colours of
-    `kerasseg.inference.overlay` (class 0 stays uncoloured).
+    The label map PNG has the input's height and width. It is a palette ("P" mode) PNG: the
+    pixels hold the class ids (Pillow's `np.asarray(Image.open(path))` and
+    `kerasseg.data.read_mask` give them back) and image viewers show them in the palette's
+    colours. With more than 256 classes it is a 16-bit grey PNG of the ids (no colours). A
+    binary (1-channel, sigmoid) model writes an 8-bit grey PNG with class 1 as 255 (0/255,
+    black and white in every viewer and the ISBI 2012 labels' convention; every reader,
+    OpenCV and imageio included, gets the same values, which is not so for palette PNGs).
+    `overlay_path`: an RGB PNG of the image with every class blended in its palette colour
+    (`kerasseg.inference.overlay`) and a legend strip below it naming the classes present.
 
     An instance model (Mask R-CNN, `task_of(model) == "instance"`) writes 16-bit instance labels
     instead (`predict_instances`: 0 = background, 1..n by decreasing score), with `threshold`
-    as the mask threshold and `min_score` as the detection score cut.
+    as the mask threshold and `min_score` as the detection score cut; its `overlay_path` is
+    an instance overlay (`kerasseg.inference.overlay.instance_overlay`: one colour per
+    instance, contours drawn, no legend).
 
     Args:
         model: a `keras.Model` (or callable) as in `probabilities`.
@@ -126,6 +136,8 @@ def predict_file(
         overlay_path: optional overlay PNG to write.
         instances_path: optional 16-bit PNG of the instance labels of class 1
             (`cell_instances`; 0 = no instance).
+        instances_overlay_path: optional RGB PNG of those instances over the image
+            (`instance_overlay`); needs `instances_path`.
         watershed_seeds: `cell_instances`' seeded watershed threshold for `instances_path`.
         channels: None keeps the file's channel count; an int requires it.
         threshold: probability threshold of binary models (of the masks, instance models).
@@ -139,6 +151,9 @@ def predict_file(
         rescale: for 16-bit files: "full", "minmax" or "keep" (see
             `kerasseg.inference.inputs.RESCALE_MODES`); needed for models that take 8-bit
             values.
+        palette: semantic models: the `kerasseg.palette.Palette` of the label PNG and the
+            overlay; None: `kerasseg.inference.colours.model_palette(model)` (the preset's
+            data set, else generic colours).
 
     Returns:
         The int32 (H, W) label map (class ids, 0/1 for a binary model; instance ids).
@@ -146,6 +161,10 @@ def predict_file(
     if watershed_seeds is not None and instances_path is None:
         raise ValueError(
             "predict_file: `watershed_seeds` labels the cells of `instances_path`; give both."
+        )
+    if instances_overlay_path is not None and instances_path is None:
+        raise ValueError(
+            "predict_file: `instances_overlay_path` draws the cells of `instances_path`; give both."
         )
     instance = task_of(model) == "instance"
     if instance and instances_path is not None:
@@ -167,17 +186,49 @@ def predict_file(
     if instance:
         labels = _instance_labels(model, image, tiling, min_score, threshold)
         _write_png(_instance_png(labels), output_path)
-    else:
-        labels, probs = _semantic_labels(
-            model, image, tiling, threshold, from_logits, keep=instances_path is not None
+        if overlay_path is not None:
+            _write_png(instance_overlay(display_image(image), labels), overlay_path)
+        return labels
+    labels, probs = _semantic_labels(
+        model, image, tiling, threshold, from_logits, keep=instances_path is not None
+    )
+    palette = _label_palette(model, output_channels(model, probs), palette)
+    if palette is None and overlay_path is not None:
+        raise ValueError(
+            f"predict_file: the model has {output_channels(model, probs)} classes and generic "
+            f"colours stop at {MAX_GENERIC_CLASSES}; pass `palette` (a kerasseg.palette.Palette) "
+            "for an overlay, or drop `overlay_path`."
         )
-        _write_png(_label_png(labels, output_channels(model, probs)), output_path)
+    _write_png(_label_png(labels, output_channels(model, probs), palette), output_path)
     if overlay_path is not None:
-        _write_png(overlay(display_image(image), labels), overlay_path)
+        picture = overlay(display_image(image), labels, palette=palette, legend=True)
+        _write_png(picture, overlay_path)
     if instances_path is not None:
         instances = _cell_labels(probs, tiling, threshold, watershed_seeds)
         _write_png(_instance_png(instances), instances_path)
+        if instances_overlay_path is not None:
+            _write_png(instance_overlay(display_image(image), instances), instances_overlay_path)
     return labels
+
+
+def _label_palette(model, channels, palette):
+    """The palette of a semantic model's label maps: `palette` when given (it must name
+    every class), else `model_palette(model)`; None above 256 classes without a palette."""
+    classes = 2 if channels == 1 else channels
+    if palette is None:
+        try:
+            return model_palette(model, classes)
+        except ValueError:
+            if classes <= MAX_GENERIC_CLASSES:
+                raise
+            return None  # 16-bit grey label PNGs need no colours
+    if not isinstance(palette, Palette) or len(palette) < classes:
+        shown = f"one of {len(palette)} classes" if isinstance(palette, Palette) else repr(palette)
+        raise ValueError(
+            f"predict_file: `palette` must be a kerasseg.palette.Palette naming the model's "
+            f"{classes} classes; got {shown}."
+        )
+    return palette
 
 
 def _instance_labels(model, image, tiling, min_score, threshold):
@@ -283,11 +334,18 @@ def _alpha_channels(path):
     return len(bands) if bands[-1] == "A" and len(bands) in (2, 4) else None
 
 
-def _label_png(labels, channels):
-    """Class ids as stored in the label PNG: 0/255 for a binary (1-channel) model."""
+def _label_png(labels, channels, palette):
+    """The label PNG's image: 0/255 grey for a binary (1-channel) model, a palette ("P")
+    image of the class ids up to 256 classes, 16-bit grey ids above."""
+    from PIL import Image  # Pillow: only the PNG writer needs it
+
     if channels == 1:
         return (labels * 255).astype(np.uint8)
-    return labels.astype(np.uint8 if channels <= 256 else np.uint16)
+    if channels > 256:
+        return labels.astype(np.uint16)
+    picture = Image.fromarray(labels.astype(np.uint8))
+    picture.putpalette(palette.png_palette(), rawmode="RGB")
+    return picture
 
 
 def _instance_png(labels):
@@ -296,8 +354,11 @@ def _instance_png(labels):
     return labels.astype(np.uint16)
 
 
-def _write_png(array, path):
+def _write_png(picture, path):
+    """Write a numpy array or a Pillow image as PNG (atomically)."""
     from PIL import Image  # Pillow: only the PNG writer needs it
 
+    if isinstance(picture, np.ndarray):
+        picture = Image.fromarray(picture)
     with files.atomic_path(path) as temporary:
-        Image.fromarray(array).save(temporary, format="PNG")
+        picture.save(temporary, format="PNG")
