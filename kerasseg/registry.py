@@ -12,8 +12,11 @@ presets of `saved_models/manifest.json`.
         ...
 """
 
+import ast
 import dataclasses
 import inspect
+import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +24,7 @@ import keras
 
 from kerasseg import weights as weights_lib
 from kerasseg.ops.checks import did_you_mean
-from kerasseg.preprocessing import ImagePreprocessing
+from kerasseg.preprocessing import MODES, ImagePreprocessing
 
 __all__ = [
     "TASKS",
@@ -118,10 +121,21 @@ class ModelEntry:
             return self.preprocessing({**self.defaults, **(arguments or {})})
         return self.preprocessing
 
-    def summary(self):
-        """A plain dict for listings (`list_models`, `kerasseg info`)."""
+    def summary(self, details=False):
+        """A plain dict for listings (`list_models`, `kerasseg info`).
+
+        Args:
+            details: also "argument_details" (each argument's default and meaning, from the
+                builder's Google-style docstring) and "input_contract" (builds the model
+                with random weights to read its size rule), for `kerasseg info`.
+
+        Returns:
+            A dict of plain values; "arguments" maps each argument the builder documents or
+            declares to its default (the preset's value where a preset fixes it).
+        """
         first = next(iter(self.weights.values()), None)
-        return {
+        rows = self.argument_details() if details else None
+        summary = {
             "name": self.name,
             "kind": "preset" if self.is_preset else "architecture",
             "architecture": self.architecture or self.name,
@@ -134,12 +148,238 @@ class ModelEntry:
             "preprocessing": self.preprocessing_for()
             if not callable(self.preprocessing)
             else "depends on the encoder (see `kerasseg info`)",
-            "arguments": dict(self.defaults),
+            "arguments": _argument_values(rows) if details else self._known_defaults(),
+            "preset_arguments": dict(self.defaults),
             "weights": {name: info.as_dict() for name, info in self.weights.items()},
             "dataset": first.dataset if first else "",
+            "split": first.split if first else "",
             "metrics": dict(first.metrics) if first else {},
             "backends": list(self.backends) if self.backends else "all",
         }
+        if details:
+            summary["argument_details"] = rows
+            summary["input_contract"] = self.input_contract()
+        return summary
+
+    def _known_defaults(self):
+        """`argument_defaults` restricted to the accepted arguments, in their order."""
+        defaults = self.argument_defaults()
+        return {name: defaults[name] for name in self.accepted_arguments() if name in defaults}
+
+    def argument_details(self):
+        """One dict per accepted argument: its default and a one-line meaning.
+
+        Meanings come from the "Args:" section of the builder's docstring; an entry that
+        reads "as `X`" or "see `X`" (or a docstring that says "see `X` for the arguments")
+        takes the entry of `X`, a function or class of the builder's module. Defaults come
+        from the signatures (the builder's, then `X`'s), then from a "(default ...)" in the
+        meaning; a preset's own values override them.
+
+        Returns:
+            A list of {"name", "default" (the value; None when there is none),
+            "has_default" (False when neither the signatures nor the docstring give one),
+            "default_text" (its repr, or ""), "preset" (True where the preset fixes it),
+            "meaning" ("" when undocumented)}.
+        """
+        docs, signature_defaults = _documentation(self.builder)
+        rows = []
+        for name in self.accepted_arguments():
+            meaning = docs.get(name, "")
+            row = {"name": name, "default": None, "has_default": True, "preset": False}
+            if name in self.defaults:
+                row.update(default=self.defaults[name], preset=True)
+            elif name in signature_defaults:
+                row["default"] = signature_defaults[name]
+            else:
+                row.update(_default_in_text(meaning))
+            row["default_text"] = repr(row["default"]) if row["has_default"] else ""
+            rows.append({**row, "meaning": meaning})
+        return rows
+
+    def input_contract(self):
+        """What the inputs of `load(name)` must be: channels, values, sizes.
+
+        Builds the model (random weights) to read its size rule.
+
+        Returns:
+            A dict: "channels", "inputs" ({input name: shape}), "preprocessing" (the
+            `kerasseg.preprocessing.MODES` mode to apply before the model), "values" (one
+            line), "normalises_inside" (True when the model holds an `ImagePreprocessing`
+            layer and takes 0..255 images), "size_divisor", "size_offset", "min_size" and
+            "size_rule" (one line); without the model's backend, "unavailable" says why.
+        """
+        mode = self.preprocessing_for()
+        contract = {"channels": self.input_channels, "preprocessing": mode}
+        try:
+            self.check_backend()
+        except ValueError as error:
+            return {**contract, "unavailable": str(error)}
+        model = self.builder(**self.defaults)
+        inside = [
+            layer.mode for layer in model._flatten_layers() if isinstance(layer, ImagePreprocessing)
+        ]
+        divisor = int(getattr(model, "size_divisor", 1) or 1)
+        offset = int(getattr(model, "size_offset", 0) or 0)
+        minimum = int(getattr(model, "min_size", 1) or 1)
+        return {
+            **contract,
+            "inputs": {tensor.name.split(":")[0]: tuple(tensor.shape) for tensor in model.inputs},
+            "values": _values_line(mode, inside, self.task),
+            "normalises_inside": bool(inside),
+            "size_divisor": divisor,
+            "size_offset": offset,
+            "min_size": minimum,
+            "size_rule": _size_rule_line(divisor, offset, minimum),
+        }
+
+
+def _values_line(mode, inside, task):
+    """One line on the value range the model's inputs need."""
+    if inside:
+        return (
+            f"0..255 images as they are; the model normalises inside "
+            f"(ImagePreprocessing {inside[0]!r}: {MODES.get(inside[0], inside[0])})"
+        )
+    if mode == "none" and task == "classical":
+        return "images of the dtype `input_dtype` names (uint8: 0..255), not normalised"
+    if mode == "none":
+        return "0..255 images as they are: no normalisation before the model"
+    return f"normalise 0..255 images first: {mode!r}, {MODES.get(mode, mode)}"
+
+
+def _size_rule_line(divisor, offset, minimum):
+    """One line on the heights and widths the model accepts."""
+    if divisor == 1 and offset == 0 and minimum <= 1:
+        return "any height and width"
+    if offset:
+        return f"height and width of {offset} + k * {divisor} px, at least {minimum} px"
+    if divisor > 1:
+        return f"height and width multiples of {divisor} px, at least {minimum} px"
+    return f"any height and width of at least {minimum} px"
+
+
+def _argument_values(rows):
+    """{name: default} of the `argument_details` rows that have a default."""
+    return {row["name"]: row["default"] for row in rows if row["has_default"]}
+
+
+def _default_in_text(meaning):
+    """{"default", "has_default"} from a "(default VALUE" in an argument's meaning."""
+    found = re.search(r"\(default ([^;:,)]+)", meaning)
+    if found is None:
+        return {"default": None, "has_default": False}
+    text = found.group(1).strip()
+    try:
+        return {"default": ast.literal_eval(text), "has_default": True}
+    except (ValueError, SyntaxError):
+        return {"default": text, "has_default": True}
+
+
+_SECTION = re.compile(r"^(\s*)(Args|Arguments):\s*$")
+_ENTRY = re.compile(r"^(\*{0,2}[A-Za-z_][\w, *]*?)(?:\s*\([^)]*\))?:\s*(.*)$")
+_REFERENCE = re.compile(r"^(?:as|see) `([\w.]+)`(?: for the arguments)?[.,;]?\s*(.*)$")
+_POINTER = re.compile(r"see `([\w.]+)` for the arguments")
+
+
+def _args_section(doc):
+    """{argument name: its text on one line} of the "Args:" section of a docstring."""
+    entries, indent, current = {}, None, None
+    for line in (doc or "").splitlines():
+        header = _SECTION.match(line)
+        if header:
+            indent, current = len(header.group(1)), None
+            continue
+        if indent is None or not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip())
+        if depth <= indent:
+            indent = None
+            continue
+        entry = _ENTRY.match(line.strip()) if current is None or depth <= current[0] else None
+        if entry:
+            names = [n.strip() for n in entry.group(1).split(",")]
+            current = (depth, names)
+            for name in names:
+                entries[name] = entry.group(2).strip()
+        elif current is not None:
+            for name in current[1]:
+                entries[name] = f"{entries[name]} {line.strip()}".strip()
+    return entries
+
+
+def _documented_objects(target):
+    """`target` and, for a class, its constructor and the kerasseg classes it derives from."""
+    if not inspect.isclass(target):
+        return [target]
+    classes = [c for c in target.__mro__ if c.__module__.startswith("kerasseg")]
+    return [part for c in classes for part in (c, vars(c).get("__init__")) if part is not None]
+
+
+def _resolve(name, module):
+    """The function or class `name` (dotted after the module) of the module `module`."""
+    found = sys.modules.get(module)
+    for part in name.split("."):
+        found = getattr(found, part, None)
+    return found
+
+
+def _documentation(target, depth=0):
+    """({name: one-line meaning}, {name: default}) of a function or class, from its
+    docstring's "Args:" (following "see `X` for the arguments") and its signature."""
+    docs, defaults = {}, {}
+    for part in _documented_objects(target):
+        doc = inspect.getdoc(part) or ""
+        pointer = _POINTER.search(doc)
+        if pointer and depth < 3 and not _SECTION.search(doc):
+            linked = _resolve(pointer.group(1), part.__module__)
+            if linked is not None:
+                more_docs, more_defaults = _documentation(linked, depth + 1)
+                docs, defaults = {**more_docs, **docs}, {**more_defaults, **defaults}
+        for name, text in _args_section(doc).items():
+            if name.startswith("**"):
+                _keyword_entries(text, docs, defaults)
+            else:
+                docs.setdefault(name.lstrip("*"), _meaning(text, part.__module__, name, depth))
+        if callable(part):
+            defaults = {**_signature_defaults(part), **defaults}
+    return docs, defaults
+
+
+def _keyword_entries(text, docs, defaults):
+    """The keywords a `**kwargs` entry lists as "`name` (default)": one meaning each."""
+    head = text.split("`", 1)[0].split(",")[0].rstrip(" :,;")
+    for name, value in re.findall(r"`(\w+)` \(([^)]*)\)", text):
+        docs.setdefault(name, f"{head}: `{name}`")
+        try:
+            defaults.setdefault(name, ast.literal_eval(value))
+        except (ValueError, SyntaxError):
+            defaults.setdefault(name, value)
+
+
+def _signature_defaults(function):
+    """{parameter: default} of a callable's signature ({} when it has none to read)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in parameters if p.default is not p.empty}
+
+
+def _meaning(text, module, name, depth):
+    """The first sentence of an Args entry; "as `X`" entries take X's entry for `name`."""
+    reference = _REFERENCE.match(text)
+    if reference and depth < 3:
+        linked = _resolve(reference.group(1), module)
+        if linked is not None:
+            found = _documentation(linked, depth + 1)[0].get(name.lstrip("*"), "")
+            rest = reference.group(2).strip(" .,;")
+            text = f"{found.rstrip('.')}; {rest}." if found and rest else found or text
+    return _first_sentence(text)
+
+
+def _first_sentence(text):
+    """`text` on one line, up to its first full stop followed by a capital letter."""
+    return re.split(r"(?<=\.)\s+(?=[A-Z])", " ".join(text.split()), maxsplit=1)[0]
 
 
 _REGISTRY: dict[str, ModelEntry] = {}

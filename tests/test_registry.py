@@ -217,7 +217,7 @@ def test_cli_list_and_info(capsys):
     assert "unet" in out and "otsu" in out
     assert cli.main(["list", "--task", "classical", "--json"]) == 0
     assert "otsu" in [r["name"] for r in json.loads(capsys.readouterr().out)]
-    assert cli.main(["info", "unet"]) == 0
+    assert cli.main(["info", "unet", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["reference"].startswith("Ronneberger") and info["task"] == "semantic"
     assert cli.main(["info", "unte"]) == 2

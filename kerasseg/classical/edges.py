@@ -609,12 +609,26 @@ def sobel(input_dtype="uint8", channels=1, return_direction=False):
 
 
 def scharr(input_dtype="uint8", channels=1, return_direction=False):
-    """Scharr gradient magnitude as a model (`skimage.filters.scharr`); see `sobel`."""
+    """Scharr gradient magnitude as a model (`skimage.filters.scharr`); see `sobel`.
+
+    Args:
+        input_dtype, channels, return_direction: as `sobel`.
+
+    Returns:
+        A `SegmentationModel`.
+    """
     return _gradient_model("scharr", input_dtype, channels, return_direction)
 
 
 def prewitt(input_dtype="uint8", channels=1, return_direction=False):
-    """Prewitt gradient magnitude as a model (`skimage.filters.prewitt`); see `sobel`."""
+    """Prewitt gradient magnitude as a model (`skimage.filters.prewitt`); see `sobel`.
+
+    Args:
+        input_dtype, channels, return_direction: as `sobel`.
+
+    Returns:
+        A `SegmentationModel`.
+    """
     return _gradient_model("prewitt", input_dtype, channels, return_direction)
 
 

@@ -656,7 +656,17 @@ def threshold_builder(name):
             channels: 1 (grey) or 3 (converted like `skimage.color.rgb2gray`).
             return_threshold: outputs {"mask" ("labels" for multi-Otsu), "threshold"} if
                 True, else the mask alone.
-            **options: the options of the threshold layer (e.g. `nbins`).
+            **options: the options of the threshold layer (`BUILDERS` names it), with its
+                defaults:
+            nbins: the number of histogram bins of float images (default 256; integer
+                images use one bin per value; "mean_threshold" uses none, "multiotsu" at
+                most 1024).
+            classes: "multiotsu" only: the number of classes, 2 to 5 (default 3).
+            tolerance: "li" only: None or a number > 0, the step below which the iteration
+                stops (default None: 0.5 for integer images, half the smallest gap between
+                values for float images).
+            max_iter: "li" and "minimum" only: the most iterations ("li") or smoothing
+                passes ("minimum"), at least 1 (default 10000).
 
         Returns:
             A `SegmentationModel`.
