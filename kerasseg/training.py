@@ -14,7 +14,11 @@ process uses at a time:
   that are run again after a resume are replaced, so each epoch appears once.
 * `best.keras` and `best.json`: the model at the best `monitor` value (best-so-far is
   restored from `history.csv` after a resume), `final.keras` at the end, `run.json` with
-  the configuration, and TensorBoard logs in `tensorboard/`.
+  the configuration, and TensorBoard logs in `tensorboard/` (the command that opens them is
+  printed when training starts).
+* `curves.png`, redrawn from the whole `history.csv` after every epoch, and
+  `samples/epoch_NNN.png`: the first validation images with their ground truth and the
+  model's prediction after epoch NNN, also in TensorBoard (`kerasseg.training_views`).
 
 Every file is written to a temporary name and renamed (`kerasseg.files`), so a kill at
 any moment leaves the previous version readable. Mask values outside the model's classes
@@ -40,8 +44,11 @@ import tensorflow as tf
 from kerasseg import files, registry
 from kerasseg import losses as losses_lib
 from kerasseg import metrics as metrics_lib
+from kerasseg import training_views as views
 from kerasseg.data import transforms
 from kerasseg.data.decode import error_text
+from kerasseg.datasets import DATASETS
+from kerasseg.inference.colours import model_palette
 from kerasseg.inference.semantic import output_is_logits
 from kerasseg.ops.checks import check_int, check_number
 from kerasseg.run_folder import RunFolder
@@ -172,18 +179,6 @@ def _learning_rate(learning_rate, schedule, total_steps):
     return keras.optimizers.schedules.PolynomialDecay(learning_rate, total_steps, power=0.9)
 
 
-def _read_history(path):
-    """The rows of `history.csv`: "epoch" as an int, the logged values as floats."""
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [
-        {key: int(value) if key == "epoch" else float(value) for key, value in row.items()}
-        for row in rows
-    ]
-
-
 def _csv_text(rows):
     keys = list(dict.fromkeys(k for row in rows for k in row)) or ["epoch"]
     text = io.StringIO()
@@ -208,7 +203,7 @@ class _History(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.rows is None:  # first epoch of this process: keep the completed epochs only
-            self.rows = [r for r in _read_history(self.path) if r["epoch"] <= epoch]
+            self.rows = [r for r in views.read_history(self.path) if r["epoch"] <= epoch]
             files.write_text(self.path, _csv_text(self.rows))
 
     def on_epoch_end(self, epoch, logs=None):
@@ -232,7 +227,7 @@ class _Best(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if self.best is None:
             self.best = math.inf if self.better(0, 1) else -math.inf
-            for row in _read_history(self.output_dir / "history.csv"):
+            for row in views.read_history(self.output_dir / "history.csv"):
                 if row["epoch"] <= epoch and self.monitor in row:
                     if self.better(row[self.monitor], self.best):
                         self.best = row[self.monitor]
@@ -585,7 +580,7 @@ def _run_json(request, network, loss, distribution, steps):
 def _result(network, output_dir, trained_epochs):
     return TrainingRun(
         model=network,
-        history=_read_history(output_dir / "history.csv"),
+        history=views.read_history(output_dir / "history.csv"),
         output_dir=output_dir,
         best_path=output_dir / "best.keras",
         final_path=output_dir / "final.keras",
@@ -615,21 +610,51 @@ def _train_in_folder(folder, request):
     if checkpoint is not None:
         _say(f"resuming at epoch {done + 1} of {request.epochs} in {output_dir}", request.verbose)
     folder.write_config(config)
+    _say(f"to watch it: {views.tensorboard_command(output_dir)}", request.verbose)
     _fit(request, network, output_dir, done)
     files.save_model(network, final_path)
     return _result(network, output_dir, max(request.epochs - done, 0))
 
 
-def _callbacks(request, output_dir):
+def _callbacks(request, output_dir, samples):
     mode = "min" if ("loss" in request.monitor or "error" in request.monitor) else "max"
     return [
         _StopOnNonFinite(request.epochs),  # first: nothing is saved of an epoch that diverged
         _History(output_dir / "history.csv"),
+        # After `_History`: draws the whole history.csv, this epoch's row included.
+        views.CurvesWriter(output_dir / "history.csv", output_dir / views.CURVES_FILE),
+        *([samples] if samples is not None else []),
         _Best(output_dir, request.monitor, mode),
-        keras.callbacks.TensorBoard(log_dir=str(output_dir / "tensorboard")),
+        keras.callbacks.TensorBoard(log_dir=str(output_dir / views.TENSORBOARD_FOLDER)),
         # Last, so that an epoch counts as done only once its logs and best model are saved.
         _Checkpoint(output_dir / "checkpoint"),
     ]
+
+
+def _run_palette(request, network):
+    """The colours of the run's classes: those of the data set its run configuration names
+    (`kerasseg train --dataset`), else of the registry model it trains, else generic
+    (`kerasseg.inference.colours.model_palette`)."""
+    channels = int(network.output_shape[-1])
+    num_classes = 2 if channels == 1 else channels
+    dataset = ((request.run_config or {}).get("cli") or {}).get("dataset")
+    if dataset in DATASETS:
+        return model_palette(dataset, num_classes)
+    return model_palette(request.model if isinstance(request.model, str) else network, num_classes)
+
+
+def _sample_writer(request, network, output_dir):
+    """The `SampleWriter` of the run, or None after saying why there is none."""
+    writer, reason = views.sample_writer(
+        network,
+        request.validation_data,
+        output_dir,
+        ignore_label=request.ignore_label,
+        palette=_run_palette(request, network),
+    )
+    if writer is None:
+        _say(f"no sample pictures: {reason}.", request.verbose)
+    return writer
 
 
 def _fit(request, network, output_dir, done):
@@ -649,6 +674,7 @@ def _fit(request, network, output_dir, done):
             validation_data, num_classes, ignore_label, "a validation batch"
         )
     try:
+        samples = _sample_writer(request, network, output_dir)  # reads validation images
         network.fit(
             train_data,
             epochs=request.epochs,
@@ -656,7 +682,7 @@ def _fit(request, network, output_dir, done):
             steps_per_epoch=request.steps_per_epoch,
             validation_data=validation_data,
             validation_steps=request.validation_steps,
-            callbacks=_callbacks(request, output_dir),
+            callbacks=_callbacks(request, output_dir, samples),
             verbose=request.verbose,
             shuffle=False,  # datasets shuffle themselves (`segmentation_dataset(shuffle=True)`)
         )

@@ -2,18 +2,21 @@
 
 Named weights resolve in one place, `fetch`: a file shipped in `saved_models/` (inside the
 installed package), else a cached download in `$KERASSEG_HOME` (default
-`$KERAS_HOME/kerasseg`, i.e. `~/.keras/kerasseg`), else a download with
-`keras.utils.get_file`. Every file is checked against its sha256 before use; a mismatching
-file is never loaded. Weight files are `.weights.h5` (HDF5 arrays, no code) or `.keras`
-archives loaded with `safe_mode=True`; a `.keras` file holding a Lambda layer is refused.
+`$KERAS_HOME/kerasseg`, i.e. `~/.keras/kerasseg`), else a download (with a progress bar)
+written to the cache once it matches. Every file is checked against its sha256 before use;
+a mismatching file is never loaded. Weight files are `.weights.h5` (HDF5 arrays, no code)
+or `.keras` archives loaded with `safe_mode=True`; a `.keras` file holding a Lambda layer
+is refused.
 """
 
 import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
+import urllib.request
 import warnings
 import zipfile
 from pathlib import Path
@@ -21,6 +24,8 @@ from pathlib import Path
 import h5py
 import keras
 import numpy as np
+
+from kerasseg import files
 
 __all__ = [
     "LOGGER",
@@ -43,6 +48,7 @@ WEIGHT_SUFFIXES = (".weights.h5", ".keras")
 LOGGER = logging.getLogger("kerasseg")
 # The group of a `.weights.h5` where Keras stores a compiled model's optimizer state.
 OPTIMIZER_GROUP = "optimizer"
+_TIMEOUT = 60  # seconds a download may wait for the server before it fails
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,8 +109,11 @@ def _matches(path, info):
     return path.is_file() and path.stat().st_size == info.size and sha256_of(path) == info.sha256
 
 
-def fetch(info):
+def fetch(info, *, progress=True):
     """Local path of the named weights `info`, downloading them once if needed.
+
+    A download is written to the cache under a temporary name and renamed once its size and
+    sha256 match (`kerasseg.files.atomic_path`); `progress` shows a bar by KiB meanwhile.
 
     Raises:
         OSError: the file is not shipped, not cached and cannot be downloaded; the message
@@ -126,40 +135,56 @@ def fetch(info):
     manual = f"Download it by hand and place it at {cached} (sha256 {info.sha256})."
     if not info.url:
         raise OSError(f"weights {info.name!r}: {info.file_name} is not shipped. {manual}")
-    # get_file silently falls back to /tmp/.keras when the folder is not writable.
     cache.mkdir(parents=True, exist_ok=True)
     if not os.access(cache, os.W_OK):
         raise OSError(
             f"weights {info.name!r}: the cache {cache} is not writable; set KERASSEG_HOME."
         )
+    cached.unlink(missing_ok=True)  # a cached file that does not match is never used
     try:
-        path = keras.utils.get_file(
-            fname=info.file_name,
-            origin=info.url,
-            file_hash=info.sha256,
-            hash_algorithm="sha256",
-            cache_dir=str(cache.parent),
-            cache_subdir=cache.name,
-        )
-    except ValueError as error:  # get_file's own hash check
-        cached.unlink(missing_ok=True)
-        raise ValueError(
-            f"weights {info.name!r}: the file downloaded from {info.url} is corrupted or "
-            f"truncated (sha256 mismatch); it was deleted. {manual}"
-        ) from error
-    except Exception as error:  # get_file raises a bare Exception on network failures
-        cached.unlink(missing_ok=True)
+        _download(info, cached, progress)
+    except ValueError as error:
+        raise ValueError(f"{error} {manual}") from None
+    except OSError as error:  # URLError, HTTPError and timeouts are OSErrors
         raise OSError(
             f"weights {info.name!r}: could not download {info.url} ({error}). {manual}"
         ) from error
-    path = Path(path)
-    if not _matches(path, info):
-        path.unlink(missing_ok=True)
-        raise ValueError(
-            f"weights {info.name!r}: the file downloaded from {info.url} does not match its "
-            f"size {info.size} and sha256 {info.sha256}; it was deleted. {manual}"
-        )
-    return path
+    return cached
+
+
+def _download(info, path, progress):
+    """Download `info.url` to `path`, written atomically only when its size and sha256 are
+    `info`'s, with a progress bar by KiB (`keras.utils.Progbar`, on stdout) when `progress`.
+
+    Raises:
+        ValueError: the bytes received do not match `info.size` or `info.sha256` (nothing is
+            written).
+        OSError: the server cannot be reached or answers with an error.
+    """
+    if progress:
+        print(f"kerasseg: downloading {info.file_name} ({info.size / 1e6:.1f} MB) from {info.url}")
+    bar = keras.utils.Progbar(
+        max(math.ceil(info.size / 1024), 1), verbose=int(bool(progress)), unit_name="KiB"
+    )
+    digest, received = hashlib.sha256(), 0
+    with (
+        urllib.request.urlopen(info.url, timeout=_TIMEOUT) as response,
+        files.atomic_path(path) as temporary,
+        open(temporary, "wb") as f,
+    ):
+        while block := response.read(1 << 16):
+            f.write(block)
+            digest.update(block)
+            received += len(block)
+            bar.update(received // 1024, finalize=False)
+        bar.update(math.ceil(received / 1024), finalize=True)
+        if received != info.size or digest.hexdigest() != info.sha256:
+            raise ValueError(
+                f"weights {info.name!r}: the file downloaded from {info.url} is corrupted or "
+                f"truncated ({received} bytes of {info.size}, sha256 "
+                f"{'matching' if digest.hexdigest() == info.sha256 else 'mismatch'}); it was "
+                "deleted."
+            )
 
 
 def _find_class_names(config, found):

@@ -79,11 +79,15 @@ set's (CamVid: 11), else -1, a value no mask file can hold (255 cannot serve for
 whose labels store cell interior as 255). Models that accept any size are not padded.
 
 output: --out DIR gets history.csv, best.keras, best.json, final.keras, run.json (with the
-exact command line), masks.json, checkpoint/ and tensorboard/; each file is replaced
-atomically. One process at a time uses DIR. Running the same command again resumes an
-interrupted run at the epoch after the last completed one, changes nothing in a finished
-run, and with a larger --epochs continues it; other arguments than the first run's are
-refused. Epochs are numbered from 1, as Keras prints them.
+exact command line), masks.json, checkpoint/ and tensorboard/ (the first lines print the
+`tensorboard --logdir` command that opens it); each file is replaced atomically. After every
+epoch, curves.png shows the loss and every metric (training solid, validation dashed) of all
+epochs so far, and samples/epoch_NNN.png the first 4 validation images with their ground
+truth and the model's prediction (also in TensorBoard's Images tab, tag "samples").
+One process at a time uses DIR. Running the same command again resumes an interrupted run
+at the epoch after the last completed one, changes nothing in a finished run, and with a
+larger --epochs continues it; other arguments than the first run's are refused. Epochs are
+numbered from 1, as Keras prints them.
 
 errors: one line on stderr and exit status 2 (a loss that becomes NaN: status 1); --debug
 shows the traceback.
