@@ -1,5 +1,5 @@
 """`kerasseg evaluate`: score a semantic or an instance model on labelled images and write
-a report (STEM.json and STEM.md)."""
+a report (STEM.json and STEM.md, and with --report DIR a page, DIR/index.html)."""
 
 from pathlib import Path
 
@@ -30,10 +30,19 @@ from kerasseg.cli.models import (
     output_channels,
     with_tta,
 )
-from kerasseg.evaluation import evaluate, evaluate_instances, format_markdown, write_report
-from kerasseg.inference import task_of
+from kerasseg.evaluation import (
+    evaluate,
+    evaluate_instances,
+    format_markdown,
+    write_report,
+    write_report_page,
+)
+from kerasseg.inference import dataset_palette, model_palette, task_of
 
-__all__ = ["HELP", "INSTANCE_FLAGS", "SUMMARY", "add_parser", "run"]
+__all__ = ["HELP", "INSTANCE_FLAGS", "REPORT_EXAMPLES", "SUMMARY", "add_parser", "run"]
+
+# The worst and the best images each that a --report page shows.
+REPORT_EXAMPLES = 3
 
 # The line of `kerasseg --help`, and the text of `kerasseg evaluate --help`.
 SUMMARY = "score a model on labelled images, write STEM.json and STEM.md"
@@ -57,6 +66,12 @@ probabilities > --threshold; with --min-score S only detections scoring >= S, as
 Model classes are compared with the ground truth's as they are; --class-agnostic scores every
 detection and instance as one class. Dense images need the model's own cap raised too, e.g.
 --model-arg detections_per_image=300 --model-arg rpn_post_nms_top_n=2000.
+
+--report DIR also writes DIR/index.html, one self-contained page (no scripts, no network):
+the tables, a per-class IoU bar chart, the confusion matrix as a heat map and the 3 worst
+and 3 best images by per-image mean IoU, with their ground truth, prediction and error map
+(wrong pixels red, ignored grey); for instance models the COCO table and the worst and best
+images by per-image V_rand with their true and predicted instances drawn.
 """
 
 INSTANCE_FLAGS = (
@@ -101,6 +116,11 @@ def add_parser(commands, parents):
     add_tta_flag(parser)
     parser.add_argument("--batch-size", type=positive_int, default=1, help="default 1")
     parser.add_argument("--out", required=True, metavar="STEM", help="report path stem")
+    parser.add_argument(
+        "--report",
+        metavar="DIR",
+        help="also write DIR/index.html: tables, charts, the worst and best images",
+    )
 
 
 def _add_instance_flags(parser):
@@ -132,6 +152,7 @@ def _add_instance_flags(parser):
 
 def run(args):
     """Run `kerasseg evaluate` with the parsed command-line `args`."""
+    _check_report_folder(args.report)
     if args.coco is not None:
         _check_coco_flags(args)
     else:
@@ -165,16 +186,42 @@ def run(args):
         threshold=args.threshold,
         watershed_seeds=args.watershed_seeds,
         from_logits=logits,
+        progress=True,
+        keep_examples=REPORT_EXAMPLES if args.report else 0,
     )
-    _report(results, args)
+    _report(results, args, _label_palette(args, num_classes))
 
 
-def _report(results, args):
-    """Write STEM.json and STEM.md and print the report (with its warnings, if any)."""
+def _report(results, args, palette=None):
+    """Write STEM.json and STEM.md (and the --report page) and print the report (with its
+    warnings, if any)."""
     title = f"{args.model} on {args.dataset or args.coco or args.images}"
     json_path, markdown_path = write_report(results, args.out, title=title)
     print(format_markdown(results, title=title))
     print(f"wrote {json_path} and {markdown_path}")
+    if args.report:
+        page = Path(args.report) / "index.html"
+        replaced = " (replacing the page that was there)" if page.exists() else ""
+        write_report_page(results, args.report, title=title, palette=palette)
+        print(f"wrote {page}{replaced}")
+
+
+def _check_report_folder(path):
+    """A UsageError, before any work, when --report names an existing file."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise UsageError(
+            f"--report {path!r} is a file; give a folder for the page (DIR/index.html)."
+        )
+
+
+def _label_palette(args, num_classes):
+    """The colours of the --report page's label maps: the --dataset's, else the model's
+    (a preset's data set, a run folder's record, or generic colours)."""
+    if not args.report:
+        return None
+    if args.dataset is not None:
+        return dataset_palette(args.dataset)
+    return model_palette(args.model, num_classes)
 
 
 def _registry_task(spec):
@@ -264,6 +311,8 @@ def _evaluate_instance_model(args, model, data):
             class_agnostic=args.class_agnostic,
             batch_size=args.batch_size,
             category_names=names,
+            progress=True,
+            keep_examples=REPORT_EXAMPLES if args.report else 0,
         )
     except ImportError as error:
         raise UsageError(str(error)) from None

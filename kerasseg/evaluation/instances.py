@@ -5,6 +5,7 @@ AP with pycocotools, and the V_rand / V_info of the instance map made from the p
     results["overall"]["mask_AP"], results["overall"]["v_rand"]
 """
 
+import keras
 import numpy as np
 
 from kerasseg import metrics as metrics_lib
@@ -21,8 +22,10 @@ from kerasseg.evaluation.coco import (
     coco_average_precision,
 )
 from kerasseg.evaluation.report import mean_of_defined
+from kerasseg.evaluation.semantic import _Examples, _length
+from kerasseg.inference.files import display_image
 from kerasseg.inference.instances import detections_from_outputs, instance_map
-from kerasseg.ops.checks import check_probability, is_int, is_number, to_numpy
+from kerasseg.ops.checks import check_int, check_probability, is_int, is_number, to_numpy
 
 __all__ = ["evaluate_instances"]
 
@@ -85,6 +88,17 @@ def _element_images(element, fn, index):
     ]
 
 
+def _counted(data, bar):
+    """The elements of `data`, advancing `bar` as each is taken; its line is ended after
+    the last."""
+    count = 0
+    for element in data:
+        yield element
+        count += 1
+        bar.update(count, finalize=False)
+    bar.update(count, finalize=True)
+
+
 def _batches(data, batch_size, fn):
     """Lists of up to `batch_size` consecutive (image, target) of one image size."""
     group = []
@@ -108,6 +122,8 @@ def evaluate_instances(
     min_score=None,
     batch_size=1,
     category_names=None,
+    progress=False,
+    keep_examples=0,
 ):
     """Run an instance model over images with ground truth; COCO AP and V_rand / V_info.
 
@@ -137,12 +153,23 @@ def evaluate_instances(
             still count for AP).
         batch_size: consecutive images of one size given to the model together.
         category_names: optional {class id: name} for the report.
+        progress: show a progress bar over the elements of `data` (`keras.utils.Progbar`,
+            on stdout).
+        keep_examples: k >= 0; with k > 0 also keep the k worst and k best images by
+            per-image V_rand (at most half of the images with ground truth each, so that
+            no image is both), for a report page.
 
     Returns:
         dict ``{"task": "instance", "overall": {"box_AP", "box_AP50", "box_AP75",
         "box_AP_small", "box_AP_medium", "box_AP_large", "box_AR", "mask_AP", ...,
         "mask_AR", "v_rand", "v_info"}, "images", "instances", "crowd_instances",
-        "detections", "categories", "settings", "warnings"}``.
+        "detections", "categories", "settings", "warnings"}``. With `keep_examples` > 0
+        also "examples": {"score": "v_rand", "per_image": one {"v_rand", "v_info",
+        "instances", "detections"} per image (scores None without ground-truth instances),
+        "worst": from the lowest V_rand up, "best": from the highest down}, each example
+        {"index" (0-based), its per-image entries, "image" (uint8, `display_image`),
+        "truth" and "prediction" (int32 (H, W) instance maps as scored: ground truth
+        without crowd regions, and the predicted masks with `min_score`)}.
     """
     fn = "evaluate_instances"
     max_detections = check_max_detections(max_detections, fn)
@@ -151,9 +178,11 @@ def evaluate_instances(
         raise ValueError(f"{fn}: `batch_size` must be an int >= 1; got {batch_size!r}.")
     if min_score is not None and not is_number(min_score):
         raise ValueError(f"{fn}: `min_score` must be None or a number; got {min_score!r}.")
+    keep_examples = check_int(keep_examples, "keep_examples", 0, context=fn)
     _pycocotools(fn)
-    tally = _Tally(class_agnostic, min_score)
-    for group in _batches(data, batch_size, fn):
+    tally = _Tally(class_agnostic, min_score, _Examples(keep_examples) if keep_examples else None)
+    bar = keras.utils.Progbar(_length(data), verbose=int(bool(progress)), unit_name="element")
+    for group in _batches(_counted(data, bar), batch_size, fn):
         batch = np.stack([image for image, _ in group])
         sizes = np.array([image.shape[:2] for image, _ in group], np.int32)
         outputs = _call(model, batch, sizes, fn)
@@ -181,8 +210,8 @@ class _Tally:
     """What `evaluate_instances` gathers image by image: COCO ground truth and results,
     categories, counts and the instance-map scores."""
 
-    def __init__(self, class_agnostic, min_score):
-        self.class_agnostic, self.min_score = class_agnostic, min_score
+    def __init__(self, class_agnostic, min_score, examples=None):
+        self.class_agnostic, self.min_score, self.examples = class_agnostic, min_score, examples
         self.images, self.annotations, self.results = [], [], {"bbox": [], "segm": []}
         self.categories, self.rand = set(), {"v_rand": [], "v_info": []}
         self.crowd, self.detections, self.most_instances, self.rows = 0, 0, 0, None
@@ -220,6 +249,22 @@ class _Tally:
         scores = metrics_lib.rand_scores(true_map, pred_map)
         for key in self.rand:
             self.rand[key].append(float(np.asarray(scores[key])))
+        if self.examples is not None:
+            self._offer(image, true_map, pred_map, int((~crowd).sum()), len(detection["scores"]))
+
+    def _offer(self, image, true_map, pred_map, instances, detections):
+        """Offer one image to the kept examples, scored by its V_rand."""
+        scores = {key: mean_of_defined(values[-1:]) for key, values in self.rand.items()}
+        scores.update(instances=instances, detections=detections)
+
+        def make_example():
+            return {
+                "image": np.array(display_image(image)),
+                "truth": np.asarray(true_map, np.int32),
+                "prediction": np.asarray(pred_map, np.int32),
+            }
+
+        self.examples.add(scores, "v_rand", make_example)
 
     def ground_truth(self, category_names):
         categories = {1} if self.class_agnostic else self.categories
@@ -238,7 +283,7 @@ class _Tally:
         }
         for key, values in self.rand.items():
             overall[key] = mean_of_defined(values)
-        return {
+        results = {
             "task": "instance",
             "overall": overall,
             "images": len(self.images),
@@ -249,6 +294,9 @@ class _Tally:
             "settings": settings,
             "warnings": self.warnings(settings["max_detections"]),
         }
+        if self.examples is not None:
+            results["examples"] = self.examples.result("v_rand")
+        return results
 
     def warnings(self, max_detections):
         """Why recall and AP cannot reach 1, if they cannot."""

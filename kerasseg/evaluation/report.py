@@ -12,7 +12,18 @@ import numpy as np
 
 from kerasseg import files
 
-__all__ = ["cell", "format_markdown", "mean_of_defined", "write_report"]
+__all__ = [
+    "PICTURE_KEYS",
+    "cell",
+    "format_markdown",
+    "json_ready",
+    "mean_of_defined",
+    "write_report",
+]
+
+# The keys of a kept example (`evaluate(..., keep_examples=k)`) that hold arrays: the report
+# page shows them; the JSON keeps each example's index and scores.
+PICTURE_KEYS = ("image", "mask", "prediction", "truth")
 
 # The COCO metrics of an instance report, in table order.
 INSTANCE_METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR")
@@ -105,11 +116,29 @@ def _instance_markdown(results, title):
     return "\n".join(lines) + "\n"
 
 
+def json_ready(results):
+    """`results` without the pictures of their kept examples (`PICTURE_KEYS`): what the
+    JSON report holds. Results without "examples" are returned as they are."""
+    if "examples" not in results:
+        return results
+    examples = dict(results["examples"])
+    for side in ("worst", "best"):
+        examples[side] = [
+            {key: value for key, value in example.items() if key not in PICTURE_KEYS}
+            for example in examples[side]
+        ]
+    return {**results, "examples": examples}
+
+
 def write_report(results, path_stem, *, title="Evaluation"):
     """Write `path_stem.json` and `path_stem.md` (Markdown tables) of `evaluate` or
-    `kerasseg.evaluation.evaluate_instances`; returns both paths."""
+    `kerasseg.evaluation.evaluate_instances`; returns both paths.
+
+    The JSON holds `json_ready(results)`: kept examples with their index and scores, not
+    their pictures (`kerasseg.evaluation.write_report_page` shows those)."""
     stem = os.fspath(path_stem)
     json_path, markdown_path = Path(stem + ".json"), Path(stem + ".md")
-    files.write_text(json_path, json.dumps(results, indent=2, allow_nan=False) + "\n")
+    text = json.dumps(json_ready(results), indent=2, allow_nan=False)
+    files.write_text(json_path, text + "\n")
     files.write_text(markdown_path, format_markdown(results, title=title))
     return json_path, markdown_path
