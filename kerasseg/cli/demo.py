@@ -1,4 +1,6 @@
-"""`kerasseg demo`: segment the built-in samples and write overlay PNGs."""
+"""`kerasseg demo`: segment the built-in samples and write a page and a contact sheet."""
+
+from pathlib import Path
 
 from kerasseg.demo import run_demo
 
@@ -8,20 +10,31 @@ __all__ = ["add_parser", "run"]
 def add_parser(commands, parents):
     """Add `kerasseg demo` to the subcommands `commands`."""
     parser = commands.add_parser(
-        "demo", parents=parents, help="segment built-in samples, write overlay PNGs"
+        "demo",
+        parents=parents,
+        help="segment built-in samples; write index.html, contact_sheet.png, results.json",
     )
     parser.add_argument("--out", default="kerasseg-demo", help="output folder")
 
 
+def _score(result):
+    if "error" in result:
+        return "failed"
+    if result["score"] is None:
+        return "no score (clusters)"
+    name = "mean IoU" if result["kind"] == "multi-class" else "IoU"
+    return f"{name} {result['score']:.3f}"
+
+
 def run(args):
-    """Run `kerasseg demo`: one line per sample and model."""
+    """Run `kerasseg demo`: one line per model with its score on each sample, then the page."""
     results = run_demo(args.out)
+    lines = {}
     for r in results:
-        if "error" in r:
-            outcome = f"no result: {r['error']}"
-        elif r["foreground_iou"] is None:
-            outcome = f"(multi-class)  {r['overlay']}"
-        else:
-            outcome = f"foreground IoU {r['foreground_iou']:.3f}  {r['overlay']}"
-        print(f"{r['sample']:<10} {r['model']:<16} {outcome}")
-    print(f"overlays and results.json written to {args.out}")
+        lines.setdefault(r["model"], []).append(f"{r['sample']} {_score(r)}")
+    width = max(len(name) for name in lines)
+    for name, scores in lines.items():
+        print(f"{name:<{width}}  " + "; ".join(scores))
+    page = (Path(args.out) / "index.html").resolve()
+    print(f"page: {page}")
+    print(f"contact sheet and results.json in {Path(args.out).resolve()}")

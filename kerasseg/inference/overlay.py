@@ -8,7 +8,6 @@ import numpy as np
 
 from kerasseg.ops.checks import check_int, check_probability
 from kerasseg.palette import (
-    DISTINCT_COLOURS,
     MAX_GENERIC_CLASSES,
     generic_palette,
     instance_boundaries,
@@ -16,15 +15,11 @@ from kerasseg.palette import (
 )
 
 __all__ = [
-    "OVERLAY_COLOURS",
     "instance_overlay",
     "legend_entries",
     "legend_strip",
     "overlay",
 ]
-
-# Kept for `kerasseg.demo`: black, then the first colours of the generic palette.
-OVERLAY_COLOURS = np.concatenate([[[0, 0, 0]], DISTINCT_COLOURS[:5]]).astype(np.float64)
 
 
 def _check_maps(image, labels, name):
