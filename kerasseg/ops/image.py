@@ -7,6 +7,8 @@ images scaled to [0, 1] for integer dtypes, as `skimage.util.img_as_float` does)
 layer says it works per channel.
 """
 
+import warnings
+
 import keras
 from keras import ops
 
@@ -107,7 +109,11 @@ def is_symbolic(x):
     if isinstance(x, keras.KerasTensor):
         return True
     try:
-        ops.convert_to_numpy(ops.reshape(x, (-1,))[:0])
+        # NumPy warns (DeprecationWarning: no `copy` keyword) before a traced TensorFlow
+        # tensor refuses the conversion; the refusal is the answer here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ops.convert_to_numpy(ops.reshape(x, (-1,))[:0])
     except Exception:
         return True
     return False

@@ -41,6 +41,7 @@ from kerasseg.models.maskrcnn.rpn import RPNHead, rpn_proposals
 from kerasseg.models.maskrcnn.transform import DetectionTransform
 from kerasseg.ops import detection as detection_ops
 from kerasseg.ops.checks import check_positive_int, check_probability, is_int
+from kerasseg.ops.image import is_symbolic
 
 __all__ = [
     "OUTPUTS",
@@ -446,10 +447,9 @@ def _check_detection_inputs(images, image_sizes):
             f"`image_sizes` must have shape (batch, 2) = ({shape[0]}, 2), one (height, width) "
             f"per image; got {sizes_shape}."
         )
-    try:
-        sizes = np.asarray(ops.convert_to_numpy(image_sizes))
-    except Exception:  # symbolic: the graph checks the values (`ImageSizes`)
+    if is_symbolic(image_sizes):  # traced: the graph checks the values (`ImageSizes`)
         return
+    sizes = np.asarray(ops.convert_to_numpy(image_sizes))
     limits = np.array(shape[1:3])
     if sizes.dtype.kind not in "iu" or (sizes < 1).any() or (sizes > limits).any():
         raise ValueError(
