@@ -31,6 +31,7 @@ from kerasseg.palette import Palette, generic_palette
 __all__ = [
     "CLASSICAL_SAMPLES",
     "DOWNSAMPLE",
+    "EDGE_METHODS",
     "NOT_IMAGE_TO_MASK",
     "PRESET_SAMPLES",
     "class_iou",
@@ -49,6 +50,8 @@ PRESET_SAMPLES = {"camvid": ("street",), "isbi2012": ("membranes",)}
 DOWNSAMPLE = {"mean_shift": 4}
 # These take seeds or a binary mask rather than an image alone.
 NOT_IMAGE_TO_MASK = ("region_growing", "connected_components")
+# Binary methods whose class 1 is a boundary, not the sample's foreground: generic colours.
+EDGE_METHODS = ("canny",)
 # Height in pixels of the pictures on the contact sheet, and of its caption text.
 SHEET_HEIGHT, SHEET_TEXT = 160, 13
 
@@ -223,6 +226,9 @@ def _segment(name, model, sample, image, truth):
             )
         classes = max(label_classes(name) if record["kind"] != "clusters" else 1, labels.max() + 1)
         palette = model_palette(name, int(classes))
+        if record["kind"] == "binary" and name not in EDGE_METHODS and classes == 2:
+            # Foreground is class 1 of the sample's mask: show it as the ground truth is shown.
+            palette = sample_palette(sample)
     except ValueError as error:  # e.g. a histogram without two modes for "minimum"
         record["error"] = str(error)
         return record, None, None, None
@@ -339,8 +345,9 @@ def _sample_section(sample, image, truth, entries):
     if any(registry.get_entry(r["model"]).task == "classical" for r, *_ in entries):
         parts.append(
             html_page.paragraph(
-                "Classical methods are shown at half size, their foreground (class 1) in "
-                "red and background as the image; clustering methods colour every cluster."
+                "Classical methods are shown at half size, in the colours of the ground truth "
+                "(their foreground is the mask's class 1); edge detectors mark edges in red and "
+                "clustering methods colour every cluster."
             )
         )
     parts.append(html_page.image(image, f"{sample} image", caption=f"{sample}: the image"))
