@@ -39,6 +39,7 @@ __all__ = [
     "foreground_iou",
     "run_demo",
     "sample_palette",
+    "short_score",
 ]
 
 # The samples classical methods run on: one object class on a background each. The street
@@ -248,8 +249,9 @@ def _caption(record):
     return text
 
 
-def _short(record):
-    """A short score for the contact sheet and the summary table."""
+def short_score(record):
+    """A short score of a result record ("IoU 0.954", "mean IoU 0.577", "no score",
+    "failed") for the contact sheet, the summary table and `kerasseg demo`'s lines."""
     if "error" in record:
         return "failed"
     if record["score"] is None:
@@ -331,7 +333,7 @@ def _intro(results):
 
 def _summary_table(results):
     sample_names = [s for s in samples.SAMPLES if any(r["sample"] == s for r in results)]
-    cells = {(r["model"], r["sample"]): _short(r) for r in results}
+    cells = {(r["model"], r["sample"]): short_score(r) for r in results}
     models = list(dict.fromkeys(r["model"] for r in results))
     rows = [[m] + [cells.get((m, s), "") for s in sample_names] for m in models]
     caption = "Scores by model and sample (blank: not run, the sample is of another domain)"
@@ -360,7 +362,7 @@ def _sample_section(sample, image, truth, entries):
         if registry.get_entry(record["model"]).task == "classical":
             # Half size: ~40 noisy full-size pictures would make a page of about 12 MB.
             picture = _thumbnail(picture, height=image.shape[0] // 2)
-            text = f"{record['model']}: {_short(record)}"
+            text = f"{record['model']}: {short_score(record)}"
         else:
             if palette is not None:
                 picture = overlay(image, labels, palette=palette, legend=True)
@@ -424,7 +426,7 @@ def _sheet_rows(data, entries):
                 picture = np.full((image.shape[0], image.shape[1], 3), 255, np.uint8)
             named = palette is not None and registry.get_entry(record["model"]).task != "classical"
             cell = _thumbnail(picture, labels, palette) if named else _thumbnail(picture)
-            cells.append((cell, [record["model"], _short(record)]))
+            cells.append((cell, [record["model"], short_score(record)]))
         rows.append(cells)
     return rows
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from kerasseg.demo import run_demo
+from kerasseg.demo import run_demo, short_score
 
 __all__ = ["add_parser", "run"]
 
@@ -17,21 +17,12 @@ def add_parser(commands, parents):
     parser.add_argument("--out", default="kerasseg-demo", help="output folder")
 
 
-def _score(result):
-    if "error" in result:
-        return "failed"
-    if result["score"] is None:
-        return "no score (clusters)"
-    name = "mean IoU" if result["kind"] == "multi-class" else "IoU"
-    return f"{name} {result['score']:.3f}"
-
-
 def run(args):
     """Run `kerasseg demo`: one line per model with its score on each sample, then the page."""
     results = run_demo(args.out)
     lines = {}
     for r in results:
-        lines.setdefault(r["model"], []).append(f"{r['sample']} {_score(r)}")
+        lines.setdefault(r["model"], []).append(f"{r['sample']} {short_score(r)}")
     width = max(len(name) for name in lines)
     for name, scores in lines.items():
         print(f"{name:<{width}}  " + "; ".join(scores))
