@@ -8,7 +8,12 @@ every epoch they write, in the run folder:
   whole file, so a resumed run shows the epochs of earlier processes too.
 * `samples/epoch_NNN.png` (`SampleWriter`, epochs numbered from 1 as in `history.csv`): the
   first `SAMPLE_COUNT` validation images, chosen once when training starts, one row each:
-  the image, its ground truth over it and the model's prediction over it.
+  the image, its ground truth over it and the model's prediction over it. Semantic models
+  are drawn in their classes' colours (`kerasseg.inference.overlay`); instance models (Mask
+  R-CNN, validation data of `kerasseg.data.instance_dataset`) one colour and a contour per
+  instance (`kerasseg.inference.instance_overlay`). `train` builds semantic models only;
+  a Mask R-CNN trained with `model.fit` gets the same pictures from
+  `sample_writer(model, validation_data, output_dir)[0]` in its callbacks.
 * the same picture in TensorBoard: tag "samples" in `tensorboard/samples`, at the step of
   the epoch's scalars (Keras numbers them from 0, so epoch 1 is step 0).
 
@@ -25,7 +30,14 @@ import keras
 import numpy as np
 
 from kerasseg import files
-from kerasseg.inference import display_image, labels_from_probabilities, overlay, task_of
+from kerasseg.inference import (
+    display_image,
+    instance_overlay,
+    labels_from_probabilities,
+    overlay,
+    predict_instances,
+    task_of,
+)
 from kerasseg.inference.semantic import probabilities
 
 __all__ = [
@@ -41,6 +53,7 @@ __all__ = [
     "read_history",
     "sample_sheet",
     "sample_writer",
+    "take_instance_samples",
     "take_samples",
     "tensorboard_command",
     "write_curves",
@@ -53,6 +66,7 @@ SAMPLE_COUNT = 4
 TENSORBOARD_FOLDER = "tensorboard"
 # Logged values that are settings rather than scores: not drawn as curves.
 _NOT_CURVES = ("epoch", "learning_rate", "lr")
+_TASKS = ("semantic", "instance")
 _DPI = 100
 _MIN_PANEL = 192  # narrower images are enlarged (whole pixels) so that the titles fit
 _MAX_PANEL = 640  # wider ones are shown at every k-th pixel
@@ -194,6 +208,65 @@ def take_samples(dataset, count=SAMPLE_COUNT):
     return images[:count], masks[:count]
 
 
+def _is_instance_spec(spec):
+    """Whether `spec` is the element spec of `kerasseg.data.instance_dataset` batches."""
+    if not (isinstance(spec, tuple) and len(spec) >= 2):
+        return False
+    inputs, targets = spec[:2]
+    return (
+        isinstance(inputs, dict)
+        and isinstance(targets, dict)
+        and {"images", "image_sizes"} <= set(inputs)
+        and {"masks", "num_instances"} <= set(targets)
+        and getattr(inputs["images"], "shape", None) is not None
+        and inputs["images"].shape.rank == 4
+        and targets["masks"].shape.rank == 4
+    )
+
+
+def _truth_map(masks, count, height, width):
+    """int32 (height, width) ids 1..`count` painted from the first `count` (valid) rows of
+    the padded (M, H, W) `masks`, later instances on top, cropped to the image."""
+    truth = np.zeros((height, width), np.int32)
+    for index in range(count):
+        truth[masks[index, :height, :width] > 0] = index + 1
+    return truth
+
+
+def take_instance_samples(dataset, count=SAMPLE_COUNT):
+    """The first `count` images of a dataset of Mask R-CNN batches and their instance maps.
+
+    The batches are those of `kerasseg.data.instance_dataset`: ({"images": (B, H, W, 3),
+    "image_sizes": (B, 2)}, {"masks": (B, M, H, W), "num_instances": (B,), ...}). Each image
+    is cropped to its "image_sizes" (the batch pads it at the bottom and right) and the
+    first "num_instances" rows of its masks (the others are padding) are painted as ids
+    1..n, later rows on top of earlier ones where they overlap.
+
+    Returns:
+        (list of float32 (h, w, 3) images with the values as stored, list of int32 (h, w)
+        instance maps), or (None, reason) when the dataset does not hold such batches.
+    """
+    if not _is_instance_spec(getattr(dataset, "element_spec", None)):
+        return None, (
+            "the validation data are not Mask R-CNN batches ({'images', 'image_sizes'}, "
+            "{'masks', 'num_instances', ...}) of kerasseg.data.instance_dataset"
+        )
+    images, truths = [], []
+    for inputs, targets, *_ in dataset:
+        batch = keras.ops.convert_to_numpy(inputs["images"]).astype(np.float32)
+        sizes = keras.ops.convert_to_numpy(inputs["image_sizes"])
+        masks = keras.ops.convert_to_numpy(targets["masks"])
+        counts = keras.ops.convert_to_numpy(targets["num_instances"])
+        for image, (height, width), mask, number in zip(batch, sizes, masks, counts, strict=True):
+            images.append(image[:height, :width])
+            truths.append(_truth_map(mask, int(number), int(height), int(width)))
+        if len(images) >= count:
+            break
+    if not images:
+        return None, "the validation data are empty"
+    return images[:count], truths[:count]
+
+
 def _display(image):
     """(uint8 (H, W) or (H, W, 3) image, whether its values were stretched) for display.
 
@@ -223,45 +296,80 @@ def _resize(picture):
     return picture[::step, ::step]
 
 
-def _strip(image, mask, predicted, ignore_label, palette):
-    """One row of the sheet: image | ground truth over it | prediction over it, uint8 RGB,
-    both in the colours of `palette` (None: `overlay`'s generic colours).
+def _class_painter(ignore_label, palette):
+    """The panel painter of semantic models: `painter(shown, labels)` draws class ids over
+    the uint8 image `shown` in the colours of `palette` (None: `overlay`'s generic colours);
+    pixels of `ignore_label` (and negative ones, e.g. padding) stay uncoloured."""
 
-    Ground-truth pixels of `ignore_label` (and negative ones, e.g. padding) stay uncoloured.
-    """
+    def paint(shown, labels):
+        rgb = np.repeat(shown[..., None], 3, axis=-1) if shown.ndim == 2 else shown
+        ignored = labels < 0 if ignore_label is None else (labels < 0) | (labels == ignore_label)
+        picture = overlay(shown, np.where(ignored, 0, labels), palette=palette)
+        picture[ignored] = rgb[ignored]
+        return picture
+
+    return paint
+
+
+def _instance_painter(shown, labels):
+    """The panel painter of instance models: one colour and a contour per instance id."""
+    return instance_overlay(shown, labels)
+
+
+def _strip(image, mask, predicted, paint):
+    """One row of the sheet: image | ground truth over it | prediction over it, uint8 RGB,
+    the two maps drawn by `paint(shown, labels)`."""
     shown, stretched = _display(image)
     rgb = np.repeat(shown[..., None], 3, axis=-1) if shown.ndim == 2 else shown
-    ignored = mask < 0 if ignore_label is None else (mask < 0) | (mask == ignore_label)
-    truth = overlay(shown, np.where(ignored, 0, mask), palette=palette)
-    truth[ignored] = rgb[ignored]
-    prediction = overlay(shown, predicted, palette=palette)
-    panels = [_resize(p) for p in (rgb, truth, prediction)]
+    panels = [_resize(p) for p in (rgb, paint(shown, mask), paint(shown, predicted))]
     gap = np.full((panels[0].shape[0], _GAP, 3), 255, np.uint8)
     return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1), stretched
 
 
-def sample_sheet(images, masks, predicted, *, epoch, ignore_label=None, palette=None):
+def _check_task(task, ignore_label, palette, name):
+    if task not in _TASKS:
+        raise ValueError(f"{name}: `task` must be one of {list(_TASKS)}; got {task!r}.")
+    if task == "instance" and (ignore_label is not None or palette is not None):
+        raise ValueError(
+            f"{name}: `ignore_label` and `palette` are for semantic models (class ids); got "
+            f"ignore_label={ignore_label!r}, palette={palette!r} with task='instance'. "
+            "Leave them None: instances get one colour each."
+        )
+
+
+def sample_sheet(
+    images, masks, predicted, *, epoch, ignore_label=None, palette=None, task="semantic"
+):
     """A figure of sample predictions: one row per image (image | ground truth over it |
     prediction over it) below a band of column titles; each pixel of the rows is one pixel
     of the figure at its own dpi.
 
     Args:
         images: list of (H, W, C) images as the model takes them.
-        masks: list of int (H, W) ground-truth class ids.
-        predicted: list of int (H, W) predicted class ids.
+        masks: list of int (H, W) ground truths: class ids, or instance ids for
+            ``task="instance"``.
+        predicted: list of int (H, W) predictions, as `masks`.
         epoch: the epoch named in the title (from 1).
         ignore_label: the mask value shown uncoloured in the ground truth, or None.
         palette: the `kerasseg.palette.Palette` of the classes, or None for `overlay`'s
             generic colours.
+        task: "semantic" (class ids drawn with `kerasseg.inference.overlay`) or "instance"
+            (instance ids 0 = background, drawn with `kerasseg.inference.instance_overlay`:
+            one colour and a contour each; `ignore_label` and `palette` must be None).
 
     Returns:
         A `matplotlib.figure.Figure` with an Agg canvas.
+
+    Raises:
+        ValueError: `task` is neither, or "instance" with an `ignore_label` or `palette`.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    _check_task(task, ignore_label, palette, "sample_sheet")
+    paint = _instance_painter if task == "instance" else _class_painter(ignore_label, palette)
     rows = zip(images, masks, predicted, strict=True)
-    strips = [_strip(*row, ignore_label, palette) for row in rows]
+    strips = [_strip(*row, paint) for row in rows]
     width = max(strip.shape[1] for strip, _ in strips)
     rows = []
     for strip, _ in strips:
@@ -297,22 +405,37 @@ class SampleWriter(keras.callbacks.Callback):
     `sample_sheet` to `folder/epoch_NNN.png` and to TensorBoard (tag `SAMPLES_TAG`).
 
     Args:
-        images, masks: the samples, as `take_samples` gives them.
+        images, masks: the samples, as `take_samples` (semantic) or `take_instance_samples`
+            (instance) gives them.
         folder: where the PNG files go.
         log_dir: the TensorBoard folder of the images, or None for none.
         ignore_label: the mask value shown uncoloured in the ground truth, or None.
         threshold: the probability above which a 1-channel model predicts class 1.
         palette: the `kerasseg.palette.Palette` of the classes, or None (generic colours).
+        task: "semantic" (class ids of the model's probabilities) or "instance" (Mask R-CNN:
+            the instance map of `kerasseg.inference.predict_instances`, its defaults).
+
+    Raises:
+        ValueError: `task` is neither, or "instance" with an `ignore_label` or `palette`.
     """
 
     def __init__(
-        self, images, masks, folder, log_dir=None, ignore_label=None, threshold=0.5, palette=None
+        self,
+        images,
+        masks,
+        folder,
+        log_dir=None,
+        ignore_label=None,
+        threshold=0.5,
+        palette=None,
+        task="semantic",
     ):
         super().__init__()
+        _check_task(task, ignore_label, palette, "SampleWriter")
         self.images, self.masks = images, masks
         self.folder, self.log_dir = folder, log_dir
         self.ignore_label, self.threshold = ignore_label, threshold
-        self.palette = palette
+        self.palette, self.task = palette, task
         self.writer = None
 
     def on_train_begin(self, logs=None):
@@ -328,7 +451,10 @@ class SampleWriter(keras.callbacks.Callback):
             self.writer = None
 
     def predict(self):
-        """The model's class ids of the samples, one image at a time (memory as for one)."""
+        """The model's class ids (or instance ids) of the samples, one image at a time
+        (memory as for one)."""
+        if self.task == "instance":
+            return [predict_instances(self.model, image)[0] for image in self.images]
         labels = []
         for image in self.images:
             probs = probabilities(self.model, image[None])
@@ -343,6 +469,7 @@ class SampleWriter(keras.callbacks.Callback):
             epoch=epoch + 1,
             ignore_label=self.ignore_label,
             palette=self.palette,
+            task=self.task,
         )
         with files.atomic_path(self.folder / f"epoch_{epoch + 1:03d}.png") as temporary:
             figure.savefig(temporary, format="png", dpi=_DPI)
@@ -358,12 +485,17 @@ def sample_writer(
     model, dataset, output_dir, *, ignore_label=None, count=SAMPLE_COUNT, palette=None
 ):
     """(a `SampleWriter` for the first `count` images of `dataset`, None) or (None, why
-    there are no sample pictures)."""
+    there are no sample pictures).
+
+    An instance model (`kerasseg.inference.task_of(model) == "instance"`, Mask R-CNN) takes
+    its samples with `take_instance_samples`; `ignore_label` and `palette` (class colours)
+    must then be None.
+    """
     if dataset is None:
         return None, "no validation data"
-    if task_of(model) == "instance":
-        return None, "instance models (Mask R-CNN) are not drawn yet"
-    images, masks = take_samples(dataset, count)
+    task = task_of(model)
+    take = take_instance_samples if task == "instance" else take_samples
+    images, masks = take(dataset, count)
     if images is None:
         return None, masks
     writer = SampleWriter(
@@ -373,5 +505,6 @@ def sample_writer(
         log_dir=output_dir / TENSORBOARD_FOLDER / SAMPLES_TAG,
         ignore_label=ignore_label,
         palette=palette,
+        task=task,
     )
     return writer, None
