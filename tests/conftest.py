@@ -41,6 +41,22 @@ def rgb_image(height, width, seed):
     return np.ascontiguousarray(image[:height, :width])
 
 
+def instance_elements(elements):
+    """A `tf.data.Dataset` of (image, targets) pairs for `kerasseg.data.instance_dataset`,
+    from a list of (float32 (H, W, 3) image, {"boxes", "class_ids", "masks"}) tuples."""
+    import tensorflow as tf
+
+    spec = (
+        tf.TensorSpec([None, None, 3], tf.float32),
+        {
+            "boxes": tf.TensorSpec([None, 4], tf.float32),
+            "class_ids": tf.TensorSpec([None], tf.int32),
+            "masks": tf.TensorSpec([None, None, None], tf.uint8),
+        },
+    )
+    return tf.data.Dataset.from_generator(lambda: iter(elements), output_signature=spec)
+
+
 def pytest_sessionfinish(session, exitstatus):
     # A run that collected nothing must never look green.
     if session.testscollected == 0:

@@ -8,7 +8,7 @@ import json
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from conftest import instance_elements
 
 import kerasseg
 from kerasseg import cli
@@ -99,15 +99,7 @@ def _two_class_toys():
             boxes[k] = [y, x, y + 28, x + 24]
         classes = np.arange(1, count + 1, dtype="int32")
         elements.append((image, {"boxes": boxes, "class_ids": classes, "masks": masks}))
-    spec = (
-        tf.TensorSpec([None, None, 3], tf.float32),
-        {
-            "boxes": tf.TensorSpec([None, 4], tf.float32),
-            "class_ids": tf.TensorSpec([None], tf.int32),
-            "masks": tf.TensorSpec([None, None, None], tf.uint8),
-        },
-    )
-    return tf.data.Dataset.from_generator(lambda: iter(elements), output_signature=spec)
+    return instance_elements(elements)
 
 
 @pytest.mark.slow

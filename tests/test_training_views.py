@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import instance_elements
 from PIL import Image
 
 from kerasseg import load, samples, training, training_views, weights
@@ -294,15 +295,7 @@ def _disc_elements():
         boxes = np.array([[y - r, x - r, y + r + 1, x + r + 1] for y, x, r in discs], "float32")
         classes = np.ones(len(discs), "int32")
         elements.append((image, {"boxes": boxes, "class_ids": classes, "masks": masks}))
-    spec = (
-        tf.TensorSpec([None, None, 3], tf.float32),
-        {
-            "boxes": tf.TensorSpec([None, 4], tf.float32),
-            "class_ids": tf.TensorSpec([None], tf.int32),
-            "masks": tf.TensorSpec([None, None, None], tf.uint8),
-        },
-    )
-    return tf.data.Dataset.from_generator(lambda: iter(elements), output_signature=spec)
+    return instance_elements(elements)
 
 
 def test_instance_samples_show_each_instance_in_its_own_colour(tmp_path):
