@@ -176,6 +176,8 @@ def _download(info, path, progress):
             f.write(block)
             digest.update(block)
             received += len(block)
+            if received > info.size:  # a larger file is wrong whatever follows: stop reading
+                break
             bar.update(received // 1024, finalize=False)
         bar.update(math.ceil(received / 1024), finalize=True)
         if received != info.size or digest.hexdigest() != info.sha256:

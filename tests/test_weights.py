@@ -1,5 +1,6 @@
 import hashlib
 import http.server
+import re
 import threading
 import urllib.request
 from pathlib import Path
@@ -128,6 +129,17 @@ def test_truncated_file_with_matching_length_header_fails_hash(served):
     (root / "tiny.weights.h5").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="corrupted or truncated"):
         kerasseg.load("tiny_unet_test")
+    assert not (home / "weights" / "tiny.weights.h5").exists()
+
+
+def test_longer_download_is_rejected_without_reading_it_all(served):
+    _, info, server, root, home = served
+    data = (root / "tiny.weights.h5").read_bytes()
+    (root / "tiny.weights.h5").write_bytes(data + bytes(1 << 20))  # 1 MiB of trailing zeros
+    with pytest.raises(ValueError, match=r"corrupted or truncated \(\d+ bytes of \d+") as error:
+        kerasseg.load("tiny_unet_test")
+    received = int(re.search(r"\((\d+) bytes of", str(error.value)).group(1))
+    assert info.size < received < info.size + (1 << 20)  # stopped soon after the expected size
     assert not (home / "weights" / "tiny.weights.h5").exists()
 
 
