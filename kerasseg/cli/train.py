@@ -29,7 +29,7 @@ from kerasseg.cli.common import (
 )
 from kerasseg.cli.models import build, check_classes, output_channels
 from kerasseg.inference import output_is_logits
-from kerasseg.models.base import check_spatial_size
+from kerasseg.models.input_checks import check_spatial_size
 from kerasseg.ops.checks import is_int
 from kerasseg.run_folder import RunFolder
 

@@ -30,7 +30,7 @@ import textwrap
 
 import keras
 
-from kerasseg.models.base import SegmentationModel, check_spatial_size
+from kerasseg.models.base import SegmentationModel
 from kerasseg.models.blocks import ReflectPadToMultiple, check_common_arguments, segmentation_head
 from kerasseg.models.encoders import (
     build_encoder,
@@ -38,6 +38,7 @@ from kerasseg.models.encoders import (
     encoder_preprocessing,
     get_encoder_spec,
 )
+from kerasseg.models.input_checks import check_spatial_size
 from kerasseg.preprocessing import ImagePreprocessing
 from kerasseg.registry import register_model
 

@@ -13,233 +13,37 @@ NaN) on each batch, by a map with `tf.debugging` assertions that give the same m
 (TensorFlow backend only).
 """
 
-import contextlib
-import contextvars
 import functools
 import inspect
 
 import keras
 import numpy as np
 
+from kerasseg.models.input_checks import (
+    ACCEPTED_DTYPES,
+    CHANNEL_CONVERSIONS,
+    FLOAT_DTYPES,
+    VALUES_CHECKED,
+    assert_finite,
+    channel_message,
+    check_allow_nan,
+    check_spatial_size,
+    dtype_name,
+    is_dataset,
+    is_python_numbers,
+    join_message,
+    nan_message,
+    non_finite,
+    rank_advice,
+    rank_message,
+    shape_tensor_text,
+    size_message,
+    size_rule_text,
+    values_checked,
+)
 from kerasseg.ops.image import is_symbolic
 
-__all__ = ["ACCEPTED_DTYPES", "SegmentationModel", "check_spatial_size", "dtype_name"]
-
-# The image dtypes a `SegmentationModel` takes.
-ACCEPTED_DTYPES = (
-    "float16",
-    "bfloat16",
-    "float32",
-    "float64",
-    "uint8",
-    "uint16",
-    "int32",
-    "int64",
-)
-_FLOATS = ("float16", "bfloat16", "float32", "float64")
-
-# True while `predict`, `fit`, ... run on input they have already checked for NaN, so that
-# an eager `__call__` inside them (`run_eagerly=True`) follows their `allow_nan`.
-_VALUES_CHECKED = contextvars.ContextVar("kerasseg_values_checked", default=False)
-
-# How to convert images with the wrong channel count: {(expected, given): advice}.
-_CONVERSIONS = {
-    (3, 1): "Convert grey images to RGB with `np.repeat(x, 3, axis=-1)`. ",
-    (1, 3): "Convert RGB images to grey with `kerasseg.ops.image.to_grey(np.float32(x))` (float "
-    "input keeps its value range). ",
-    (3, 4): "Drop the alpha channel with `x[..., :3]`. ",
-}
-
-
-def _join(parts):
-    """The message of `parts`: strings, or (in a traced dataset check) string tensors."""
-    if all(isinstance(part, str) for part in parts):
-        return "".join(parts)
-    import tensorflow as tf  # only reached from the tf.data check, where TensorFlow runs
-
-    return tf.strings.join(list(parts))
-
-
-def _size_parts(argument, size, rule, minimum, example, given):
-    return [
-        f"`{argument}`: spatial size ",
-        size,
-        f" does not fit the network: sizes must be {rule} (the total stride of the network), at "
-        f"least {minimum}; e.g. ",
-        example,
-        " instead of ",
-        given,
-        ". Pad or resize the images.",
-    ]
-
-
-def _rule_text(divisor, offset):
-    return f"multiples of {divisor}" if offset == 0 else f"{offset} + k * {divisor}"
-
-
-def check_spatial_size(size, divisor, argument="input_shape", offset=0, minimum=None):
-    """Check that each known spatial size is `offset + k * divisor` and at least `minimum`.
-
-    With the default offset 0 the sizes must be multiples of the network's total stride.
-
-    Args:
-        size: the spatial sizes (height, width); None for an unknown one.
-        divisor: the network's total stride.
-        argument: the argument named in the message ("input_shape", "images").
-        offset: accepted sizes are `offset + k * divisor` (0: multiples of `divisor`).
-        minimum: the smallest accepted size (default `divisor`).
-
-    Raises:
-        ValueError: a size that does not fit, with the nearest sizes that do.
-    """
-    minimum = divisor if minimum is None else minimum
-    for s in size:
-        if s is None or (s >= minimum and (s - offset) % divisor == 0):
-            continue
-        below = max(minimum, s - (s - offset) % divisor)
-        above = below + divisor if below <= s else below
-        rule = _rule_text(divisor, offset)
-        example = str(sorted({below, above}))
-        raise ValueError(
-            _join(_size_parts(argument, str(tuple(size)), rule, minimum, example, str(s)))
-        )
-
-
-def dtype_name(x):
-    """The standardized dtype name of a tensor, array or nested list ("uint8", "float32", ...).
-
-    A dtype Keras does not know (NumPy strings or objects) comes back under its NumPy name.
-    """
-    dtype = getattr(x, "dtype", None)
-    if dtype is None:
-        dtype = np.asarray(x).dtype
-    try:
-        return keras.backend.standardize_dtype(dtype)
-    except ValueError:  # not a dtype Keras knows, e.g. numpy strings or objects
-        return str(dtype)
-
-
-def _rank_parts(expected, rank, shape, advice):
-    return [
-        f"`images` must have rank {len(expected)}, (batch, height, width, channels) = "
-        f"{expected}; got rank ",
-        rank,
-        " with shape ",
-        shape,
-        ". ",
-        advice,
-    ]
-
-
-def _rank_advice(expected, rank, dataset):
-    if rank != len(expected) - 1:
-        return "Give one (batch, height, width, channels) array."
-    if dataset:
-        return "The tf.data.Dataset yields single images: batch it with `dataset.batch(n)`."
-    return "Add a batch axis with `x[None]` for a single image."
-
-
-def _channel_parts(expected, shape, given, advice):
-    return [
-        f"`images` must have {expected} channel(s) (last axis) for this model; got shape ",
-        shape,
-        ". ",
-        advice,
-        "Only for a model you build yourself: build it for ",
-        given,
-        "-channel images with `input_shape=(None, None, ",
-        given,
-        ")` (`channels=",
-        given,
-        "` for a classical method).",
-    ]
-
-
-def _nan_parts(count, batch, row, column):
-    return [
-        "`images` hold ",
-        count,
-        " non-finite value(s) (NaN or infinity), the first at (batch, row, column) = (",
-        batch,
-        ", ",
-        row,
-        ", ",
-        column,
-        "); replace them (e.g. `np.nan_to_num(x)`) or leave those pixels out, or accept them "
-        "with `predict(..., allow_nan=True)` (`model.allow_nan = True` for fit, evaluate and "
-        "direct calls).",
-    ]
-
-
-def _non_finite(images):
-    """(count, first (batch, row, column)) of the NaN and infinite values of an eager float
-    batch, or None when all are finite. A NumPy array is first summed (no copy): only a
-    non-finite sum pays for the element-wise test."""
-    if isinstance(images, np.ndarray):
-        with np.errstate(over="ignore", invalid="ignore"):
-            if np.isfinite(np.sum(images, dtype=np.float64)):
-                return None
-        bad = ~np.isfinite(images)
-    else:
-        if bool(keras.ops.all(keras.ops.isfinite(images))):
-            return None
-        bad = ~np.isfinite(keras.ops.convert_to_numpy(images))
-    count = int(np.count_nonzero(bad))
-    if count == 0:
-        return None
-    first = np.unravel_index(int(np.argmax(bad)), bad.shape)
-    return count, tuple(int(i) for i in first[:3])
-
-
-def _is_dataset(x):
-    return type(x).__module__.startswith("tensorflow") and hasattr(x, "element_spec")
-
-
-def _is_python_numbers(x):
-    """Whether `x` is a (nested) list or tuple of Python numbers rather than of arrays."""
-    while isinstance(x, list | tuple):
-        if not x:
-            return True
-        x = x[0]
-    return isinstance(x, bool | int | float | complex)
-
-
-def _check_allow_nan(value, name):
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"`{name}` must be True or False; got {value!r}.")
-    return bool(value)
-
-
-@contextlib.contextmanager
-def _values_checked():
-    """Run Keras on checked input: eager calls inside skip the NaN check, and a failed
-    dataset assertion of this module comes out as the `ValueError` an eager check gives."""
-    token = _VALUES_CHECKED.set(True)
-    try:
-        yield
-    except Exception as error:
-        message = _assertion_message(error)
-        if message is None:
-            raise
-        raise ValueError(message) from None
-    finally:
-        _VALUES_CHECKED.reset(token)
-
-
-# How the messages of the dataset assertions begin (see `_assert_batch`).
-_MESSAGE_STARTS = ("`images` must have ", "`images`: spatial size ", "`images` hold ")
-
-
-def _assertion_message(error):
-    """The message of a failed `_assert_batch` assertion in a TensorFlow error, or None."""
-    if type(error).__name__ != "InvalidArgumentError":
-        return None
-    text = getattr(error, "message", None) or str(error)
-    marker = "assertion failed: ["
-    if marker not in text:
-        return None
-    message = text.split(marker, 1)[1].split("]\n", 1)[0]
-    return message if message.startswith(_MESSAGE_STARTS) else None
+__all__ = ["SegmentationModel"]
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
@@ -273,12 +77,12 @@ class SegmentationModel(keras.Model):
 
     @allow_nan.setter
     def allow_nan(self, value):
-        self._allow_nan = _check_allow_nan(value, "allow_nan")
+        self._allow_nan = check_allow_nan(value, "allow_nan")
 
     def __call__(self, *args, **kwargs):
         images = args[0] if args else kwargs.get("inputs")
         images = self._check_images(images)
-        if images is not None and not (self.allow_nan or _VALUES_CHECKED.get()):
+        if images is not None and not (self.allow_nan or VALUES_CHECKED.get()):
             self._check_values(images)
         if images is not None and tuple(images.shape)[:1] == (0,) and not is_symbolic(images):
             return self._empty_output(images, keras.ops.zeros)  # some kernels fail on batch 0
@@ -317,14 +121,12 @@ class SegmentationModel(keras.Model):
 
     def _checked_predict(self, run, x, allow_nan):
         """`run(x)` after checking `x`; an empty batch gives an empty output instead."""
-        allow_nan = (
-            self.allow_nan if allow_nan is None else _check_allow_nan(allow_nan, "allow_nan")
-        )
+        allow_nan = self.allow_nan if allow_nan is None else check_allow_nan(allow_nan, "allow_nan")
         x = self._checked_input(x, allow_nan)
         empty = self._empty_output(x)
         if empty is not None:
             return empty
-        with _values_checked():
+        with values_checked():
             return run(x)
 
     def fit(self, *args, **kwargs):
@@ -359,7 +161,7 @@ class SegmentationModel(keras.Model):
                 arguments["validation_data"] = validation
             elif validation is not None:
                 arguments["validation_data"] = self._checked_input(validation, self.allow_nan)
-        with _values_checked():
+        with values_checked():
             return run(*bound.args, **bound.kwargs)
 
     def _checked_input(self, x, allow_nan, method=None):
@@ -367,7 +169,7 @@ class SegmentationModel(keras.Model):
         per-batch assertions where its spec leaves something to check."""
         if x is None or len(self.inputs) != 1:
             return x
-        if _is_dataset(x):
+        if is_dataset(x):
             return self._checked_dataset(x, allow_nan)
         images = self._check_images(x)
         if images is None:
@@ -383,7 +185,7 @@ class SegmentationModel(keras.Model):
     def _empty_output(self, x, zeros=np.zeros):
         """The (empty) output for an input of 0 images, without running the model; None for
         any other input."""
-        if len(self.inputs) != 1 or _is_dataset(x):
+        if len(self.inputs) != 1 or is_dataset(x):
             return None
         images = self._single_input(x)
         if tuple(getattr(images, "shape", None) or ())[:1] != (0,):
@@ -401,7 +203,7 @@ class SegmentationModel(keras.Model):
         if len(self.inputs) != 1 or images is None or isinstance(images, dict):
             return None
         if isinstance(images, list | tuple):
-            if _is_python_numbers(images):
+            if is_python_numbers(images):
                 raise TypeError(
                     f"`images` must be an array or tensor of shape (batch, height, width, "
                     f"channels); got a Python {type(images).__name__} of numbers. Convert it "
@@ -449,12 +251,16 @@ class SegmentationModel(keras.Model):
         """Check a shape (None for unknown dims) and dtype name against the model's input."""
         expected = tuple(self.inputs[0].shape)
         if len(shape) != len(expected):
-            advice = _rank_advice(expected, len(shape), dataset)
-            raise ValueError(_join(_rank_parts(expected, str(len(shape)), str(shape), advice)))
+            advice = rank_advice(expected, len(shape), dataset)
+            raise ValueError(
+                join_message(rank_message(expected, str(len(shape)), str(shape), advice))
+            )
         channels, given = expected[-1], shape[-1]
         if channels is not None and given is not None and given != channels:
-            advice = _CONVERSIONS.get((channels, given), "")
-            raise ValueError(_join(_channel_parts(channels, str(shape), str(given), advice)))
+            advice = CHANNEL_CONVERSIONS.get((channels, given), "")
+            raise ValueError(
+                join_message(channel_message(channels, str(shape), str(given), advice))
+            )
         if dtype not in ACCEPTED_DTYPES:
             raise TypeError(
                 f"`images` must have a numeric image dtype, one of {ACCEPTED_DTYPES}; got "
@@ -471,14 +277,14 @@ class SegmentationModel(keras.Model):
 
     def _check_values(self, images):
         """Refuse an eager float batch with NaN or infinity (traced calls are not checked)."""
-        if dtype_name(images) not in _FLOATS:
+        if dtype_name(images) not in FLOAT_DTYPES:
             return
         if not isinstance(images, np.ndarray) and is_symbolic(images):
             return
-        found = _non_finite(images)
+        found = non_finite(images)
         if found is not None:
             count, first = found
-            raise ValueError(_join(_nan_parts(str(count), *(str(i) for i in first))))
+            raise ValueError(join_message(nan_message(str(count), *(str(i) for i in first))))
 
     # ------------------------------------------------------------------ tf.data
 
@@ -505,7 +311,7 @@ class SegmentationModel(keras.Model):
             self._check_spec((None,) * len(self.inputs[0].shape), dtype, dataset=True)
         sized = self.size_divisor > 1 or self.min_size > 1 or self.size_offset != 0
         open_shape = shape is None or shape[-1] is None or (sized and None in shape[1:3])
-        open_values = dtype in _FLOATS and not allow_nan
+        open_values = dtype in FLOAT_DTYPES and not allow_nan
         if not (open_shape or open_values) or keras.backend.backend() != "tensorflow":
             return dataset
 
@@ -524,18 +330,18 @@ class SegmentationModel(keras.Model):
 
         expected = tuple(self.inputs[0].shape)
         shape, rank = tf.shape(images, out_type=tf.int64), tf.rank(images)
-        text = _shape_tensor_text(tf, shape)
+        text = shape_tensor_text(tf, shape)
         advice = tf.where(
             rank == len(expected) - 1,
-            _rank_advice(expected, len(expected) - 1, True),
-            _rank_advice(expected, -1, True),
+            rank_advice(expected, len(expected) - 1, True),
+            rank_advice(expected, -1, True),
         )
-        rank_parts = _rank_parts(expected, tf.strings.as_string(rank), text, advice)
-        checks = [tf.debugging.Assert(rank == len(expected), [_join(rank_parts)])]
+        rank_parts = rank_message(expected, tf.strings.as_string(rank), text, advice)
+        checks = [tf.debugging.Assert(rank == len(expected), [join_message(rank_parts)])]
         with tf.control_dependencies(checks):
             checks = self._assert_shape(tf, shape, text)
         with tf.control_dependencies(checks):
-            images = _assert_finite(tf, images) if values else tf.identity(images)
+            images = assert_finite(tf, images) if values else tf.identity(images)
         if unknown_rank:
             images = tf.ensure_shape(images, (None,) * (len(expected) - 1) + expected[-1:])
         return images
@@ -547,11 +353,11 @@ class SegmentationModel(keras.Model):
         if channels is not None:
             given = shape[-1]
             advice = tf.constant("")
-            for (wanted, had), line in _CONVERSIONS.items():
+            for (wanted, had), line in CHANNEL_CONVERSIONS.items():
                 if wanted == channels:
                     advice = tf.where(given == had, line, advice)
-            parts = _channel_parts(channels, text, tf.strings.as_string(given), advice)
-            checks.append(tf.debugging.Assert(given == channels, [_join(parts)]))
+            parts = channel_message(channels, text, tf.strings.as_string(given), advice)
+            checks.append(tf.debugging.Assert(given == channels, [join_message(parts)]))
         divisor, offset, minimum = self.size_divisor, self.size_offset, self.min_size
         sizes = [shape[1], shape[2]]
         fits = [(s >= minimum) & ((s - offset) % divisor == 0) for s in sizes]
@@ -566,9 +372,9 @@ class SegmentationModel(keras.Model):
                 ["[", tf.strings.as_string(below), ", ", tf.strings.as_string(below + divisor), "]"]
             )
             example = tf.where(below <= s, pair, single)
-            rule = _rule_text(divisor, offset)
-            parts = _size_parts("images", size, rule, minimum, example, tf.strings.as_string(s))
-            messages.append(_join(parts))
+            rule = size_rule_text(divisor, offset)
+            parts = size_message("images", size, rule, minimum, example, tf.strings.as_string(s))
+            messages.append(join_message(parts))
         message = tf.where(fits[0], messages[1], messages[0])
         checks.append(tf.debugging.Assert(fits[0] & fits[1], [message]))
         return checks
@@ -600,31 +406,3 @@ class SegmentationModel(keras.Model):
         model.size_offset = int(rule.get("size_offset", 0))
         model.min_size = int(rule.get("min_size", model.size_divisor))
         return model
-
-
-def _shape_tensor_text(tf, shape):
-    """A shape tensor as Python prints a tuple: "(2, 32, 32, 3)", "(5,)", "()"."""
-    inner = tf.strings.reduce_join(tf.strings.as_string(shape), separator=", ")
-    comma = tf.where(tf.size(shape) == 1, ",", "")
-    return tf.strings.join(["(", inner, comma, ")"])
-
-
-def _assert_finite(tf, images):
-    """`images` after an assertion that a float batch holds no NaN or infinity, with the
-    count and the first (batch, row, column) in its message (computed only when it fails)."""
-    finite = tf.math.is_finite(images)
-
-    def passed():
-        return tf.identity(images)
-
-    def failed():
-        bad = tf.logical_not(finite)
-        count = tf.reduce_sum(tf.cast(bad, tf.int64))
-        first = [tf.strings.as_string(i) for i in tf.unstack(tf.where(bad)[0][:3], num=3)]
-        assertion = tf.debugging.Assert(
-            False, [_join(_nan_parts(tf.strings.as_string(count), *first))]
-        )
-        with tf.control_dependencies([assertion]):
-            return tf.identity(images)
-
-    return tf.cond(tf.reduce_all(finite), passed, failed)

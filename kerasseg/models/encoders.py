@@ -21,7 +21,7 @@ import inspect
 import keras
 import numpy as np
 
-from kerasseg.models.base import check_spatial_size
+from kerasseg.models.input_checks import check_spatial_size
 
 __all__ = [
     "ENCODERS",

@@ -19,7 +19,7 @@ from kerasseg.models.assembly import (
     encoder_decoder,
     encoder_decoder_builder,
 )
-from kerasseg.models.base import SegmentationModel, check_spatial_size
+from kerasseg.models.base import SegmentationModel
 from kerasseg.models.blocks import (
     DECODER_FILTERS_RULE,
     CenterCropLike,
@@ -29,6 +29,7 @@ from kerasseg.models.blocks import (
     segmentation_head,
 )
 from kerasseg.models.encoders import encoder_preprocessing
+from kerasseg.models.input_checks import check_spatial_size
 from kerasseg.ops.checks import check_int, check_ints, check_rate
 from kerasseg.preprocessing import ImagePreprocessing
 

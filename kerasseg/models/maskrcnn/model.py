@@ -26,7 +26,8 @@ import tensorflow as tf
 from keras import ops
 from keras.src.losses.loss import scale_loss_for_distribution, unscale_loss_for_distribution
 
-from kerasseg.models.base import ACCEPTED_DTYPES, SegmentationModel, dtype_name
+from kerasseg.models.base import SegmentationModel
+from kerasseg.models.input_checks import ACCEPTED_DTYPES, dtype_name
 from kerasseg.models.maskrcnn.backbone import resnet_fpn_backbone
 from kerasseg.models.maskrcnn.heads import (
     BoxHead,
