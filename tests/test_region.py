@@ -14,6 +14,7 @@ from kerasseg.classical.region import (
     connected_components,
     region_growing,
 )
+from kerasseg.ops.components import component_roots, label_components
 
 
 @pytest.fixture(scope="module")
@@ -223,6 +224,54 @@ def test_labels_worst_case_serpentine_and_checkerboard():
                 np.asarray(got[0])[0, ..., 0], label(image, connectivity=connectivity)
             )
             assert np.asarray(got[1]).all()
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_labels_random_masks_of_odd_and_unknown_shapes(connectivity):
+    """Blocks of pixels are padded at odd sizes; shapes may be known only at run time."""
+    rng = np.random.default_rng(7)
+    layer = ConnectedComponents(connectivity=connectivity, return_num=True)
+    unknown = tf.function(layer, input_signature=[tf.TensorSpec((None, None, None, 1), tf.bool)])
+    for shape in [(1, 1), (9, 1), (37, 53)]:
+        density = np.array([0.3, 0.6, 0.9])[:, None, None]
+        masks = rng.random((3,) + shape) < density
+        expected = np.stack([label(m, connectivity=connectivity) for m in masks])
+        for run in (_xla(layer), unknown):
+            labels, num = run(masks[..., None])
+            np.testing.assert_array_equal(labels.numpy()[..., 0], expected)
+            np.testing.assert_array_equal(num.numpy(), expected.max(axis=(1, 2)))
+
+
+def test_label_images_by_pairs_and_pixel_by_pixel():
+    """Values that change only between horizontal pairs of pixels are labelled by pairs,
+    values that change inside pairs pixel by pixel; both equal scikit-image."""
+    rng = np.random.default_rng(3)
+    paired = np.repeat(rng.integers(0, 4, (2, 30, 20)), 2, axis=2).astype(np.uint8)
+    unpaired = rng.integers(0, 4, (2, 30, 41)).astype(np.uint8)
+    for image in (paired, unpaired):
+        for connectivity in (1, 2):
+            got = _xla(ConnectedComponents(connectivity=connectivity))(image[..., None])
+            expected = np.stack([label(m, connectivity=connectivity) for m in image])
+            np.testing.assert_array_equal(got.numpy()[..., 0], expected)
+
+
+def test_passes_grow_with_the_log_of_the_path_length():
+    """A serpentine corridor of about 16 600 pixels settles in a few label-equivalence
+    iterations (one pass each), not one per pixel of its length; a flood fill along it too."""
+    corridor = np.zeros((257, 257), bool)
+    corridor[::2] = True
+    corridor[1::4, -1] = corridor[3::4, 0] = True
+    for connectivity in (1, 2):
+        labels, count, converged, iterations = label_components(
+            tf.constant(corridor[None]), connectivity
+        )
+        np.testing.assert_array_equal(labels[0], label(corridor, connectivity=connectivity))
+        assert int(count[0]) == 1 and bool(converged[0]) and int(iterations) <= 12
+        roots, converged, iterations = component_roots(tf.constant(corridor[None]), connectivity)
+        assert len(np.unique(roots)) == 2 and int(iterations) <= 12  # -1 and one component
+    image = corridor[None, ..., None].astype(np.uint8)
+    filled = RegionGrowing(tolerance=0)(image, np.array([[[256, 256]]]))
+    np.testing.assert_array_equal(np.asarray(filled)[0, ..., 0] == 1, corridor)
 
 
 def test_labels_float_input_truncates_like_scikit_image():

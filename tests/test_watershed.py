@@ -9,6 +9,7 @@ from skimage.metrics import adapted_rand_error
 from skimage.segmentation import watershed
 
 from kerasseg.classical.watershed import SeededWatershed
+from kerasseg.ops.flooding import MAX_LEVELS, flood_from_seeds
 
 
 def _graph(layer):
@@ -102,3 +103,31 @@ def test_graph_mode_and_config_round_trip():
     assert isinstance(restored, SeededWatershed) and restored.levels == 16
     inputs = keras.Input((None, None, 1))
     assert tuple(SeededWatershed()(inputs).shape) == (None, None, None)
+
+
+def test_plateaus_flood_breadth_first_like_scikit_image():
+    """On a flat landscape each pixel goes to the seed nearer along 4-connected paths, as
+    scikit-image's first-in first-out queue gives (no ties: the seeds are 19 columns apart)."""
+    p = np.full((15, 20), 0.5, np.float32)
+    p[7, 0] = p[7, 19] = 0.95
+    got = np.asarray(SeededWatershed()(p[None, ..., None]))[0]
+    markers = label(p > 0.9, connectivity=1)
+    np.testing.assert_array_equal(got, watershed(1 - p, markers=markers, connectivity=1))
+
+
+def test_rounds_grow_with_the_log_of_the_size():
+    """Borůvka rounds on a smooth random landscape with 12 seeds per image: at most
+    log2(pixels) + 1, and the labels agree with scikit-image's priority flood."""
+    rng = np.random.default_rng(0)
+    landscape = np.stack([ndi.gaussian_filter(rng.random((96, 80)), 1) for _ in range(3)])
+    landscape = (landscape - landscape.min()) / np.ptp(landscape)
+    level = np.round(landscape * MAX_LEVELS).astype(np.int32)
+    seeds = np.zeros(level.shape, np.int32)
+    for image in seeds:
+        rows, cols = rng.integers(0, 96, 12), rng.integers(0, 80, 12)
+        image[rows, cols] = np.arange(1, 13)
+    got, rounds = tf.function(flood_from_seeds, jit_compile=True)(level, seeds)
+    pairs = zip(level, seeds, strict=True)
+    expected = np.stack([watershed(x, markers=m, connectivity=1) for x, m in pairs])
+    assert np.mean(got.numpy() == expected) >= 0.995
+    assert int(rounds) <= np.log2(96 * 80) + 1
