@@ -3,7 +3,11 @@
 Usage: python benchmarks/otsu.py [--data ../shared/data] [--repeats 7]
 Images: the 55 ISBI 2012 membrane slices (512x512 uint8), as one batch. Reports the median
 of `repeats` runs after one warm-up, in ms per image, and the ratio to OpenCV (Otsu) and to
-scikit-image (every method).
+scikit-image (every method). The rows of a comparison are timed round-robin
+(`timing.interleaved`), so that load from other jobs on a shared machine falls on each alike.
+Both sides produce the mask: scikit-image's rows time the threshold and the comparison
+`image > threshold` (multi-Otsu: `np.digitize`), the layers return the mask. Before timing,
+every method's thresholds and masks are checked against scikit-image's on every slice.
 """
 
 import argparse
@@ -14,13 +18,12 @@ import numpy as np
 import skimage.io
 import tensorflow as tf
 from skimage import filters
-from skimage.filters import threshold_otsu
-from timing import median_ms
+from timing import interleaved
 
 from kerasseg.classical import threshold as th
-from kerasseg.layers import OtsuThreshold
 
-OTHERS = {
+METHODS = {
+    "Otsu": (th.OtsuThreshold, filters.threshold_otsu),
     "multi-Otsu, 3 classes": (th.MultiOtsuThreshold, filters.threshold_multiotsu),
     "Li": (th.LiThreshold, filters.threshold_li),
     "Yen": (th.YenThreshold, filters.threshold_yen),
@@ -31,19 +34,34 @@ OTHERS = {
 }
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data"))
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
-    folder = Path(args.data) / "isbi2012-membrane"
-    paths = sorted(folder.glob("train/image/*.png")) + sorted(folder.glob("test/*.png"))
-    images = np.stack([skimage.io.imread(p) for p in paths])
-    batch = images[..., None]
-    layer = OtsuThreshold()
+def reference_mask(fn, image):
+    """scikit-image's (threshold, mask) of one image; (NaN, empty mask) where it raises."""
+    try:
+        threshold = fn(image)
+    except RuntimeError:  # minimum: no two modes in some slices
+        return np.nan, np.zeros(image.shape, np.uint8)
+    if np.ndim(threshold):  # multi-Otsu: thresholds -> label map
+        return threshold, np.digitize(image, bins=threshold)
+    return threshold, image > threshold
+
+
+def check(layer_class, fn, images, tensor):
+    """Raise if the layer's thresholds or masks differ from scikit-image's on any slice."""
+    mask, threshold = tf.function(layer_class(return_threshold=True))(tensor)
+    mask, threshold = np.asarray(mask)[..., 0], np.asarray(threshold)
+    for i, image in enumerate(images):
+        expected, expected_mask = reference_mask(fn, image)
+        if not np.allclose(threshold[i], expected, rtol=1e-12, atol=0, equal_nan=True):
+            raise AssertionError(f"{layer_class.__name__}: slice {i}: {threshold[i]} != {expected}")
+        if not np.array_equal(mask[i], expected_mask):
+            raise AssertionError(f"{layer_class.__name__}: slice {i}: masks differ")
+
+
+def otsu_table(images, tensor, repeats):
+    """OpenCV, scikit-image and the Otsu layer eager, in tf.function and under XLA."""
+    layer = th.OtsuThreshold()
     graph = tf.function(lambda x: layer(x))
     xla = tf.function(lambda x: layer(x), jit_compile=True)
-    tensor = tf.constant(batch)
 
     def opencv():
         for image in images:
@@ -51,7 +69,7 @@ def main():
 
     def scikit_image():
         for image in images:
-            _ = image > threshold_otsu(image)
+            _ = image > filters.threshold_otsu(image)
 
     runs = {
         "OpenCV cv2.threshold(THRESH_OTSU), loop": opencv,
@@ -61,27 +79,51 @@ def main():
         "kerasseg OtsuThreshold, tf.function(jit_compile=True)": lambda: xla(tensor).numpy(),
     }
     n = len(images)
-    results = {name: median_ms(fn, args.repeats) / n for name, fn in runs.items()}
-    reference = results["OpenCV cv2.threshold(THRESH_OTSU), loop"]
-    print(f"{n} images {images.shape[1]}x{images.shape[2]} uint8, median of {args.repeats}")
-    print("| implementation | ms / image | vs OpenCV |\n|---|---|---|")
+    results = {name: ms / n for name, (ms, _, _) in interleaved(runs, repeats, 1).items()}
+    opencv_ms = results["OpenCV cv2.threshold(THRESH_OTSU), loop"]
+    skimage_ms = results["scikit-image threshold_otsu + compare, loop"]
+    print("| implementation | ms / image | vs OpenCV | vs scikit-image |\n|---|---|---|---|")
     for name, ms in results.items():
-        print(f"| {name} | {ms:.3f} | {ms / reference:.1f}x |")
-    print("\n| method | scikit-image loop, ms / image | kerasseg XLA, ms / image | ratio |")
-    print("|---|---|---|---|")
-    for method, (layer_class, reference_fn) in OTHERS.items():
+        print(f"| {name} | {ms:.3f} | {ms / opencv_ms:.2f}x | {ms / skimage_ms:.2f}x |")
+
+
+def methods_table(images, tensor, repeats):
+    """Every method: scikit-image threshold + mask in a loop vs the layer under XLA."""
+    n = len(images)
+    print("\n| method | scikit-image threshold + mask, loop, ms / image ", end="")
+    print("| kerasseg XLA, ms / image | ratio |\n|---|---|---|---|")
+    for method, (layer_class, reference_fn) in METHODS.items():
         fast = tf.function(layer_class(), jit_compile=True)
 
         def loop(fn=reference_fn):
             for image in images:
-                try:
-                    fn(image)
-                except RuntimeError:  # minimum: no two modes in some slices
-                    pass
+                reference_mask(fn, image)
 
-        ours = median_ms(lambda f=fast: f(tensor).numpy(), args.repeats) / n
-        theirs = median_ms(loop, args.repeats) / n
+        runs = {"ours": lambda f=fast: f(tensor).numpy(), "theirs": loop}
+        timed = interleaved(runs, repeats, 1)
+        ours, theirs = timed["ours"][0] / n, timed["theirs"][0] / n
         print(f"| {method} | {theirs:.3f} | {ours:.3f} | {ours / theirs:.2f}x |")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data"))
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    folder = Path(args.data) / "isbi2012-membrane"
+    paths = sorted(folder.glob("train/image/*.png")) + sorted(folder.glob("test/*.png"))
+    if not paths:
+        raise SystemExit(f"no ISBI 2012 slices under {folder}; pass --data <shared data folder>")
+    images = np.stack([skimage.io.imread(p) for p in paths])
+    tensor = tf.constant(images[..., None])
+    for layer_class, fn in METHODS.values():
+        check(layer_class, fn, images, tensor)
+    print(
+        f"{len(images)} images {images.shape[1]}x{images.shape[2]} uint8, median of "
+        f"{args.repeats}; thresholds and masks identical to scikit-image's on every slice"
+    )
+    otsu_table(images, tensor, args.repeats)
+    methods_table(images, tensor, args.repeats)
 
 
 if __name__ == "__main__":
