@@ -13,8 +13,11 @@ from kerasseg.classical.local_threshold import (
     NiblackThreshold,
     SauvolaThreshold,
     adaptive_threshold,
+    local_sum,
     niblack,
+    pad_axis,
     sauvola,
+    window_sum,
 )
 
 CV_METHOD = {"mean": cv2.ADAPTIVE_THRESH_MEAN_C, "gaussian": cv2.ADAPTIVE_THRESH_GAUSSIAN_C}
@@ -34,6 +37,43 @@ def _opencv(image, method, block_size, c, inverse=False):
 
 def _masks(layer, images):
     return np.asarray(layer(images[..., None]))[..., 0].astype(bool)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+NUMPY_MODE = {"replicate": "edge", "reflect": "reflect"}
+
+
+@pytest.mark.parametrize("mode", ["replicate", "reflect"])
+def test_pad_axis_and_window_sums_match_numpy(mode):
+    rng = np.random.default_rng(0)
+    for length in (1, 2, 5, 9):  # pads wider than the axis: reflect goes back and forth
+        x = rng.integers(0, 256, (2, length, 3)).astype(np.uint8)
+        for before, after in ((0, 0), (3, 0), (0, 4), (7, 7)):
+            got = np.asarray(pad_axis(x, before, after, mode, 1))
+            expected = np.pad(x, ((0, 0), (before, after), (0, 0)), NUMPY_MODE[mode])
+            np.testing.assert_array_equal(got, expected)
+    x = rng.integers(0, 256, (2, 23, 17)).astype(np.int32)
+    for window in (1, 2, 3, 7, 8, 15, 17):
+        for axis in (1, 2):
+            got = np.asarray(window_sum(x, window, axis))
+            windows = np.lib.stride_tricks.sliding_window_view(x, window, axis=axis)
+            np.testing.assert_array_equal(got, windows.sum(axis=-1))
+
+
+@pytest.mark.parametrize("mode", ["replicate", "reflect"])
+def test_local_sum_matches_numpy(mode):
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (2, 19, 26)).astype(np.uint8)
+    for size in (1, 3, 15, 41):  # 41: wider than the image
+        padded = np.pad(
+            image.astype(np.int64), ((0, 0),) + ((size // 2,) * 2,) * 2, NUMPY_MODE[mode]
+        )
+        windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size), axis=(1, 2))
+        got = np.asarray(local_sum(image, size, mode, ("uint16", "int32")))
+        np.testing.assert_array_equal(got, windows.sum(axis=(-1, -2)))
+        squares = np.asarray(local_sum(image, size, mode, ("int32", "int32"), squared=True))
+        np.testing.assert_array_equal(squares, (windows**2).sum(axis=(-1, -2)))
 
 
 # ----------------------------------------------------------------------------- OpenCV parity
@@ -74,6 +114,47 @@ def test_local_means_are_opencvs_to_the_grey_level(membranes, block_size):
             np.testing.assert_array_equal(mean, expected)
 
 
+def _box_means(image, block_size):
+    """round(window sum / count), replicated borders: exactly, and as float32 SIMD lanes."""
+    padded = np.pad(image.astype(np.int64), block_size // 2, mode="edge")
+    total = np.pad(padded.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    b, count = block_size, block_size * block_size
+    total = total[b:, b:] - total[:-b, b:] - total[b:, :-b] + total[:-b, :-b]
+    lanes = np.rint(total.astype(np.float32) * np.float32(1 / count))
+    return (2 * total + count) // (2 * count), lanes.astype(np.int64)
+
+
+def test_adaptive_large_blocks_match_opencvs_float32_rounding(membranes):
+    # Above 256 pixels OpenCV's box filter rounds float(total) * float(1 / count) in its SIMD
+    # lanes (not total / count exactly), but exactly in the scalar tail (the last W % 8
+    # columns). Column sums switch from uint16 to int32 above block 257 (255 * 257 = 65535).
+    border = cv2.BORDER_REPLICATE | cv2.BORDER_ISOLATED
+    crop = np.ascontiguousarray(membranes[1, 100:400, 50:370])
+    rng = np.random.default_rng(286)  # a 100x21 image with a tail pixel where the two differ
+    smooth = cv2.GaussianBlur(rng.integers(0, 256, (100, 21)).astype(np.uint8), (0, 0), 3)
+    for image, block_size in [(crop, b) for b in (255, 257, 259, 801)] + [(smooth, 255)]:
+        layer = AdaptiveThreshold(block_size, 2, "mean", return_threshold=True)
+        mask, threshold = (np.asarray(t)[0, ..., 0] for t in layer(image[None, ..., None]))
+        np.testing.assert_array_equal(mask.astype(bool), _opencv(image, "mean", block_size, 2))
+        expected = cv2.blur(image, (block_size, block_size), borderType=border)
+        np.testing.assert_array_equal(threshold + 2, expected)
+    # the cases above do tell the two roundings apart, in the lanes and in the tail
+    exact, lanes = _box_means(crop, 255)
+    assert np.argwhere(exact != lanes).tolist() == [[5, 44]]
+    exact, lanes = _box_means(smooth, 255)
+    assert np.argwhere(exact != lanes).tolist() == [[38, 19]]  # column 19 >= 21 - 21 % 8
+
+
+def test_adaptive_saturated_c_matches_opencv(membranes):
+    # a |c| past the grey range saturates (mask all 1 or all 0), as OpenCV's lookup table does
+    small = np.ascontiguousarray(membranes[1, :40, :50])
+    for c in (-600, -300, -254.5, 254.5, 255, 300, 600):
+        for method in ("mean", "gaussian"):
+            for inverse in (False, True):
+                got = _masks(AdaptiveThreshold(7, c, method, inverse), small[None])[0]
+                np.testing.assert_array_equal(got, _opencv(small, method, 7, c, inverse))
+
+
 def test_adaptive_reference_counts(membranes):
     # classical.md 2.3: number of 255 pixels of adaptiveThreshold(..., BINARY, 15, 2)
     camera = skimage.data.camera()[None]
@@ -84,15 +165,19 @@ def test_adaptive_reference_counts(membranes):
         assert _masks(layer, membranes[:1]).sum() == on_membrane
 
 
-@pytest.mark.parametrize("method", ["mean", "gaussian"])
-def test_adaptive_same_in_graph_xla_and_tf_data(membranes, method):
-    layer = AdaptiveThreshold(15, 2, method, return_threshold=True)
+@pytest.mark.parametrize("method, block_size", [("mean", 15), ("mean", 17), ("gaussian", 15)])
+def test_adaptive_same_in_graph_xla_and_tf_data(membranes, method, block_size):
+    # mean 17: OpenCV's float32 rounding of the mean (windows of more than 256 pixels)
+    layer = AdaptiveThreshold(block_size, 2, method, return_threshold=True)
     images = tf.constant(membranes[..., None])
     eager_mask, eager_threshold = (np.asarray(t) for t in layer(images))
     for jit in (False, True):
         mask, threshold = tf.function(lambda x: layer(x), jit_compile=jit)(images)
         np.testing.assert_array_equal(mask.numpy(), eager_mask)
         np.testing.assert_array_equal(threshold.numpy(), eager_threshold)
+    alone = AdaptiveThreshold(block_size, 2, method)  # mean 15: the division-free mask
+    xla_mask = tf.function(lambda x: alone(x), jit_compile=True)(images)
+    np.testing.assert_array_equal(xla_mask.numpy(), eager_mask)
     dataset = tf.data.Dataset.from_tensor_slices(membranes[..., None]).batch(2).map(layer)
     mapped = np.concatenate([m.numpy() for m, _ in dataset])
     np.testing.assert_array_equal(mapped, eager_mask)
@@ -124,8 +209,10 @@ def test_adaptive_edge_cases():
 
 
 def test_adaptive_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="`block_size` must be an odd integer >= 3"):
+    with pytest.raises(ValueError, match=r"`block_size` must be an odd integer in \[3, 2895\]"):
         AdaptiveThreshold(block_size=4)
+    with pytest.raises(ValueError, match=r"in \[3, 2895\]; got 2897"):  # int32 sums overflow
+        AdaptiveThreshold(block_size=2897)
     with pytest.raises(ValueError, match="`block_size`"):
         AdaptiveThreshold(block_size=1)
     with pytest.raises(TypeError, match="`block_size` must be an integer"):
@@ -164,6 +251,34 @@ def test_uint8_equals_scikit_image(membranes, layer_class, reference, window_siz
     for image in (membranes[0], membranes[3], skimage.data.camera(), skimage.data.coins()):
         mask, threshold, expected = _niblack_sauvola(
             layer, reference, image, window_size=window_size, k=k
+        )
+        np.testing.assert_allclose(threshold, expected, rtol=0, atol=1e-9)
+        np.testing.assert_array_equal(mask, image > expected)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint16", "int16"])
+@pytest.mark.parametrize(
+    "layer_class, reference",
+    [(NiblackThreshold, threshold_niblack), (SauvolaThreshold, threshold_sauvola)],
+)
+def test_other_integer_dtypes_equal_scikit_image(membranes, dtype, layer_class, reference):
+    # int8 sums in int32 like uint8; 16-bit images sum in float64 (x^2 overflows int32)
+    scale = {"int8": (1, -128), "uint16": (257, 0), "int16": (257, -32768)}[dtype]
+    image = (membranes[2].astype(np.int64) * scale[0] + scale[1]).astype(dtype)
+    layer = layer_class(window_size=15, return_threshold=True)
+    mask, threshold, expected = _niblack_sauvola(layer, reference, image, window_size=15)
+    np.testing.assert_allclose(threshold, expected, rtol=1e-15, atol=0)
+    np.testing.assert_array_equal(mask, image > expected)
+
+
+def test_uint8_window_sizes_around_the_int32_limit_equal_scikit_image():
+    # 8-bit images sum x^2 in int32 up to window 181 (181^2 * 255^2 < 2^31), in float64 above;
+    # windows far wider than the 40x50 image reflect back and forth.
+    image = np.ascontiguousarray(skimage.data.camera()[200:240, 100:150])
+    for window_size in (181, 183):
+        layer = NiblackThreshold(window_size=window_size, k=0.3, return_threshold=True)
+        mask, threshold, expected = _niblack_sauvola(
+            layer, threshold_niblack, image, window_size=window_size, k=0.3
         )
         np.testing.assert_allclose(threshold, expected, rtol=0, atol=1e-9)
         np.testing.assert_array_equal(mask, image > expected)

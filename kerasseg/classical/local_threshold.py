@@ -2,11 +2,13 @@
 scikit-image's Niblack and Sauvola.
 
 Every layer takes a (batch, H, W, C) batch and returns an int32 (batch, H, W, 1) mask, and
-optionally the per-pixel threshold image. Box sums use integral images (cumulative sums along
-one axis at a time), borders are gathered index maps (replicate or numpy "reflect"), and the
-Gaussian is a separable sum of shifted slices: keras.ops only, no convolution. All layers
-run eagerly, in `tf.function`, with XLA (`jit_compile=True`, 4-5x faster on CPU) and in
-`tf.data` pipelines.
+optionally the per-pixel threshold image. Box sums are separable sums of shifted slices, one
+axis at a time, in the narrowest integer dtype that holds them exactly (uint16 / int32 for
+8-bit images, float64 otherwise); borders (replicate or numpy "reflect") are concatenated,
+only the border rows gathered; the Gaussian is a separable sum of shifted slices with
+OpenCV's float32 rounding. keras.ops only, no convolution. All layers run eagerly, in
+`tf.function`, with XLA (`jit_compile=True`, 3-6x faster on CPU) and in `tf.data` pipelines;
+`benchmarks/local_threshold.py` times them against OpenCV and scikit-image.
 
 References:
     OpenCV `cv::adaptiveThreshold` (imgproc, "Miscellaneous Image Transformations").
@@ -43,12 +45,16 @@ __all__ = [
     "adaptive_threshold",
     "border_index",
     "box_sum",
+    "local_sum",
     "niblack",
     "opencv_gaussian_kernel",
     "pad_2d",
+    "pad_axis",
     "sauvola",
     "window_sum",
 ]
+
+_MAX_BLOCK = 2895  # largest odd b with 256 * b * b < 2**31: int32 box sums stay exact
 
 _SMALL_GAUSSIAN = {  # OpenCV's fixed kernels for odd sizes <= 9 when sigma <= 0
     1: (1.0,),
@@ -60,6 +66,16 @@ _SMALL_GAUSSIAN = {  # OpenCV's fixed kernels for odd sizes <= 9 when sigma <= 0
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _source_index(index, n, mode):
+    """Map positions `index` of an axis of length `n` extended beyond its ends to the source
+    positions `mode` reads them from (see `border_index`)."""
+    if mode == "replicate":
+        return ops.clip(index, 0, n - 1)
+    period = ops.maximum(2 * (n - 1), 1)
+    index = ops.mod(index, period)
+    return ops.where(index >= n, period - index, index)
 
 
 def border_index(n, before, after, mode):
@@ -77,16 +93,38 @@ def border_index(n, before, after, mode):
     Returns:
         (n + before + after,) int32 indices into the axis.
     """
-    index = ops.arange(0, n + before + after, dtype="int32") - before
-    if mode == "replicate":
-        return ops.clip(index, 0, n - 1)
-    period = ops.maximum(2 * (n - 1), 1)
-    index = ops.mod(index, period)
-    return ops.where(index >= n, period - index, index)
+    return _source_index(ops.arange(0, n + before + after, dtype="int32") - before, n, mode)
+
+
+def pad_axis(x, before, after, mode, axis):
+    """Pad one axis of `x`: the border is gathered (`border_index`), the inside is copied.
+
+    Only the `before + after` border positions go through a gather, so padding costs little
+    more than the copy (a gather of the whole padded axis is several times slower under XLA).
+
+    Args:
+        x: a tensor.
+        before: the padding before the axis.
+        after: the padding after the axis.
+        mode: "replicate" or "reflect" (see `border_index`); any axis length >= 1.
+        axis: the axis to pad.
+
+    Returns:
+        `x`, `before + after` longer along `axis`.
+    """
+    n = ops.shape(x)[axis]
+    parts = [x]
+    if before:
+        index = _source_index(ops.arange(-before, 0, dtype="int32"), n, mode)
+        parts.insert(0, ops.take(x, index, axis=axis))
+    if after:
+        index = _source_index(ops.arange(0, after, dtype="int32") + n, n, mode)
+        parts.append(ops.take(x, index, axis=axis))
+    return ops.concatenate(parts, axis=axis) if len(parts) > 1 else x
 
 
 def pad_2d(x, before, after, mode):
-    """Pad both spatial axes of (batch, H, W) `x` with a gathered border.
+    """Pad both spatial axes of (batch, H, W) `x` (see `pad_axis`).
 
     Args:
         x: a (batch, H, W) tensor.
@@ -97,9 +135,7 @@ def pad_2d(x, before, after, mode):
     Returns:
         The (batch, H + before + after, W + before + after) padded tensor.
     """
-    height, width = ops.shape(x)[1], ops.shape(x)[2]
-    x = ops.take(x, border_index(height, before, after, mode), axis=1)
-    return ops.take(x, border_index(width, before, after, mode), axis=2)
+    return pad_axis(pad_axis(x, before, after, mode, 1), before, after, mode, 2)
 
 
 def _slice(x, start, stop, axis):
@@ -110,23 +146,64 @@ def _slice(x, start, stop, axis):
 
 
 def window_sum(x, window, axis):
-    """Sums of `window` consecutive values along `axis`, from a cumulative sum.
+    """Sums of `window` consecutive values along `axis`, as sums of shifted slices.
+
+    Sums of 2, 4, 8, ... values are built by doubling and the window is added up from its
+    binary digits: about 2 log2(window) additions eagerly; XLA fuses the slices into one loop
+    of `window - 1` additions per output, which is faster on CPU than a cumulative sum and
+    exact in any dtype whose sums do not overflow (integers, integer-valued floats).
 
     Args:
-        x: a tensor.
-        window: the window length.
+        x: a tensor, at least `window` long along `axis`.
+        window: the window length (a Python int >= 1).
         axis: the axis to sum along.
 
     Returns:
         The window sums, shorter than `x` by `window - 1` along `axis`.
     """
-    total = ops.cumsum(x, axis=axis)
-    total = ops.concatenate([ops.zeros_like(_slice(total, 0, 1, axis)), total], axis=axis)
-    return _slice(total, window, None, axis) - _slice(total, 0, -window, axis)
+    partial, span = {1: x}, 1  # partial[s][i] = x[i] + ... + x[i + s - 1]
+    while 2 * span <= window:
+        pairs = partial[span]
+        partial[2 * span] = _slice(pairs, 0, -span, axis) + _slice(pairs, span, None, axis)
+        span *= 2
+    total, offset = None, 0
+    for span in sorted(partial, reverse=True):
+        if window & span:
+            # partial[span] is window - span longer than the output: skip the rest of the window
+            term = _slice(partial[span], offset, (offset + span - window) or None, axis)
+            total = term if total is None else total + term
+            offset += span
+    return total
+
+
+def local_sum(x, size, mode, dtypes, squared=False):
+    """Sums over the `size` x `size` window centred on each pixel of a (batch, H, W) tensor.
+
+    One axis at a time: pad the rows (`pad_axis`, in the input dtype: an 8-bit image pads a
+    quarter the bytes of int32), cast, sum along H (`window_sum`), then the same along W.
+    Exact for integers when `dtypes` hold the sums.
+
+    Args:
+        x: a (batch, H, W) tensor.
+        size: the odd window size.
+        mode: the border, "replicate" or "reflect" (see `border_index`).
+        dtypes: the dtypes of the column sums and of the window sums.
+        squared: sum x * x (squared after the cast to `dtypes[0]`) instead of x.
+
+    Returns:
+        The (batch, H, W) window sums, of dtype `dtypes[1]`.
+    """
+    radius = size // 2
+    for axis, dtype in zip((1, 2), dtypes, strict=True):
+        x = ops.cast(pad_axis(x, radius, radius, mode, axis), dtype)
+        if squared and axis == 1:
+            x = x * x
+        x = window_sum(x, size, axis)
+    return x
 
 
 def box_sum(padded, window):
-    """Sums over `window` x `window` windows (an integral image).
+    """Sums over `window` x `window` windows of a padded tensor (`window_sum` on W, then H).
 
     Args:
         padded: a (batch, H + window - 1, W + window - 1) tensor.
@@ -171,11 +248,30 @@ def _fma32(x, weight, accumulator):
     return ops.cast(product, "float32")
 
 
-def _check_window(value, name, minimum):
-    """An odd window size >= `minimum`: `check_int`, with a TypeError for a non-integer."""
+def _opencv_box_mean(total, count):
+    """OpenCV's normalised uint8 box filter from (batch, H, W) int32 window sums `total`.
+
+    Windows of up to 256 pixels (`ColumnSum<ushort, uchar>`) round total / count exactly;
+    larger ones (`ColumnSum<int, uchar>`) scale in float32 in the SIMD lanes,
+    rint(float(total) * float(1 / count)), and in double (exactly) in the scalar tail, the
+    last W % 8 columns with AVX2 (8 float32 lanes).
+    """
+    quotient = ops.floor_divide(total, count)
+    exact = quotient + ops.cast(2 * (total - quotient * count) > count, "int32")
+    if count <= 256:
+        return exact
+    scale = float(np.float32(1.0 / count))
+    scaled = ops.cast(ops.round(ops.cast(total, "float32") * scale), "int32")
+    width = ops.shape(total)[2]
+    tail = ops.arange(0, width, dtype="int32") >= width - width % 8
+    return ops.where(tail, exact, scaled)
+
+
+def _check_window(value, name, minimum, maximum=None):
+    """An odd window size in [`minimum`, `maximum`]: `check_int`, TypeError for a non-integer."""
     if not is_int(value):
         raise TypeError(f"`{name}` must be an integer; got {value!r}.")
-    return check_int(value, name, minimum, odd=True)
+    return check_int(value, name, minimum, maximum, odd=True)
 
 
 def _check_real(value, name, positive=False):
@@ -213,9 +309,14 @@ class AdaptiveThreshold(ClassicalLayer):
             mean - floor(c).
 
     Only uint8 single-channel images, like OpenCV (CV_8UC1); other dtypes raise TypeError.
-    Pixel-exact against OpenCV 5.0 on x86-64 with AVX2/FMA (the Gaussian's last few columns
+    `block_size` is at most 2895: the int32 box sums and the division-free comparison of
+    the mean (`total + (count + 1) // 2 <= count * (src + delta)`) stay exact up to there.
+    Pixel-exact against OpenCV 5.x on x86-64 with AVX2/FMA (the Gaussian's last few columns
     of images whose width is not a multiple of 8 go through OpenCV's scalar tail, which
-    rounds without FMA, and may differ by one grey level in the mean).
+    rounds without FMA, and may differ by one grey level in the mean). Box means of blocks
+    over 256 pixels are rounded as OpenCV's box filter does: in float32 (which differs from
+    exact rounding at rare pixels of blocks of about 255 and more), exactly in the last
+    W % 8 columns.
 
     Example:
         >>> mask = AdaptiveThreshold(block_size=11, c=2)(images)  # uint8 (batch, H, W, 1)
@@ -234,7 +335,8 @@ class AdaptiveThreshold(ClassicalLayer):
     ):
         kwargs.setdefault("autocast", False)  # never cast the input dtype away
         super().__init__(**kwargs)
-        self.block_size = _check_window(block_size, "block_size", 3)
+        # the int32 window sums and comparisons of the mean stay exact up to 2895^2 pixels
+        self.block_size = _check_window(block_size, "block_size", 3, _MAX_BLOCK)
         self.c = _check_real(c, "c")
         if method not in ("mean", "gaussian"):
             raise ValueError(f'`method` must be "mean" or "gaussian"; got {method!r}.')
@@ -245,36 +347,56 @@ class AdaptiveThreshold(ClassicalLayer):
 
     def call(self, images, training=None):
         check_images(images, type(self).__name__, channels=(1,), dtypes=("uint8",))
-        size, radius = self.block_size, self.block_size // 2
-        source = ops.cast(images[..., 0], "int32")
-        if self.method == "mean":
-            total = box_sum(pad_2d(source, radius, radius, "replicate"), size)
-            count = size * size
-            mean = ops.floor_divide(2 * total + count, 2 * count)  # exact rounding, no ties
-        else:
-            mean = ops.cast(ops.round(self._gaussian(images[..., 0])), "int32")
+        source = images[..., 0]
         # OpenCV's lookup table covers differences -255..255, so |c| beyond that saturates.
-        if self.inverse:
-            delta = int(max(-512, min(512, math.floor(self.c))))
-            mask = source - mean <= -delta
+        rounded = math.floor(self.c) if self.inverse else math.ceil(self.c)
+        delta = int(max(-512, min(512, rounded)))
+        if self.method == "mean":
+            mask, mean = self._box_mean(source, delta)
         else:
-            delta = int(max(-512, min(512, math.ceil(self.c))))
-            mask = source - mean > -delta
+            mean = ops.cast(ops.round(self._gaussian(source)), "int32")
+            level = ops.cast(source, "int32") + delta
+            mask = level <= mean if self.inverse else level > mean
         mask = ops.expand_dims(ops.cast(mask, "int32"), -1)
         if not self.return_threshold:
             return mask
         return mask, ops.expand_dims(ops.cast(mean - delta, "float32"), -1)
 
-    def _gaussian(self, images):
+    def _box_mean(self, source, delta):
+        """The mask and OpenCV's uint8 box mean (`cv::boxFilter`, normalised) of `source`.
+
+        Returns (mask, mean), mean None when neither the threshold nor OpenCV's float32
+        rounding needs it: up to 256 pixels OpenCV rounds exactly (total / count, count odd,
+        never a tie), so the mask needs no division: level = src + delta > round(total /
+        count) exactly when total + (count + 1) // 2 <= count * level (level clipped to
+        [0, 256], which keeps every comparison with a mean in [0, 255]).
+        """
+        count = self.block_size * self.block_size
+        # uint16 column sums (255 * block_size fits) halve the memory traffic of the first pass.
+        columns = "uint16" if 255 * self.block_size < 2**16 else "int32"
+        total = local_sum(source, self.block_size, "replicate", (columns, "int32"))
+        if count <= 256 and not self.return_threshold:
+            level = ops.clip(ops.cast(source, "int32") + delta, 0, 256)
+            above = total + (count + 1) // 2 <= count * level
+            return (ops.logical_not(above) if self.inverse else above), None
+        mean = _opencv_box_mean(total, count)
+        level = ops.cast(source, "int32") + delta
+        return (level <= mean if self.inverse else level > mean), mean
+
+    def _gaussian(self, source):
+        """OpenCV's float32 separable Gaussian filter of the uint8 (batch, H, W) `source`."""
         size, radius = self.block_size, self.block_size // 2
         kernel = opencv_gaussian_kernel(size)
-        padded = pad_2d(ops.cast(images, "float32"), radius, radius, "replicate")
-        rows = None  # row filter: sum over taps in order, FMA into the accumulator
-        for i, weight in enumerate(kernel):
+        padded = pad_axis(source, radius, radius, "replicate", 2)  # uint8: a quarter the bytes
+        # row filter: sum over taps in order, FMA into the accumulator (the first from zero,
+        # a correctly rounded float32 product)
+        rows = ops.cast(padded[:, :, : -2 * radius], "float32") * kernel[0]
+        for i, weight in enumerate(kernel[1:], 1):
             rows = _fma32(padded[:, :, i : (i - 2 * radius) or None], weight, rows)
-        rows = materialize(rows)  # 6x faster under XLA (no fused recomputation)
+        # 6x faster under XLA (no fused recomputation of the row filter for every tap)
+        rows = materialize(pad_axis(rows, radius, radius, "replicate", 1))
         # symmetric column filter: centre * k0, then (up + down) * k_j accumulated by FMA
-        out = _fma32(rows[:, radius : (-radius) or None], kernel[radius], None)
+        out = rows[:, radius : (-radius) or None] * kernel[radius]
         for j in range(1, radius + 1):
             pair = rows[:, radius + j : (j - radius) or None] + rows[:, radius - j : -radius - j]
             out = _fma32(pair, kernel[radius + j], out)
@@ -317,8 +439,10 @@ class _LocalMeanStdThreshold(ClassicalLayer):
         check_finite(images, name)
         channels = images.shape[-1]
         float_dtype = _float_type(dtype)
-        if channels == 1:
-            grey = ops.cast(images[..., 0], float_dtype)
+        if channels == 1:  # integers stay integers: their window sums may be exact in int32
+            grey = (
+                images[..., 0] if dtype in INTEGER_DTYPES else ops.cast(images[..., 0], float_dtype)
+            )
             value_range = INTEGER_LIMITS.get(dtype, (-1.0, 1.0))
         else:  # skimage.color.rgb2gray: floats in [0, 1]
             grey = ops.cast(to_grey(images, float_dtype)[..., 0], float_dtype)
@@ -326,17 +450,26 @@ class _LocalMeanStdThreshold(ClassicalLayer):
         return grey, float_dtype, value_range, dtype in FLOAT_DTYPES
 
     def _mean_std(self, x, float_dtype, maybe_nan=False):
-        """skimage.filters.thresholding._mean_std: reflect-padded integral images in float64."""
-        size, radius = self.window_size, self.window_size // 2
-        padded = pad_2d(x, radius, radius, "reflect")
-        invalid = None
-        if maybe_nan:  # float input: keep a NaN or inf from spreading through the sums
-            bad = ops.logical_not(ops.isfinite(padded))
-            invalid = box_sum(ops.cast(bad, "int32"), size) > 0
-            padded = ops.where(bad, ops.zeros_like(padded), padded)
-        sums = box_sum(ops.cast(padded, "float64"), size)
-        squares = box_sum(ops.cast(padded * padded, "float64"), size)  # squared in float_dtype
+        """skimage.filters.thresholding._mean_std: window sums of the reflect-padded image.
+
+        8-bit images sum x and x^2 in int32 (exact, like scikit-image's float64 integral
+        images of integers, and several times faster); other images sum in float64, x^2
+        squared in the image's float dtype as scikit-image does.
+        """
+        size = self.window_size
         count = size * size
+        invalid = None
+        if dtype_name(x) in ("uint8", "int8") and count * 255**2 < 2**31:
+            sums = local_sum(x, size, "reflect", ("int32", "int32"))
+            squares = local_sum(x, size, "reflect", ("int32", "int32"), squared=True)
+        else:
+            x = ops.cast(x, float_dtype)
+            if maybe_nan:  # float input: keep a NaN or inf from spreading through the sums
+                bad = ops.logical_not(ops.isfinite(x))
+                invalid = local_sum(ops.cast(bad, "int32"), size, "reflect", ("int32",) * 2) > 0
+                x = ops.where(bad, ops.zeros_like(x), x)
+            sums = local_sum(x, size, "reflect", ("float64", "float64"))
+            squares = local_sum(x * x, size, "reflect", ("float64", "float64"))
         mean = ops.cast(sums, float_dtype) / count
         mean_square = ops.cast(squares, float_dtype) / count
         std = ops.sqrt(ops.maximum(mean_square - mean * mean, 0))
@@ -348,7 +481,7 @@ class _LocalMeanStdThreshold(ClassicalLayer):
         x, float_dtype, value_range, maybe_nan = self._prepare(images)
         mean, std = self._mean_std(x, float_dtype, maybe_nan)
         threshold = self._threshold(mean, std, value_range)
-        mask = ops.expand_dims(ops.cast(x > threshold, "int32"), -1)
+        mask = ops.expand_dims(ops.cast(ops.cast(x, float_dtype) > threshold, "int32"), -1)
         if not self.return_threshold:
             return mask
         return mask, ops.expand_dims(threshold, -1)
@@ -366,11 +499,13 @@ class _LocalMeanStdThreshold(ClassicalLayer):
 class NiblackThreshold(_LocalMeanStdThreshold):
     """Niblack's local threshold T = m - k * s with `skimage.filters.threshold_niblack`'s rules.
 
-    m and s are the mean and standard deviation over a `window_size` x `window_size` window,
-    from float64 integral images of the image padded with numpy's "reflect" mode (mirror
-    without repeating the edge); s = sqrt(max(E[x^2] - m^2, 0)). Integer images are computed
-    in float64, float32/float16 in float32 (scikit-image's `_supported_float_type`). Colour
-    images are converted with `rgb2gray` first. The mask is 1 where `image > T`.
+    m and s are the mean and standard deviation over a `window_size` x `window_size` window
+    of the image padded with numpy's "reflect" mode (mirror without repeating the edge);
+    s = sqrt(max(E[x^2] - m^2, 0)). The window sums of x and x^2 are exact int32 sums for
+    8-bit images (window_size <= 181), float64 sums otherwise, as scikit-image's float64
+    integral images. The statistics of integer images are float64, of float32/float16 images
+    float32 (scikit-image's `_supported_float_type`). Colour images are converted with
+    `rgb2gray` first. The mask is 1 where `image > T`.
 
     Args:
         window_size: odd window size (>= 1).
