@@ -297,3 +297,20 @@ def test_loaded_model_keeps_checking(tmp_path, unet):
         loaded.predict(np.zeros((1, size, size, 3), "float32"), verbose=0)
     with pytest.raises(ValueError, match=SIZE):
         loaded.predict(np.zeros((1, 30, 30, 3), "float32"), verbose=0)
+
+
+def test_classical_models_take_their_own_input_dtype():
+    """A classical model loaded for int8 images or bool masks predicts them (they are not
+    among the usual image dtypes), with scikit-image's results."""
+    from skimage.filters import threshold_mean
+    from skimage.measure import label
+
+    rng = np.random.default_rng(5)
+    masks = rng.random((2, 12, 10, 1)) < 0.5
+    model = kerasseg.load("connected_components", input_dtype="bool", connectivity=1)
+    got = model.predict(masks, verbose=0)["labels"][..., 0]
+    np.testing.assert_array_equal(got, np.stack([label(m[..., 0], connectivity=1) for m in masks]))
+    images = rng.integers(-128, 128, (2, 12, 10, 1)).astype(np.int8)
+    mask = kerasseg.load("mean_threshold", input_dtype="int8").predict(images, verbose=0)["mask"]
+    expected = np.stack([m > threshold_mean(m) for m in images])
+    np.testing.assert_array_equal(mask.astype(bool), expected)

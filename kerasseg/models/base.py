@@ -261,12 +261,14 @@ class SegmentationModel(keras.Model):
             raise ValueError(
                 join_message(channel_message(channels, str(shape), str(given), advice))
             )
-        if dtype not in ACCEPTED_DTYPES:
+        wanted = keras.backend.standardize_dtype(self.inputs[0].dtype)
+        # the model's own input dtype is accepted too (int8 or bool masks of classical models)
+        accepted = ACCEPTED_DTYPES + ((wanted,) if wanted not in ACCEPTED_DTYPES else ())
+        if dtype not in accepted:
             raise TypeError(
-                f"`images` must have a numeric image dtype, one of {ACCEPTED_DTYPES}; got "
+                f"`images` must have a numeric image dtype, one of {accepted}; got "
                 f"{dtype}. Convert explicitly (e.g. `x.astype('float32')`)."
             )
-        wanted = keras.backend.standardize_dtype(self.inputs[0].dtype)
         if "int" in wanted and dtype != wanted:
             raise TypeError(
                 f"`images` must be {wanted} for this model, whose thresholds follow that dtype's "
