@@ -183,7 +183,7 @@ def test_adaptive_same_in_graph_xla_and_tf_data(membranes, method, block_size):
     np.testing.assert_array_equal(mapped, eager_mask)
     # the threshold image reproduces the mask: src > t
     np.testing.assert_array_equal(eager_mask[..., 0], membranes > eager_threshold[..., 0])
-    assert eager_mask.dtype == np.int32 and eager_threshold.dtype == np.float32
+    assert eager_mask.dtype == np.uint8 and eager_threshold.dtype == np.float32
 
 
 def test_adaptive_threshold_image_for_inverse():

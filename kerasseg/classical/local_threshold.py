@@ -1,8 +1,8 @@
 """Local (adaptive) thresholds as batched Keras layers: OpenCV's adaptive mean/Gaussian,
 scikit-image's Niblack and Sauvola.
 
-Every layer takes a (batch, H, W, C) batch and returns an int32 (batch, H, W, 1) mask, and
-optionally the per-pixel threshold image. Box sums are separable sums of shifted slices, one
+Every layer takes a (batch, H, W, C) batch and returns a uint8 (batch, H, W, 1) mask (0 and
+1, as the global thresholds), and optionally the per-pixel threshold image. Box sums are separable sums of shifted slices, one
 axis at a time, in the narrowest integer dtype that holds them exactly (uint16 / int32 for
 8-bit images, float64 otherwise); borders (replicate or numpy "reflect") are concatenated,
 only the border rows gathered; the Gaussian is a separable sum of shifted slices with
@@ -357,7 +357,7 @@ class AdaptiveThreshold(ClassicalLayer):
             mean = ops.cast(ops.round(self._gaussian(source)), "int32")
             level = ops.cast(source, "int32") + delta
             mask = level <= mean if self.inverse else level > mean
-        mask = ops.expand_dims(ops.cast(mask, "int32"), -1)
+        mask = ops.expand_dims(ops.cast(mask, "uint8"), -1)
         if not self.return_threshold:
             return mask
         return mask, ops.expand_dims(ops.cast(mean - delta, "float32"), -1)
@@ -404,7 +404,7 @@ class AdaptiveThreshold(ClassicalLayer):
 
     def compute_output_spec(self, images, training=None):
         shape = tuple(images.shape[:3]) + (1,)
-        mask = keras.KerasTensor(shape, dtype="int32")
+        mask = keras.KerasTensor(shape, dtype="uint8")
         if not self.return_threshold:
             return mask
         return mask, keras.KerasTensor(shape, dtype="float32")
@@ -481,14 +481,14 @@ class _LocalMeanStdThreshold(ClassicalLayer):
         x, float_dtype, value_range, maybe_nan = self._prepare(images)
         mean, std = self._mean_std(x, float_dtype, maybe_nan)
         threshold = self._threshold(mean, std, value_range)
-        mask = ops.expand_dims(ops.cast(ops.cast(x, float_dtype) > threshold, "int32"), -1)
+        mask = ops.expand_dims(ops.cast(ops.cast(x, float_dtype) > threshold, "uint8"), -1)
         if not self.return_threshold:
             return mask
         return mask, ops.expand_dims(threshold, -1)
 
     def compute_output_spec(self, images, training=None):
         shape = tuple(images.shape[:3]) + (1,)
-        mask = keras.KerasTensor(shape, dtype="int32")
+        mask = keras.KerasTensor(shape, dtype="uint8")
         if not self.return_threshold:
             return mask
         float_dtype = _float_type(dtype_name(images))
