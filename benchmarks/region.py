@@ -26,7 +26,7 @@ from skimage.morphology import flood
 from timing import interleaved
 
 from kerasseg.classical.region import ConnectedComponents, RegionGrowing
-from kerasseg.ops.components import component_roots, label_components
+from kerasseg.ops.labelling import component_roots, label_components
 
 
 def table(title, runs, repeats, reference, peer):

@@ -27,7 +27,7 @@ Instance segmentation, the ISBI 2012 challenge metrics (Arganda-Carreras et al.,
 the creation of image segmentation algorithms for connectomics", Front. Neuroanat. 9:142,
 2015): `rand_scores` (functional, instance label images) and the metrics `VRand` and `VInfo`
 that label the 4-connected components of binary (membrane / cell interior) maps in-graph
-(`kerasseg.ops.components.label_components`, min-label propagation in a `keras.ops.while_loop`)
+(`kerasseg.ops.labelling.label_components`, label equivalence in a `keras.ops.while_loop`)
 and average the per-image scores, as the challenge averages per slice. See `rand_scores` for the
 exact definitions.
 """
@@ -48,7 +48,8 @@ from kerasseg.losses import (
     check_same_size,
 )
 from kerasseg.ops.checks import check_int, is_int
-from kerasseg.ops.components import check_connectivity, label_components
+from kerasseg.ops.components import check_connectivity
+from kerasseg.ops.labelling import label_components
 
 __all__ = [
     "CONVENTIONS",

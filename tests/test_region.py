@@ -14,7 +14,7 @@ from kerasseg.classical.region import (
     connected_components,
     region_growing,
 )
-from kerasseg.ops.components import component_roots, label_components
+from kerasseg.ops.labelling import component_roots, label_components
 
 
 @pytest.fixture(scope="module")

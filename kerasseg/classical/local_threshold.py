@@ -2,12 +2,13 @@
 scikit-image's Niblack and Sauvola.
 
 Every layer takes a (batch, H, W, C) batch and returns a uint8 (batch, H, W, 1) mask (0 and
-1, as the global thresholds), and optionally the per-pixel threshold image. Box sums are separable sums of shifted slices, one
-axis at a time, in the narrowest integer dtype that holds them exactly (uint16 / int32 for
-8-bit images, float64 otherwise); borders (replicate or numpy "reflect") are concatenated,
-only the border rows gathered; the Gaussian is a separable sum of shifted slices with
-OpenCV's float32 rounding. keras.ops only, no convolution. All layers run eagerly, in
-`tf.function`, with XLA (`jit_compile=True`, 3-6x faster on CPU) and in `tf.data` pipelines;
+1, as the global thresholds), and optionally the per-pixel threshold image. Box sums are
+separable sums of shifted slices, one axis at a time, in the narrowest integer dtype that
+holds them exactly (uint16 / int32 for 8-bit images, float64 otherwise); borders (replicate
+or numpy "reflect") are concatenated, only the border rows gathered; the Gaussian is a
+separable sum of shifted slices with OpenCV's float32 rounding. keras.ops only, no
+convolution. All layers run eagerly, in `tf.function`, with XLA (`jit_compile=True`, 3-6x
+faster on CPU) and in `tf.data` pipelines;
 `benchmarks/local_threshold.py` times them against OpenCV and scikit-image.
 
 References:

@@ -5,11 +5,12 @@ whole batch (the loop runs until every image has converged or `max_iter` is reac
 keras.ops only, so they run eagerly, in `tf.function`, with XLA (`jit_compile=True`) and
 inside `tf.data`.
 
-* `RegionGrowing` takes, for each seed, the connected component of the pixels within
-  `tolerance` of the seed's value that holds the seed (`component_roots`: label
-  equivalence, a number of passes that grows with the logarithm of the region's size); with
-  `max_iter` it grows the region one pixel ring per step instead (geodesic dilation on
-  bit-packed masks), so the cap is a geodesic radius.
+* `RegionGrowing` grows each seed's region one pixel ring per step (geodesic dilation on
+  bit-packed masks) for up to 32 steps, which settles small regions; larger ones are the
+  connected component of the pixels within `tolerance` of the seed's value that holds the
+  seed (`component_roots`: label equivalence, a number of passes that grows with the
+  logarithm of the region's size). With `max_iter` it only grows ring by ring, so the cap is
+  a geodesic radius.
 * `ConnectedComponents` labels by label equivalence with pointer jumping on blocks of
   pixels (`label_components`), then numbers the components in raster order of their first
   pixel, as scikit-image does.
@@ -34,12 +35,7 @@ from keras import ops
 from kerasseg.classical.base import ClassicalLayer, layer_model, register_classical
 from kerasseg.models.base import SegmentationModel
 from kerasseg.ops.checks import check_int, is_number
-from kerasseg.ops.components import (
-    check_connectivity,
-    component_roots,
-    grow,
-    label_components,
-)
+from kerasseg.ops.components import check_connectivity, grow
 from kerasseg.ops.image import (
     FLOAT_DTYPES,
     INTEGER_DTYPES,
@@ -50,8 +46,13 @@ from kerasseg.ops.image import (
     is_symbolic,
     to_grey,
 )
+from kerasseg.ops.labelling import component_roots, label_components
 
 __all__ = ["ConnectedComponents", "RegionGrowing", "connected_components", "region_growing"]
+
+# Rings of bit-packed growth tried before labelling the candidates: a region whose geodesic
+# radius is under 32 pixels settles in them (one pass over 1/32 of the image each).
+SMALL_REGION_STEPS = 32
 
 # ----------------------------------------------------------------------------- layers
 
@@ -87,9 +88,11 @@ class RegionGrowing(ClassicalLayer):
     calls; in traced calls an out-of-range seed gives no region and NaN pixels never join a
     region (a NaN seed gives an empty region). float16/bfloat16 images are compared in
     float32 (scikit-image refuses float16). Negative seed indices do not wrap around as
-    numpy indexing (and `flood`) would. Cost: about log2 of the region's size passes over
-    the image (6 for the 21452-pixel region of the ISBI benchmark; connected components of
-    the candidate pixels); with `max_iter`, one pass per pixel of geodesic radius. Eager
+    numpy indexing (and `flood`) would. Cost: up to 32 rings of growth on bit-packed masks
+    (a pass over 1/32 of the image each), which settle regions of geodesic radius under 32;
+    if a region still grows, a connected-component labelling of each seed's candidates
+    (about log2 of the region's size passes: 6 for the 21452-pixel region of the ISBI
+    benchmark). With `max_iter`, one ring per step up to `max_iter`. Eager
     calls run the loop op by op: call it inside `tf.function`, `model.predict` or `tf.data`
     (best with `jit_compile=True`).
 
@@ -166,16 +169,12 @@ class RegionGrowing(ClassicalLayer):
         candidates = self._candidates(grey, seed_value, grey_dtype)  # (batch, S, H, W)
         candidates = ops.logical_and(candidates, valid[:, :, None, None])
         candidates = ops.reshape(candidates, (-1, height, width))
-        if self.max_iter is None:  # the seed's connected component of the candidates
-            roots, converged, _ = component_roots(candidates, self.connectivity)
-            roots = ops.reshape(roots, (batch, num_seeds, -1))
-            seed_root = ops.take_along_axis(roots, flat_index[:, :, None], axis=2)
-            regions = ops.logical_and(ops.equal(roots, seed_root), seed_root >= 0)
-        else:  # at most `max_iter` steps of geodesic distance from the seed
-            positions = ops.arange(height * width, dtype="int32")[None, None, :]
-            start = ops.equal(positions, flat_index[:, :, None])
-            start = ops.reshape(start, (-1, height, width))
+        positions = ops.arange(height * width, dtype="int32")[None, None, :]
+        start = ops.reshape(ops.equal(positions, flat_index[:, :, None]), (-1, height, width))
+        if self.max_iter is not None:  # at most `max_iter` steps of geodesic distance
             regions, converged, _ = grow(candidates, start, self.connectivity, self.max_iter)
+        else:
+            regions, converged = self._whole_regions(candidates, start, flat_index)
         regions = ops.reshape(regions, (batch, num_seeds, height, width))
         # the smallest seed index wins (sums, not min/argmax: those refuse zero seeds)
         hits = ops.cast(regions, "int32")
@@ -186,6 +185,21 @@ class RegionGrowing(ClassicalLayer):
             return labels
         converged = ops.all(ops.reshape(converged, (batch, num_seeds)), axis=1)
         return labels, converged
+
+    def _whole_regions(self, candidates, start, flat_index):
+        """Each seed's whole region: a few rings of bit-packed growth settle small regions
+        (far cheaper than labelling the image); where one is still growing, every region
+        is the seed's connected component of its candidates instead."""
+        grown, settled, _ = grow(candidates, start, self.connectivity, SMALL_REGION_STEPS)
+
+        def components():
+            roots, converged, _ = component_roots(candidates, self.connectivity)
+            roots = ops.reshape(roots, (ops.shape(flat_index)[0], ops.shape(flat_index)[1], -1))
+            seed_root = ops.take_along_axis(roots, flat_index[:, :, None], axis=2)
+            regions = ops.logical_and(ops.equal(roots, seed_root), seed_root >= 0)
+            return ops.reshape(regions, ops.shape(candidates)), converged
+
+        return ops.cond(ops.all(settled), lambda: (grown, settled), components)
 
     def _candidates(self, grey, seed_value, dtype):
         values = grey[:, None]  # (batch, 1, H, W)

@@ -26,7 +26,7 @@ from kerasseg.evaluation.report import mean_of_defined
 from kerasseg.inference.files import display_image
 from kerasseg.inference.semantic import cell_instances, probabilities
 from kerasseg.ops.checks import check_int
-from kerasseg.ops.components import label_components
+from kerasseg.ops.labelling import label_components
 
 __all__ = ["evaluate"]
 

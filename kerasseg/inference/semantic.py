@@ -22,7 +22,7 @@ from kerasseg.inference.tiling import (
     predict_tiled,
 )
 from kerasseg.ops.checks import check_probability
-from kerasseg.ops.components import label_components
+from kerasseg.ops.labelling import label_components
 
 __all__ = [
     "cell_instances",
