@@ -54,7 +54,7 @@ from kerasseg.classical.kmeans import (
     squared_distances,
 )
 from kerasseg.ops.checks import check_int, check_number
-from kerasseg.ops.image import compute_dtype, dtype_name, is_symbolic
+from kerasseg.ops.image import check_float64, compute_dtype, dtype_name, is_symbolic
 
 __all__ = ["KERNELS", "MeanShiftSegmentation", "bin_seeds", "mean_shift", "mean_shift_cluster"]
 
@@ -307,6 +307,7 @@ class MeanShiftSegmentation(ClassicalLayer):
         self.autocast = False  # keep float64 images float64 (and float16 ones exact)
 
     def call(self, images, training=None):
+        check_float64(type(self).__name__)
         # float64 throughout: on quantised images many pixels lie at exactly one bandwidth
         # from a seed, and float32 rounding would put them on the other side of the kernel's
         # edge than scikit-learn's float64 does.

@@ -22,6 +22,7 @@ __all__ = [
     "INTEGER_LIMITS",
     "LUMA_WEIGHTS",
     "check_finite",
+    "check_float64",
     "check_images",
     "compute_dtype",
     "dtype_name",
@@ -52,6 +53,23 @@ DTYPE_MAX = {name: float(high) for name, (_, high) in INTEGER_LIMITS.items()}
 def dtype_name(x):
     """The standardized dtype name of a tensor or array ("uint8", "float32", ...)."""
     return keras.backend.standardize_dtype(x.dtype)
+
+
+def check_float64(layer):
+    """Refuses to run where the backend turns float64 into float32 (JAX without x64).
+
+    Args:
+        layer: the name of the layer that needs float64, for the message.
+
+    Raises:
+        RuntimeError: float64 tensors come out as float32.
+    """
+    if keras.backend.standardize_dtype(ops.zeros((), "float64").dtype) != "float64":
+        raise RuntimeError(
+            f"{layer} computes in float64, which the {keras.backend.backend()} backend turns "
+            "into float32 here; set JAX_ENABLE_X64=1 (or call "
+            "jax.config.update('jax_enable_x64', True)) before the first JAX computation."
+        )
 
 
 def compute_dtype(dtype):
