@@ -199,31 +199,6 @@ def _spread(node_values, block):
     return node_values
 
 
-def _number_by_first_pixel(ids, foreground, id_count):
-    """Numbers components 1.. in raster order of their first pixel, from any identifiers of
-    them ((N, H, W) int32 in [0, id_count)): a component's first pixel is the scatter-min
-    of its pixels' raster indices onto its identifier. Returns (labels, count)."""
-    n_images = ops.shape(ids)[0]
-    height, width = _spatial(ids)
-    pixels = height * width
-    raster = ops.reshape(ops.arange(pixels, dtype="int32"), (1, height, width))
-    id_offsets = ops.reshape(ops.arange(n_images, dtype="int32") * id_count, (-1, 1, 1))
-    targets = ops.where(foreground, ids, 0) + id_offsets
-    first = ops.segment_min(
-        ops.reshape(ops.where(foreground, raster, pixels), (-1,)),
-        ops.reshape(targets, (-1,)),
-        num_segments=n_images * id_count,
-    )
-    component_first = ops.where(foreground, ops.take(first, targets), pixels)
-    is_first = ops.equal(component_first, raster)
-    rank = ops.cumsum(ops.reshape(ops.cast(is_first, "int32"), (n_images, -1)), axis=1)
-    pixel_offsets = ops.reshape(ops.arange(n_images, dtype="int32") * pixels, (-1, 1, 1))
-    numbered = ops.take(
-        ops.reshape(rank, (-1,)), ops.minimum(component_first, pixels - 1) + pixel_offsets
-    )
-    return numbered, rank[:, -1]
-
-
 def _grid_shift(x, dy, dx, fill):
     """x[:, i + dy, j + dx] on a (N, h, w) grid, `fill` outside it (dy, dx in -1..1)."""
     return _shifted(ops.pad(x, ((0, 0), (1, 1), (1, 1)), constant_values=fill), dy, dx)
@@ -253,11 +228,10 @@ def _diagonal_squares(foreground):
     pixels side by side).
 
     Returns:
-        A tuple (the blocks' pixels (N, H, W) bool, the lone bottom-left and bottom-right
-        pixels (N, H/2, W/2) bool each, node foreground, node links).
+        A tuple (the lone bottom-left and bottom-right pixels (N, H/2, W/2) bool each, node
+        foreground, node links).
     """
-    top_left, top_right = foreground[:, 0::2, 0::2], foreground[:, 0::2, 1::2]
-    bottom_left, bottom_right = foreground[:, 1::2, 0::2], foreground[:, 1::2, 1::2]
+    top_left, top_right, bottom_left, bottom_right = _corners(foreground)
     lone_left = top_right & bottom_left & ~top_left & ~bottom_right
     lone_right = top_left & bottom_right & ~top_right & ~bottom_left
     kept_left, kept_right = bottom_left & ~lone_left, bottom_right & ~lone_right
@@ -278,21 +252,36 @@ def _diagonal_squares(foreground):
     bridge = bridge & _grid_shift(top_left, 1, 1, False)
     _link(node_links, (0, 1), _grid_shift(bridge, -1, 0, False))
     _link(node_links, (0, -1), _grid_shift(bridge, -1, -1, False))
-    return kept, lone_left, lone_right, node_foreground, node_links
+    return lone_left, lone_right, node_foreground, node_links
 
 
-def _lone_roots(roots, foreground, lone_left, lone_right):
-    """Component identifiers of the pixels of 2 x 2 blocks, lone pixels included: the root
-    of the block a lone pixel links to, or, for lone pixels with no foreground neighbour
-    outside (alone or a side-by-side pair), the number of blocks + the raster index of the
-    pair's left pixel."""
-    top_left, top_right = foreground[:, 0::2, 0::2], foreground[:, 0::2, 1::2]
-    bottom_left, bottom_right = foreground[:, 1::2, 0::2], foreground[:, 1::2, 1::2]
+def _corners(foreground):
+    """The top-left, top-right, bottom-left and bottom-right pixels of the 2 x 2 blocks."""
+    return (
+        foreground[:, 0::2, 0::2],
+        foreground[:, 0::2, 1::2],
+        foreground[:, 1::2, 0::2],
+        foreground[:, 1::2, 1::2],
+    )
+
+
+def _square_keys(roots):
+    """Raster positions of the blocks' top and bottom rows: (2 i) w + j and (2 i + 1) w + j
+    on the (2 h, w) grid of block rows, in the pixels' raster order row by row."""
     height, width = _spatial(roots)
-    nodes = height * width
     rows = ops.reshape(ops.arange(height, dtype="int32"), (1, -1, 1))
     columns = ops.reshape(ops.arange(width, dtype="int32"), (1, 1, -1))
-    bottom_raster = (2 * rows + 1) * (2 * width) + 2 * columns  # of the bottom-left pixel
+    top = 2 * rows * width + columns
+    return top, top + width
+
+
+def _lone_ids(roots, foreground, lone_left, lone_right):
+    """The component identifier of each block's lone pixel (-1 where none): the root of the
+    block it links to, or, with no foreground neighbour outside (alone, or two lone pixels
+    side by side), 2 h w + the bottom key of the (left) lone pixel's block."""
+    top_left, top_right, bottom_left, bottom_right = _corners(foreground)
+    _, bottom_key = _square_keys(roots)
+    alone = 2 * ops.shape(roots)[1] * ops.shape(roots)[2] + bottom_key
     below = _grid_shift(roots, 1, 0, -1)
     right = ops.where(
         _grid_shift(bottom_left & ~lone_left, 0, 1, False),
@@ -300,10 +289,9 @@ def _lone_roots(roots, foreground, lone_left, lone_right):
         ops.where(
             _grid_shift(lone_left, 0, 1, False) & _grid_shift(top_left, 1, 1, False),
             _grid_shift(roots, 1, 1, -1),
-            nodes + bottom_raster + 1,
+            alone,
         ),
     )
-    lone_right_root = ops.where(_grid_shift(top_right, 1, 0, False), below, right)
     left_lone = _grid_shift(lone_right, 0, -1, False)
     left = ops.where(
         _grid_shift(bottom_right & ~lone_right, 0, -1, False),
@@ -311,16 +299,73 @@ def _lone_roots(roots, foreground, lone_left, lone_right):
         ops.where(
             left_lone & _grid_shift(top_right, 1, -1, False),
             _grid_shift(roots, 1, -1, -1),
-            nodes + bottom_raster - ops.cast(left_lone, "int32"),
+            alone - ops.cast(left_lone, "int32"),
         ),
     )
-    lone_left_root = ops.where(_grid_shift(top_left, 1, 0, False), below, left)
+    lone_right_id = ops.where(_grid_shift(top_right, 1, 0, False), below, right)
+    lone_left_id = ops.where(_grid_shift(top_left, 1, 0, False), below, left)
+    return ops.where(lone_left, lone_left_id, ops.where(lone_right, lone_right_id, -1))
+
+
+def _square_pixels(block_values, lone_values, lone_left, lone_right):
+    """Pixel values of 2 x 2 blocks: the block's value, or its lone pixel's."""
+    if lone_values is None:
+        return _spread(block_values, (2, 2))
     return _interleave(
-        ops.where(top_left, roots, -1),
-        ops.where(top_right, roots, -1),
-        ops.where(lone_left, lone_left_root, ops.where(bottom_left, roots, -1)),
-        ops.where(lone_right, lone_right_root, ops.where(bottom_right, roots, -1)),
+        block_values,
+        block_values,
+        ops.where(lone_left, lone_values, block_values),
+        ops.where(lone_right, lone_values, block_values),
     )
+
+
+def _number_squares(roots, node_foreground, foreground, lone_left, lone_right, lone_id):
+    """Numbers the components of 2 x 2 blocks 1.. in raster order of their first pixel.
+
+    Each block's first pixel and each lone pixel has a key (`_square_keys`), ordered as the
+    pixels' raster order wherever two keys differ; a scatter-min of the keys onto the
+    component identifiers finds each component's first pixel, and a cumulative sum of the
+    first pixels, in key order, numbers them.
+
+    Returns:
+        A tuple (pixel labels (N, H, W) int32, count (N,) int32).
+    """
+    n_images = ops.shape(roots)[0]
+    height, width = _spatial(roots)
+    keys = 2 * height * width
+    top_left, top_right, _, _ = _corners(foreground)
+    top = top_left | top_right
+    top_key, bottom_key = _square_keys(roots)
+    block_key = ops.where(top, top_key, bottom_key)
+    image = ops.reshape(ops.arange(n_images, dtype="int32"), (-1, 1, 1))
+    ids = [ops.where(node_foreground, roots, 0)]
+    values = [ops.where(node_foreground, block_key, keys)]
+    if lone_id is not None:
+        lone = lone_left | lone_right
+        ids.append(ops.where(lone, lone_id, 0))
+        values.append(ops.where(lone, bottom_key, keys))
+    # identifiers: roots < h w; lone pixels alone: 2 h w + a key < 4 h w
+    id_count = 2 * keys if lone_id is not None else keys // 2
+    first = ops.segment_min(
+        ops.reshape(ops.stack(values, axis=1), (-1,)),
+        ops.reshape(ops.stack(ids, axis=1) + ops.expand_dims(image, 1) * id_count, (-1,)),
+        num_segments=n_images * id_count,
+    )
+    block_first = ops.take(first, ids[0] + image * id_count)
+    is_first = ops.logical_and(node_foreground, ops.equal(block_first, block_key))
+    top_first = ops.logical_and(is_first, top)
+    bottom_first = ops.logical_and(is_first, ops.logical_not(top))
+    if lone_id is not None:
+        lone_first = ops.take(first, ids[1] + image * id_count)
+        bottom_first = bottom_first | (lone & ops.equal(lone_first, bottom_key))
+    flags = ops.reshape(ops.stack([top_first, bottom_first], axis=2), (n_images, -1))
+    rank = ops.cumsum(ops.cast(flags, "int32"), axis=1)
+    flat_rank = ops.reshape(rank, (-1,))
+    block_label = ops.take(flat_rank, ops.minimum(block_first, keys - 1) + image * keys)
+    lone_label = None
+    if lone_id is not None:
+        lone_label = ops.take(flat_rank, ops.minimum(lone_first, keys - 1) + image * keys)
+    return _square_pixels(block_label, lone_label, lone_left, lone_right), rank[:, -1]
 
 
 def _block_labels(foreground, values, connectivity, block, max_iter, numbered):
@@ -330,8 +375,9 @@ def _block_labels(foreground, values, connectivity, block, max_iter, numbered):
     foreground = _pad_to_blocks(foreground, block, False)
     if values is not None:
         values = _pad_to_blocks(values, block, 0)
+    lone_left = lone_right = lone_id = None
     if block == (2, 2) and connectivity == 1:
-        _, lone_left, lone_right, node_foreground, node_links = _diagonal_squares(foreground)
+        lone_left, lone_right, node_foreground, node_links = _diagonal_squares(foreground)
     else:
         links = _pixel_links(foreground, values, connectivity)
         node_foreground, node_links = _node_graph(foreground, links, block)
@@ -342,14 +388,14 @@ def _block_labels(foreground, values, connectivity, block, max_iter, numbered):
             roots, count = _number_nodes(roots, node_foreground)
         labels = _spread(roots, block)
     else:
-        nodes = ops.shape(roots)[1] * ops.shape(roots)[2]
-        if connectivity == 1:
-            labels = _lone_roots(roots, foreground, lone_left, lone_right)
-            id_count = nodes + ops.shape(foreground)[1] * ops.shape(foreground)[2]
-        else:
-            labels, id_count = _spread(roots, block), nodes
+        if lone_left is not None:
+            lone_id = _lone_ids(roots, foreground, lone_left, lone_right)
         if numbered:
-            labels, count = _number_by_first_pixel(labels, foreground, id_count)
+            labels, count = _number_squares(
+                roots, node_foreground, foreground, lone_left, lone_right, lone_id
+            )
+        else:
+            labels = _square_pixels(roots, lone_id, lone_left, lone_right)
     labels = ops.where(foreground, labels, 0 if numbered else -1)[:, :height, :width]
     return labels, count, converged, iterations
 
