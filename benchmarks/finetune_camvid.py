@@ -93,7 +93,7 @@ def run(start, root, steps, out):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data"))
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--out", default="runs/finetune_camvid")
     parser.add_argument("--record", help="folder for the histories and results")

@@ -30,7 +30,7 @@ SEEDS = 0.9
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data"))
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     root = Path(args.data) / "isbi2012-membrane" / "train"

@@ -6,12 +6,12 @@ queue, one pixel at a time. Flooding is also a minimum spanning forest rooted at
 `max(level(p), level(q))`, the tree of one seed. Borůvka's algorithm builds that forest in
 rounds: every tree without a seed takes its least outgoing edge and joins the tree at its
 other end, so the number of seedless trees at least halves each round, and the rounds grow
-with the logarithm of the image's size (19 for 512 x 512) rather than with the length of the
-flooding paths. Inside plateaus, levels are refined by the distance to the plateau's lower
-border (the breadth-first order of the queue); ties between edges of equal weight go to the
-edge whose lower end is lower (the neighbour the queue pops first), then to the smaller
-edge index, so every edge has a distinct rank and only two trees choosing each other can
-form a cycle.
+with the logarithm of the image's size (at most 19 for 512 x 512, 5 on ISBI cell maps)
+rather than with the length of the flooding paths. Inside plateaus, levels are refined by
+the distance to the plateau's lower border (the breadth-first order of the queue); ties
+between edges of equal weight go to the edge whose lower end is lower (the neighbour the
+queue pops first), then to the smaller edge index, so every edge has a distinct rank and
+only two trees choosing each other can form a cycle.
 
 Written with keras.ops only (scatter-min onto the roots, pointer jumping), batched, and
 compilable with XLA.

@@ -424,10 +424,10 @@ def label_components(foreground, connectivity, values=None, max_iter=None):
     """
     if values is None:
         return _binary_labels(foreground, connectivity, max_iter)
-    padded = _pad_to_blocks(foreground, (1, 2), False)
-    links = _pixel_links(padded, _pad_to_blocks(values, (1, 2), 0), connectivity)
 
     def several_values():  # pairs hold together unless two values meet inside one
+        padded = _pad_to_blocks(foreground, (1, 2), False)
+        links = _pixel_links(padded, _pad_to_blocks(values, (1, 2), 0), connectivity)
         return ops.cond(
             _pairs_hold_together(padded, links),
             lambda: _block_labels(foreground, values, connectivity, (1, 2), max_iter, True),
