@@ -34,7 +34,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import skimage.io
+from isbi import membrane_slices
 from keras import ops
 from timing import interleaved, median_ms
 
@@ -164,11 +164,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--slow-repeats", type=int, default=3)
     args = parser.parse_args()
-    folder = Path(args.data) / "isbi2012-membrane"
-    paths = sorted(folder.glob("train/image/*.png")) + sorted(folder.glob("test/*.png"))
-    if not paths:
-        raise SystemExit(f"no ISBI 2012 slices under {folder}; pass --data <shared data folder>")
-    images = np.stack([skimage.io.imread(p) for p in paths])
+    images = membrane_slices(args.data)
     expected = np.stack([np.bincount(image.ravel(), minlength=BINS) for image in images])
     tensor = ops.convert_to_tensor(images)
     n = len(images)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import skimage.io
 import tensorflow as tf
+from isbi import membrane_slices
 from skimage import filters
 from timing import interleaved
 
@@ -110,11 +110,7 @@ def main():
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data"))
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-    folder = Path(args.data) / "isbi2012-membrane"
-    paths = sorted(folder.glob("train/image/*.png")) + sorted(folder.glob("test/*.png"))
-    if not paths:
-        raise SystemExit(f"no ISBI 2012 slices under {folder}; pass --data <shared data folder>")
-    images = np.stack([skimage.io.imread(p) for p in paths])
+    images = membrane_slices(args.data)
     tensor = tf.constant(images[..., None])
     for layer_class, fn in METHODS.values():
         check(layer_class, fn, images, tensor)
