@@ -347,10 +347,5 @@ def test_load_state_dict_formats(tmp_path, resnet18_weights):
     else:
         np.testing.assert_array_equal(load_state_dict(path)[key], value)
 
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="torch"):
-            load_state_dict(tmp_path / "w.pth")
     with pytest.raises(ValueError, match="extension"):
         load_state_dict(tmp_path / "w.h5")

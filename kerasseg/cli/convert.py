@@ -15,9 +15,7 @@ def add_parser(commands, parents):
         parents=parents,
         help="convert torchvision Mask R-CNN weights to a Keras .weights.h5 file",
     )
-    parser.add_argument(
-        "source", help="torchvision state dict: .pth (needs torch), .safetensors or .npz"
-    )
+    parser.add_argument("source", help="torchvision state dict: .pth, .safetensors or .npz")
     parser.add_argument(
         "--model",
         default="maskrcnn_resnet50_fpn",

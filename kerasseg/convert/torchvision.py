@@ -1,8 +1,9 @@
-"""torchvision detection weights -> kerasseg Keras models (numpy core; torch only for `.pth`).
+"""torchvision detection weights -> kerasseg Keras models (numpy only).
 
 A torchvision state dict is handled as a plain ``{key: numpy array}`` dict, so conversion
-needs no torch: `load_state_dict` reads ``.npz`` and ``.safetensors`` with numpy (torch is
-used only to read ``.pth``/``.pt`` pickles, when installed).
+needs no torch: `load_state_dict` reads ``.npz`` and ``.safetensors`` with numpy, and
+``.pth``/``.pt`` files (``torch.save``'s zip format) with `kerasseg.convert.torch_pickle`,
+which refuses pickled code; only files in torch's legacy (before 1.6) format need torch.
 
 Structure, so heads can be added next to the backbone:
 
@@ -34,6 +35,7 @@ import keras
 import numpy as np
 
 from kerasseg import registry
+from kerasseg.convert.torch_pickle import is_legacy_checkpoint, read_torch_checkpoint
 from kerasseg.models.maskrcnn.backbone import FrozenBatchNorm
 from kerasseg.models.maskrcnn.heads import heads_weights_from_state_dict
 
@@ -430,6 +432,20 @@ def torchvision_param_count(model):
     return sum(int(np.prod(w.shape)) for w in model.weights if id(w) not in buffers)
 
 
+def _legacy_state_dict(path):
+    """A state dict in torch's legacy (before 1.6) format, through torch's weights-only
+    loader (which refuses pickled code) where torch is installed."""
+    try:  # optional and heavy, imported only for this format
+        import torch
+    except ImportError:
+        raise ValueError(
+            f"{path} is in torch's legacy (before 1.6) format, which kerasseg reads only "
+            "through torch (pip install torch); or re-save it with a recent torch: "
+            "torch.save(torch.load(f, weights_only=True), f2)"
+        ) from None
+    return _from_torch(torch.load(path, map_location="cpu", weights_only=True), path, torch)
+
+
 def _from_torch(obj, path, torch):
     if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
         for wrapper in ("model", "state_dict"):  # training checkpoints wrap the state dict
@@ -452,8 +468,10 @@ def load_state_dict(path):
     """Read a state dict as ``{key: numpy array}`` from ``.npz``, ``.safetensors`` or ``.pth``.
 
     ``.safetensors`` needs the `safetensors` package (its numpy API, no torch); ``.pth`` /
-    ``.pt`` / ``.bin`` need torch (loaded with ``weights_only=True``; bfloat16 tensors become
-    float32).
+    ``.pt`` / ``.bin`` (``torch.save``'s zip format, torch >= 1.6) are read without torch by
+    `kerasseg.convert.torch_pickle.read_torch_checkpoint`, which refuses any pickled code;
+    bfloat16 tensors become float32, exactly. Files in torch's legacy (before 1.6) format
+    need torch (its weights-only loader).
 
     Args:
         path: the file.
@@ -463,7 +481,8 @@ def load_state_dict(path):
 
     Raises:
         ImportError: the package the format needs is not installed.
-        ValueError: the extension is not supported, or the file holds no state dict.
+        ValueError: the extension is not supported, or the file holds no state dict (for a
+            torch file: also a legacy or corrupt file, or one naming a non-tensor global).
     """
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
@@ -479,14 +498,9 @@ def load_state_dict(path):
             ) from error
         return dict(load_file(path))
     if ext in (".pth", ".pt", ".bin"):
-        try:  # optional and heavy, imported only for this format
-            import torch
-        except ImportError as error:
-            raise ImportError(
-                f"reading the torch pickle {path} needs torch (pip install torch); or convert it "
-                "once to .npz / .safetensors where torch is installed"
-            ) from error
-        return _from_torch(torch.load(path, map_location="cpu", weights_only=True), path, torch)
+        if is_legacy_checkpoint(path):
+            return _legacy_state_dict(path)
+        return read_torch_checkpoint(path)
     raise ValueError(
         f"`path`: unsupported extension {ext!r} of {path}; accepted: .npz, .safetensors, "
         ".pth, .pt, .bin"
@@ -497,8 +511,8 @@ def convert_file(source, destination, model="maskrcnn_resnet50_fpn"):
     """Convert a torchvision Mask R-CNN checkpoint to a Keras ``.weights.h5`` file.
 
     Args:
-        source: ``.pth`` (needs torch), ``.safetensors`` or ``.npz`` state dict, e.g.
-            torchvision's ``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``.
+        source: ``.pth`` (no torch needed but for legacy files), ``.safetensors`` or ``.npz``
+            state dict, e.g. torchvision's ``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``.
         destination: the ``.weights.h5`` file to write; load it with
             ``kerasseg.load(model, num_classes=..., weights=destination)``.
         model: the registry name of the architecture the weights belong to.
