@@ -205,11 +205,6 @@ def test_files_that_are_not_torch_zips(tmp_path):
 def test_broken_torch_files(tmp_path):
     torch = pytest.importorskip("torch")
     torch.save({"w": torch.arange(6.0)}, tmp_path / "ok.pth")
-    torch.save({"w": torch.arange(6.0)}, tmp_path / "old.pth", _use_new_zipfile_serialization=False)
-    with pytest.raises(
-        ValueError, match=r"old\.pth is in torch's legacy .* torch\.save\(torch\.load"
-    ):
-        read_torch_checkpoint(tmp_path / "old.pth")
 
     raw = bytearray((tmp_path / "ok.pth").read_bytes())
     at = bytes(raw).index(np.arange(6.0, dtype=np.float32).tobytes())
@@ -253,16 +248,31 @@ def test_tensor_reaching_past_its_storage(tmp_path):
         read_torch_checkpoint(tmp_path / "past.pth")
 
 
-def test_legacy_files_go_through_torch_weights_only_loader(tmp_path, monkeypatch):
-    """torch's legacy (before 1.6) format: the reader refuses it, `load_state_dict` reads it
-    with torch's weights-only loader where torch is installed, else says what to do."""
+def test_legacy_files_read_without_torch(tmp_path, monkeypatch):
+    """torch's legacy (before 1.6) format: read without torch, equal to torch.load; a
+    truncated legacy file and code in its pickle are refused."""
     torch = pytest.importorskip("torch")
-    state = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "n": torch.tensor(3)}
+    state = collections.OrderedDict(
+        w=torch.arange(6, dtype=torch.float32).reshape(2, 3),
+        n=torch.tensor(3),
+        half=torch.linspace(-1, 1, 5, dtype=torch.float16),
+        bf16=torch.tensor([1.0, -2.5, 0.15625], dtype=torch.bfloat16),
+        view=torch.arange(20, dtype=torch.int32).reshape(4, 5)[1:, ::2],
+    )
     path = tmp_path / "legacy.pth"
     torch.save(state, path, _use_new_zipfile_serialization=False)
-    with pytest.raises(ValueError, match=r"legacy\.pth is in torch's legacy \(before 1\.6\)"):
-        read_torch_checkpoint(path)
-    _assert_same(load_state_dict(path), {k: v.numpy() for k, v in state.items()})
+    expected = _reference(torch, torch.load(path, weights_only=True))
     monkeypatch.setitem(sys.modules, "torch", None)
-    with pytest.raises(ValueError, match=r"legacy \(before 1\.6\) format, which kerasseg reads"):
-        load_state_dict(path)
+    _assert_same(load_state_dict(path), expected)
+    whole = path.read_bytes()
+    (tmp_path / "cut.pth").write_bytes(whole[:-10])
+    with pytest.raises(ValueError, match=r"cut\.pth: storage .* the file is truncated"):
+        read_torch_checkpoint(tmp_path / "cut.pth")
+    sentinel = tmp_path / "ran"
+    header = [0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True}]
+    evil = b"".join(pickle.dumps(part, protocol=2) for part in header)
+    evil += pickle.dumps({"x": _Payload(os.system, f"touch '{sentinel}'")}, protocol=2)
+    (tmp_path / "evil.pth").write_bytes(evil)
+    with pytest.raises(ValueError, match=r"evil\.pth: kerasseg refuses to load"):
+        read_torch_checkpoint(tmp_path / "evil.pth")
+    assert not sentinel.exists()

@@ -1,4 +1,4 @@
-"""Weight converters from other ecosystems (numpy state dicts; torch only for legacy files).
+"""Weight converters from other ecosystems (numpy state dicts; no torch needed).
 
 The converters live in the submodules (`kerasseg.convert.torchvision`).
 """

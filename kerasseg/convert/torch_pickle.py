@@ -15,7 +15,10 @@ numpy arrays and plain containers, and refuses every other global before anythin
 called, so a malicious file cannot run code. This is the idea of torch's own
 ``weights_only=True`` loader (``torch/_weights_only_unpickler.py``).
 
-Not read: torch's legacy (pre-1.6) format, quantized, sparse and float8 tensors, and
+It also reads torch's legacy (before 1.6) format, a sequence of pickles followed by the raw
+storages (`_read_legacy`), with the same restricted unpickler.
+
+Not read: quantized, sparse and float8 tensors, storage views (torch before 1.0), and
 training checkpoints that pickle other objects (optimizers, ``argparse.Namespace``); each
 is refused with a one-line message saying how to re-save the file.
 """
@@ -73,6 +76,7 @@ TORCH_DTYPES = {
 }
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
 _LEGACY_START = b"\x80\x02\x8a\x0a" + _LEGACY_MAGIC.to_bytes(10, "little")
+_LEGACY_PROTOCOL = 1001  # torch.serialization.PROTOCOL_VERSION
 # What a corrupt data.pkl or entry raises while read (a bad opcode, memo index, argument).
 _UNREADABLE = (
     pickle.UnpicklingError,
@@ -298,6 +302,81 @@ class _Unpickler(pickle.Unpickler):
         return self.reader.storage(pid)
 
 
+class _LegacyReader(_Reader):
+    """The storages of a legacy file: first collected from the object pickle (their type
+    and size), then read from after it, for a second unpickling that builds the tensors."""
+
+    def __init__(self, path):
+        super().__init__(path, None, "", "little")
+        self.records = {}  # storage key -> (element code, element count)
+        self.collecting = True
+
+    def storage(self, record):
+        """Resolve ``('storage', type, key, location, numel, view)`` to a `_Storage`."""
+        if not (isinstance(record, tuple) and len(record) == 6 and record[0] == "storage"):
+            raise self.fail(f"the pickle holds the persistent id {record!r}, not a storage record")
+        _, kind, key, _location, numel, view = record
+        if not (isinstance(kind, _Global) and kind.name in _STORAGE_CODES):
+            raise self.fail(f"storage record {record!r} names no storage type")
+        if not (isinstance(key, str) and _is_index(numel)) or _STORAGE_CODES[kind.name] is None:
+            raise self.fail(f"storage record {record!r} has a bad key, type or element count")
+        if view is not None:
+            raise self.fail(f"storage {key!r} is a view (torch before 1.0), which is not read")
+        code = _STORAGE_CODES[kind.name]
+        if self.collecting:
+            self.records[key] = (code, numel)
+            return _Storage(key=key, raw=np.zeros(0, np.uint8), code=code)
+        raw = self.raw.get(key)
+        itemsize = _element_dtype(code, "little").itemsize
+        if raw is None or raw.size < numel * itemsize:
+            raise self.fail(
+                f"storage {key!r} is missing or short; the file is truncated or corrupt"
+            )
+        return _Storage(key=key, raw=raw[: numel * itemsize], code=code)
+
+    def tensor(self, storage, offset, size, stride, code=None):
+        if self.collecting:  # only the storages' records matter in the first pass
+            return np.zeros(0, np.uint8)
+        return super().tensor(storage, offset, size, stride, code)
+
+
+def _read_legacy(path, file):
+    """The object of a legacy (before 1.6) torch file: pickles of the magic number, the
+    protocol version, the system's info and the object, then the list of storage keys, then
+    each storage as an 8-byte little-endian element count and its raw bytes."""
+    reader = _LegacyReader(path)
+
+    def load():
+        return _Unpickler(file, reader).load()
+
+    if load() != _LEGACY_MAGIC or load() != _LEGACY_PROTOCOL:
+        raise reader.fail("not a torch legacy file: wrong magic number or protocol version")
+    info = load()
+    if not (isinstance(info, dict) and info.get("little_endian", True) is True):
+        raise reader.fail("a legacy file written on a big-endian machine is not read")
+    start = file.tell()
+    load()  # first pass: the storages' records
+    keys = load()
+    if not (isinstance(keys, list) and all(isinstance(key, str) for key in keys)):
+        raise reader.fail("the list of storage keys is not a list of names")
+    for key in keys:
+        if key not in reader.records:
+            raise reader.fail(f"storage {key!r} is listed but no tensor uses it")
+        code, _ = reader.records[key]
+        count = int.from_bytes(file.read(8), "little")
+        size = count * _element_dtype(code, "little").itemsize
+        data = file.read(size)
+        if len(data) != size:
+            raise reader.fail(
+                f"storage {key!r} should hold {size} bytes, the file has {len(data)} left; "
+                "the file is truncated: download or save it again"
+            )
+        reader.raw[key] = np.frombuffer(data, dtype=np.uint8)
+    file.seek(start)
+    reader.collecting = False
+    return load()
+
+
 def is_legacy_checkpoint(path):
     """Whether `path` starts like torch's legacy (before 1.6) pickle format.
 
@@ -305,7 +384,7 @@ def is_legacy_checkpoint(path):
         path: the file.
 
     Returns:
-        True for the legacy format, which `read_torch_checkpoint` refuses.
+        True for the legacy format.
     """
     with open(path, "rb") as file:
         return file.read(len(_LEGACY_START)).startswith(_LEGACY_START)
@@ -315,11 +394,6 @@ def _open_archive(path):
     """The zip archive of `path`, or a one-line error saying what the file is instead."""
     with open(path, "rb") as file:
         start = file.read(len(_LEGACY_START))
-    if start.startswith(_LEGACY_START):
-        raise _Refused(
-            f"{path} is in torch's legacy (before 1.6) format, which kerasseg does not read; "
-            f"re-save it with a recent torch: {_RESAVE}"
-        )
     try:
         return zipfile.ZipFile(path)
     except zipfile.BadZipFile as error:
@@ -376,7 +450,7 @@ def _state_dict_of(obj, path):
 
 
 def read_torch_checkpoint(path):
-    """Read a ``torch.save`` zip checkpoint as ``{name: numpy array}``, without torch.
+    """Read a ``torch.save`` checkpoint as ``{name: numpy array}``, without torch.
 
     Reads the state dict at the top of the file, or under ``"model"`` / ``"state_dict"``
     when the top level holds no tensor (training checkpoints). Arrays are contiguous copies
@@ -396,19 +470,23 @@ def read_torch_checkpoint(path):
 
     Raises:
         FileNotFoundError: `path` does not exist.
-        ValueError: the file is not a torch zip checkpoint (legacy format, plain pickle,
+        ValueError: the file is not a torch checkpoint (plain pickle,
             truncated or corrupt zip, missing ``data.pkl`` or storage), names a global
             outside `ALLOWED_GLOBALS`, or holds no state dict. The message names the file.
     """
     path = os.fspath(path)
-    with _open_archive(path) as archive:
-        try:
-            obj = _unpickle(path, archive)
-        except _Refused:
-            raise
-        except _UNREADABLE as error:
-            raise _Refused(
-                f"{path}: the checkpoint could not be read ({type(error).__name__}: {error}); the "
-                "file is corrupt or not a state dict: download or save it again"
-            ) from None
+    try:
+        if is_legacy_checkpoint(path):
+            with open(path, "rb") as file:
+                obj = _read_legacy(path, file)
+        else:
+            with _open_archive(path) as archive:
+                obj = _unpickle(path, archive)
+    except _Refused:
+        raise
+    except _UNREADABLE as error:
+        raise _Refused(
+            f"{path}: the checkpoint could not be read ({type(error).__name__}: {error}); the "
+            "file is corrupt or not a state dict: download or save it again"
+        ) from None
     return _state_dict_of(obj, path)

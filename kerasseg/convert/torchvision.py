@@ -2,8 +2,8 @@
 
 A torchvision state dict is handled as a plain ``{key: numpy array}`` dict, so conversion
 needs no torch: `load_state_dict` reads ``.npz`` and ``.safetensors`` with numpy, and
-``.pth``/``.pt`` files (``torch.save``'s zip format) with `kerasseg.convert.torch_pickle`,
-which refuses pickled code; only files in torch's legacy (before 1.6) format need torch.
+``.pth``/``.pt`` files (``torch.save``'s zip and legacy formats) with
+`kerasseg.convert.torch_pickle`, which refuses pickled code.
 
 Structure, so heads can be added next to the backbone:
 
@@ -35,7 +35,7 @@ import keras
 import numpy as np
 
 from kerasseg import registry
-from kerasseg.convert.torch_pickle import is_legacy_checkpoint, read_torch_checkpoint
+from kerasseg.convert.torch_pickle import read_torch_checkpoint
 from kerasseg.models.maskrcnn.backbone import FrozenBatchNorm
 from kerasseg.models.maskrcnn.heads import heads_weights_from_state_dict
 
@@ -432,46 +432,13 @@ def torchvision_param_count(model):
     return sum(int(np.prod(w.shape)) for w in model.weights if id(w) not in buffers)
 
 
-def _legacy_state_dict(path):
-    """A state dict in torch's legacy (before 1.6) format, through torch's weights-only
-    loader (which refuses pickled code) where torch is installed."""
-    try:  # optional and heavy, imported only for this format
-        import torch
-    except ImportError:
-        raise ValueError(
-            f"{path} is in torch's legacy (before 1.6) format, which kerasseg reads only "
-            "through torch (pip install torch); or re-save it with a recent torch: "
-            "torch.save(torch.load(f, weights_only=True), f2)"
-        ) from None
-    return _from_torch(torch.load(path, map_location="cpu", weights_only=True), path, torch)
-
-
-def _from_torch(obj, path, torch):
-    if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        for wrapper in ("model", "state_dict"):  # training checkpoints wrap the state dict
-            if isinstance(obj.get(wrapper), dict):
-                return _from_torch(obj[wrapper], path, torch)
-    if not isinstance(obj, dict):
-        raise ValueError(f"`path`: {path} holds a {type(obj).__name__}, not a state dict")
-    out = {}
-    for key, value in obj.items():
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu()
-            if value.dtype == torch.bfloat16:  # numpy has no bfloat16
-                value = value.float()
-            value = value.numpy()
-        out[key] = np.asarray(value)
-    return out
-
-
 def load_state_dict(path):
     """Read a state dict as ``{key: numpy array}`` from ``.npz``, ``.safetensors`` or ``.pth``.
 
     ``.safetensors`` needs the `safetensors` package (its numpy API, no torch); ``.pth`` /
     ``.pt`` / ``.bin`` (``torch.save``'s zip format, torch >= 1.6) are read without torch by
     `kerasseg.convert.torch_pickle.read_torch_checkpoint`, which refuses any pickled code;
-    bfloat16 tensors become float32, exactly. Files in torch's legacy (before 1.6) format
-    need torch (its weights-only loader).
+    bfloat16 tensors become float32, exactly; torch's legacy (before 1.6) format too.
 
     Args:
         path: the file.
@@ -498,8 +465,6 @@ def load_state_dict(path):
             ) from error
         return dict(load_file(path))
     if ext in (".pth", ".pt", ".bin"):
-        if is_legacy_checkpoint(path):
-            return _legacy_state_dict(path)
         return read_torch_checkpoint(path)
     raise ValueError(
         f"`path`: unsupported extension {ext!r} of {path}; accepted: .npz, .safetensors, "
@@ -511,8 +476,8 @@ def convert_file(source, destination, model="maskrcnn_resnet50_fpn"):
     """Convert a torchvision Mask R-CNN checkpoint to a Keras ``.weights.h5`` file.
 
     Args:
-        source: ``.pth`` (no torch needed but for legacy files), ``.safetensors`` or ``.npz``
-            state dict, e.g. torchvision's ``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``.
+        source: ``.pth`` (no torch needed), ``.safetensors`` or ``.npz`` state dict, e.g.
+            torchvision's ``maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth``.
         destination: the ``.weights.h5`` file to write; load it with
             ``kerasseg.load(model, num_classes=..., weights=destination)``.
         model: the registry name of the architecture the weights belong to.
