@@ -92,9 +92,7 @@ def _node_graph(foreground, links, block):
                 offset = ((row + dy) // rows, (column + dx) // columns)
                 if offset == (0, 0):
                     continue  # a link inside the block
-                part = link[:, row::rows, column::columns]
-                previous = node_links.get(offset)
-                node_links[offset] = part if previous is None else previous | part
+                _link(node_links, offset, link[:, row::rows, column::columns])
     return node_foreground, node_links
 
 
@@ -214,6 +212,7 @@ def _interleave(top_left, top_right, bottom_left, bottom_right):
 
 
 def _link(node_links, offset, link):
+    """Adds `link` (OR) to the links of `node_links` at `offset`."""
     previous = node_links.get(offset)
     node_links[offset] = link if previous is None else ops.logical_or(previous, link)
 
