@@ -131,3 +131,11 @@ def test_rounds_grow_with_the_log_of_the_size():
     expected = np.stack([watershed(x, markers=m, connectivity=1) for x, m in pairs])
     assert np.mean(got.numpy() == expected) >= 0.995
     assert int(rounds) <= np.log2(96 * 80) + 1
+
+
+def test_tiny_and_empty_batches():
+    """A 1 x 1 image that is one seed (label 1 = its pixel count), and an empty batch."""
+    assert np.asarray(SeededWatershed()(np.full((1, 1, 1, 1), 0.95, np.float32))).tolist() == [
+        [[1]]
+    ]
+    assert np.asarray(SeededWatershed()(np.zeros((0, 5, 7, 1), np.float32))).shape == (0, 5, 7)

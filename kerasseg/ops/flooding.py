@@ -168,12 +168,14 @@ def flood_from_seeds(level, seeds):
 
     # Each seed is one tree rooted at its first pixel; every other pixel is a tree alone.
     seed_pixels = seeds > 0
+    labels = size + 1  # seed labels 0..size (a 1-pixel seed can fill a 1 x 1 image)
+    seed_ids = seeds + image * labels
     first = ops.segment_min(
         ops.reshape(ops.where(seed_pixels, index, _LARGE), (-1,)),
-        ops.reshape(seeds + offsets, (-1,)),
-        num_segments=n_images * size,
+        ops.reshape(seed_ids, (-1,)),
+        num_segments=n_images * labels,
     )
-    parent = ops.where(seed_pixels, at(first, seeds), index)
+    parent = ops.where(seed_pixels, ops.take(first, seed_ids), index)
 
     def round_body(parent, hooked, rounds):
         high, low, edge, other = _least_edges(parent, completed, index, width)
