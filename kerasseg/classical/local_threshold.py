@@ -8,8 +8,8 @@ holds them exactly (uint16 / int32 for 8-bit images, float64 otherwise); borders
 or numpy "reflect") are concatenated, only the border rows gathered; the Gaussian is a
 separable sum of shifted slices with OpenCV's float32 rounding. keras.ops only, no
 convolution. All layers run eagerly, in `tf.function`, with XLA (`jit_compile=True`, 3-6x
-faster on CPU) and in `tf.data` pipelines;
-`benchmarks/local_threshold.py` times them against OpenCV and scikit-image.
+faster on CPU) and in `tf.data` pipelines; `benchmarks/local_threshold.py` times them
+against OpenCV and scikit-image.
 
 References:
     OpenCV `cv::adaptiveThreshold` (imgproc, "Miscellaneous Image Transformations").
