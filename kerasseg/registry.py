@@ -56,13 +56,17 @@ class ModelEntry:
         num_classes: classes of the default model (None: data-dependent).
         preprocessing: the `ImagePreprocessing` mode the inputs need, or a function of the
             builder's arguments that returns it.
-        weights: {name: `kerasseg.weights.WeightsInfo`}.
+        weights: {name: `kerasseg.weights.WeightsInfo` or
+            `kerasseg.public_weights.PublicWeights`}.
         architecture: for presets, the architecture they instantiate.
         defaults: for presets, the arguments they fix.
         default_weights: for presets, the named weights they load unless told otherwise.
         arguments: the keywords `load` accepts, when the builder's signature does not say (a
             builder that imports its model only when called); None: the signature's.
         backends: the Keras backends the model runs on; None for all.
+        class_names: for presets whose classes are not a `kerasseg.datasets` data set's,
+            one name per class id (e.g. `kerasseg.class_sets.VOC`'s); None otherwise.
+        colours: an (r, g, b) per class id, with `class_names`; None for generic colours.
     """
 
     name: str
@@ -80,6 +84,8 @@ class ModelEntry:
     default_weights: str | None = None
     arguments: tuple | None = None
     backends: tuple | None = None
+    class_names: tuple | None = None
+    colours: tuple | None = None
 
     @property
     def is_preset(self):
@@ -114,6 +120,25 @@ class ModelEntry:
                 f"ops); Keras runs on {backend!r} here. Set KERAS_BACKEND={self.backends[0]} "
                 "before importing keras."
             )
+
+    def fetch_weights(self, weights_name=None):
+        """The local path of the entry's named weights (default: its default weights),
+        downloading (and for public checkpoints converting) them once.
+
+        Raises:
+            ValueError: the entry has no such weights, or a file fails its check.
+            OSError: the file is not cached and cannot be downloaded.
+        """
+        weights_name = weights_name or self.default_weights
+        if weights_name not in self.weights:
+            raise ValueError(
+                f"`weights`: {self.name!r} has no weights named {weights_name!r}; it has "
+                f"{sorted(self.weights) or 'none'}."
+            )
+        info = self.weights[weights_name]
+        if isinstance(info, weights_lib.WeightsInfo):
+            return weights_lib.fetch(info)
+        return info.fetch()
 
     def preprocessing_for(self, arguments=None):
         """The `ImagePreprocessing` mode for a model built with `arguments`."""
@@ -155,6 +180,7 @@ class ModelEntry:
             "split": first.split if first else "",
             "metrics": dict(first.metrics) if first else {},
             "backends": list(self.backends) if self.backends else "all",
+            "class_names": list(self.class_names) if self.class_names else None,
         }
         if details:
             summary["argument_details"] = rows
@@ -402,6 +428,8 @@ def register_model(
     default_weights=None,
     arguments=None,
     backends=None,
+    class_names=None,
+    colours=None,
     overwrite=False,
 ):
     """Register an architecture or a preset under `name`.
@@ -412,9 +440,11 @@ def register_model(
     Args:
         name: the snake_case name `load` takes.
         builder: a function, `builder(**arguments)` returns a `keras.Model`.
-        weights: a sequence of `kerasseg.weights.WeightsInfo`.
+        weights: a sequence of `kerasseg.weights.WeightsInfo` (files shipped or downloaded
+            as they are) or `kerasseg.public_weights.PublicWeights` (public checkpoints,
+            converted on first use).
         overwrite: replace an entry of the same name instead of refusing.
-        task, description, ..., backends: the `ModelEntry` attributes of the same names.
+        task, description, ..., colours: the `ModelEntry` attributes of the same names.
 
     Returns:
         The `ModelEntry`, or with no `builder`, a decorator.
@@ -456,6 +486,8 @@ def register_model(
             "defaults": dict(defaults or {}),
             "arguments": None if arguments is None else tuple(arguments),
             "backends": None if backends is None else tuple(backends),
+            "class_names": None if class_names is None else tuple(class_names),
+            "colours": None if colours is None else tuple(tuple(c) for c in colours),
         },
     )
     _REGISTRY[name] = entry
@@ -519,7 +551,7 @@ def load(name, weights="default", **kwargs):
     if weights is None:
         return model
     if isinstance(weights, str) and weights in entry.weights:
-        path = weights_lib.fetch(entry.weights[weights])
+        path = entry.fetch_weights(weights)
     elif isinstance(weights, str | Path) and str(weights).endswith(weights_lib.WEIGHT_SUFFIXES):
         path = weights
     else:

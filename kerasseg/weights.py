@@ -11,6 +11,7 @@ is refused.
 
 import dataclasses
 import hashlib
+import http.client
 import json
 import logging
 import math
@@ -34,6 +35,7 @@ __all__ = [
     "WeightsInfo",
     "WeightsReport",
     "check_keras_archive",
+    "download",
     "fetch",
     "home_dir",
     "load_weights_file",
@@ -153,40 +155,86 @@ def fetch(info, *, progress=True):
 
 
 def _download(info, path, progress):
-    """Download `info.url` to `path`, written atomically only when its size and sha256 are
-    `info`'s, with a progress bar by KiB (`keras.utils.Progbar`, on stdout) when `progress`.
+    """Download `info.url` to `path`, written only when its size and sha256 are `info`'s.
 
     Raises:
         ValueError: the bytes received do not match `info.size` or `info.sha256` (nothing is
             written).
         OSError: the server cannot be reached or answers with an error.
     """
-    if progress:
-        print(f"kerasseg: downloading {info.file_name} ({info.size / 1e6:.1f} MB) from {info.url}")
-    bar = keras.utils.Progbar(
-        max(math.ceil(info.size / 1024), 1), verbose=int(bool(progress)), unit_name="KiB"
-    )
-    digest, received = hashlib.sha256(), 0
-    with (
-        urllib.request.urlopen(info.url, timeout=_TIMEOUT) as response,
-        files.atomic_path(path) as temporary,
-        open(temporary, "wb") as f,
-    ):
-        while block := response.read(1 << 16):
-            f.write(block)
-            digest.update(block)
-            received += len(block)
-            if received > info.size:  # a larger file is wrong whatever follows: stop reading
-                break
-            bar.update(received // 1024, finalize=False)
-        bar.update(math.ceil(received / 1024), finalize=True)
-        if received != info.size or digest.hexdigest() != info.sha256:
+
+    def verify(received, sha256):
+        if received != info.size or sha256 != info.sha256:
             raise ValueError(
                 f"weights {info.name!r}: the file downloaded from {info.url} is corrupted or "
                 f"truncated ({received} bytes of {info.size}, sha256 "
-                f"{'matching' if digest.hexdigest() == info.sha256 else 'mismatch'}); it was "
-                "deleted."
+                f"{'matching' if sha256 == info.sha256 else 'mismatch'}); it was deleted."
             )
+
+    download(info.url, path, size=info.size, verify=verify, progress=progress)
+
+
+def download(url, path, *, size=None, verify=None, progress=True):
+    """Download `url` to `path` atomically, with a progress bar by KiB (on stdout).
+
+    The bytes go to a temporary file beside `path` (`kerasseg.files.atomic_path`), which
+    replaces `path` only once `verify(received_bytes, sha256_hex)` has returned; if it
+    raises, or the transfer fails, nothing is written. With `size` given, reading stops
+    after `size + 1` bytes (a larger file is wrong whatever follows).
+
+    Args:
+        url: the address (http, https or file).
+        path: the destination.
+        size: the expected size in bytes, or None when unknown (the bar then counts KiB).
+        verify: a function of (bytes received, sha256 hex digest) that raises when the file
+            is wrong; None accepts any file.
+        progress: show the bar and a line naming the file.
+
+    Returns:
+        The sha256 hex digest of the file written.
+
+    Raises:
+        OSError: the server cannot be reached or answers with an error (URLError, HTTPError
+            and timeouts are OSErrors).
+        Whatever `verify` raises.
+    """
+    path = Path(path)
+    try:
+        return _stream(url, path, size, verify, progress)
+    except http.client.HTTPException as error:  # e.g. IncompleteRead: the server stopped early
+        raise OSError(f"the transfer from {url} broke off ({error!r})") from error
+
+
+def _stream(url, path, size, verify, progress):
+    with urllib.request.urlopen(url, timeout=_TIMEOUT) as response:
+        length = response.headers.get("Content-Length", "")
+        announced = int(length) if length.isdigit() else None
+        expected = size if size is not None else announced
+        if progress:
+            shown = f" ({expected / 1e6:.1f} MB)" if expected else ""
+            print(f"kerasseg: downloading {path.name}{shown} from {url}")
+        bar = keras.utils.Progbar(
+            max(math.ceil((expected or 0) / 1024), 1) if expected else None,
+            verbose=int(bool(progress)),
+            unit_name="KiB",
+        )
+        digest, received = hashlib.sha256(), 0
+        with files.atomic_path(path) as temporary, open(temporary, "wb") as f:
+            while block := response.read(1 << 16):
+                f.write(block)
+                digest.update(block)
+                received += len(block)
+                if size is not None and received > size:
+                    break
+                bar.update(received // 1024, finalize=False)
+            bar.update(math.ceil(received / 1024), finalize=True)
+            if announced is not None and received < announced:
+                raise OSError(
+                    f"the transfer from {url} broke off after {received} of {announced} bytes"
+                )
+            if verify is not None:
+                verify(received, digest.hexdigest())
+    return digest.hexdigest()
 
 
 def _find_class_names(config, found):

@@ -24,6 +24,8 @@ FLOORS = {
     "kerasseg.html_page": 1,
     "kerasseg.preprocessing": 2,
     "kerasseg.weights": 2,
+    "kerasseg.public_weights": 2,
+    "kerasseg.class_sets": 2,
     "kerasseg.run_folder": 2,
     "kerasseg.registry": 3,
     "kerasseg.models": 4,

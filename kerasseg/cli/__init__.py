@@ -1,5 +1,5 @@
 """The `kerasseg` command: list models, show one, run the demo, train, evaluate, predict,
-export, convert.
+export, convert, download presets' weights, manage their cache.
 
 Each subcommand lives in its own module with an `add_parser(commands, parents)` function and
 the function that runs it; `common` holds what they share and `models` the building and
@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from kerasseg.cli import convert, demo, evaluate, export, info, predict, train
+from kerasseg.cli import cache, convert, demo, evaluate, export, info, predict, train
 from kerasseg.cli.common import (
     UsageError,
     debug_flag,
@@ -22,7 +22,7 @@ from kerasseg.cli.common import (
 __all__ = ["UsageError", "main", "parse_class_map", "parse_model_arguments"]
 
 # The modules of the subcommands, in the order `kerasseg --help` lists them (info: list, info).
-SUBCOMMANDS = (info, demo, train, evaluate, predict, export, convert)
+SUBCOMMANDS = (info, demo, train, evaluate, predict, export, convert, cache)
 
 
 def _parser():
@@ -59,5 +59,7 @@ def main(argv=None):
         "predict": lambda: predict.run(args),
         "export": lambda: export.run(args),
         "convert": lambda: convert.run(args),
+        "download": lambda: cache.run_download(args),
+        "cache": lambda: cache.run_cache(args),
     }
     return run_command(args.command, commands[args.command], debug=args.debug)

@@ -104,7 +104,8 @@ def model_palette(model, num_classes=None):
 
     Looked up in this order:
     1. a registry preset (by name, or a `keras.Model` loaded by `kerasseg.load` with a
-       preset's weights): the data set named by its weights (`ModelEntry.summary()["dataset"]`);
+       preset's weights): its own class names and colours (`ModelEntry.class_names`), else
+       the data set named by its weights (`ModelEntry.summary()["dataset"]`);
     2. a model file in a `kerasseg train` run folder: the `--dataset` its `run.json`
        records, else the class names it records (with generic colours);
     3. a data set name of `kerasseg.datasets`.
@@ -165,7 +166,12 @@ def preset_dataset(summary):
 
 
 def _preset_palette(entry):
-    """The palette of the data set a registry entry's weights were trained on, or None."""
+    """The palette of a registry entry: its own class names and colours (presets of public
+    checkpoints), else its weights' data set's, else None."""
+    if entry.class_names:
+        colours = entry.colours or generic_palette(len(entry.class_names)).colours
+        background = entry.class_names[0] in ("__background__", "background")
+        return Palette(entry.class_names, colours, uncoloured=(0,) if background else ())
     info = preset_dataset(entry.summary())
     return None if info is None else dataset_palette(info)
 
