@@ -63,6 +63,7 @@ from kerasseg.data.decode import (
     png_is_complete,
 )
 from kerasseg.inference import output_is_logits, task_of
+from kerasseg.inference.colours import known_palette
 from kerasseg.models.maskrcnn.postprocess import paste_masks
 from kerasseg.ops.checks import check_int, check_probability, is_int
 from kerasseg.ops.image import INTEGER_LIMITS, LUMA_WEIGHTS
@@ -723,7 +724,16 @@ def export(
 
 
 def _metadata(plan, base, preprocessing, compute_dtype):
-    """What `METADATA_FILE` records beside the SavedModel."""
+    """What `METADATA_FILE` records beside the SavedModel: with "class_names" and
+    "colours" (one per label id) where the model's classes are known
+    (`kerasseg.inference.colours.known_palette`: a preset's, a training run's)."""
+    palette = known_palette(plan.model)
+    fits = plan.instance or (plan.semantic and len(palette or ()) == max(plan.classes, 2))
+    classes = (
+        {"class_names": list(palette.names), "colours": palette.colours.tolist()}
+        if palette is not None and fits
+        else {}
+    )
     return {
         "model": base.name,
         "task": plan.task,
@@ -736,6 +746,7 @@ def _metadata(plan, base, preprocessing, compute_dtype):
         "outputs": sorted(
             [*plan.outputs, "image_size"] + (["mask_png_bytes"] if "mask" in plan.outputs else [])
         ),
+        **classes,
     }
 
 

@@ -144,7 +144,7 @@ def _no_partial_files(folder):
     return not [p for p in folder.rglob("*") if ".partial-" in p.name]
 
 
-def test_download_verify_convert_cache_then_load_from_cache(server, home):
+def test_download_verify_convert_cache_then_load_from_cache(server, home, tmp_path):
     serving, root = server
     path, conv = _torch_checkpoint(root, "tiny_coco")
     _preset("tiny_full_public_test", serving.url + path)
@@ -166,6 +166,10 @@ def test_download_verify_convert_cache_then_load_from_cache(server, home):
     # The preset's classes reach the palette that overlays and legends use.
     palette = model_palette("tiny_full_public_test")
     assert palette.names == ("a", "b") and palette.colours.tolist() == [[1, 2, 3], [4, 5, 6]]
+    # ... and the export's metadata.
+    exported = kerasseg.export(again, tmp_path / "serving", version=1)
+    metadata = json.loads((exported / "assets.extra" / "kerasseg.json").read_text())
+    assert metadata["class_names"] == ["a", "b"] and metadata["colours"][1] == [4, 5, 6]
     # Fine-tuning to other classes keeps the converted file and re-initialises the head.
     tuned = kerasseg.load("tiny_full_public_test", num_classes=5)
     assert tuned.outputs[0].shape[-1] == 5

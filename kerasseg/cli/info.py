@@ -13,7 +13,7 @@ import textwrap
 
 import kerasseg
 from kerasseg.cli.common import UsageError
-from kerasseg.inference.colours import dataset_palette, preset_dataset
+from kerasseg.inference.colours import dataset_palette, model_palette, preset_dataset
 from kerasseg.registry import TASKS
 
 __all__ = ["add_parser", "classes_of", "info_text", "run_info", "run_list"]
@@ -63,6 +63,13 @@ def classes_of(summary):
     and the note says why.
     """
     count = summary["num_classes"]
+    if summary.get("class_names"):  # a preset of a public checkpoint names its own classes
+        palette = model_palette(summary["name"], len(summary["class_names"]))
+        rows = [
+            {"id": index, "name": name, "colour": [int(c) for c in colour]}
+            for index, (name, colour) in enumerate(zip(palette.names, palette.colours, strict=True))
+        ]
+        return rows, f"the classes of {summary['dataset'] or 'its weights'}"
     labels = None if count is None else max(int(count), 2)
     info = preset_dataset(summary)
     if info is None:
@@ -130,11 +137,21 @@ def _weights_lines(summary):
     if not summary["weights"]:
         return ["Weights: none shipped (random initialisation; `weights=` takes a file)"]
     lines = ["Weights"]
+    public = False
     for name, info in summary["weights"].items():
-        lines += _wrap(f"{name}: {info['file_name']} ({info['size'] / 1e6:.1f} MB)")
+        if info.get("public"):
+            public = True
+            lines += _wrap(
+                f"{name}: {info['source']}, {info['url']}; converted on first load to "
+                f"{info['file_name']} (`kerasseg download {summary['name']}`)"
+            )
+            lines += _wrap(f"licence: {info['licence']}")
+        else:
+            lines += _wrap(f"{name}: {info['file_name']} ({info['size'] / 1e6:.1f} MB)")
     lines += _wrap(f"data set: {summary['dataset']}; split: {summary['split'] or '-'}")
     metrics = ", ".join(f"{key} {value}" for key, value in summary["metrics"].items())
-    return lines + _wrap(f"metrics: {metrics or '-'}")
+    label = "metrics (the publisher's, not re-measured)" if public else "metrics"
+    return lines + _wrap(f"{label}: {metrics or '-'}")
 
 
 def _wrap(text, indent=2):

@@ -94,6 +94,8 @@ def register_public_preset(
         The `kerasseg.registry.ModelEntry`.
     """
     base = registry.get_entry(architecture)
+    figures = ", ".join(f"{key} {value}" for key, value in metrics.items())
+    description = f"{description} [{source}; {figures} on {split}]"
     weights = PublicWeights(
         name=weights_name,
         preset=name,
@@ -150,13 +152,12 @@ for _version, _suffix, _url, _metrics in (
         f"maskrcnn_resnet50_fpn{_suffix}_coco",
         f"maskrcnn_resnet50_fpn{_suffix}",
         {"num_classes": 91},
-        description=f"Mask R-CNN ResNet-50 FPN{' v2' if _version == 2 else ''} trained on "
-        "COCO (torchvision): raw 0..255 RGB images of any size -> instances of 80 object "
-        "categories (91 torchvision category ids)",
+        description=f"Mask R-CNN ResNet-50 FPN{' v2' if _version == 2 else ''} on COCO: raw "
+        "0..255 RGB images of any size -> instances of 80 object categories",
         url=_url,
         assign=maskrcnn_weights,
         class_set=class_sets.COCO,
         source=f"torchvision MaskRCNN_ResNet50_FPN{'_V2' if _version == 2 else ''}_Weights.COCO_V1",
         metrics=_metrics,
-        split="COCO val2017 (torchvision's figures)",
+        split="COCO val2017, as published",
     )

@@ -21,6 +21,7 @@ from kerasseg.palette import Palette, generic_palette
 __all__ = [
     "OVERLAY_UNCOLOURED",
     "dataset_palette",
+    "known_palette",
     "label_classes",
     "model_palette",
     "preset_dataset",
@@ -128,13 +129,15 @@ def model_palette(model, num_classes=None):
     if num_classes is None:
         num_classes = label_classes(model)
     num_classes = check_int(num_classes, "num_classes", 1, context="model_palette")
-    found = _known_palette(model)
+    found = known_palette(model)
     if found is not None and len(found) == num_classes:
         return found
     return generic_palette(num_classes, background=num_classes == 2)
 
 
-def _known_palette(model):
+def known_palette(model):
+    """The palette `model_palette` finds for `model` by steps 1..3, or None (no generic
+    fallback, no class-count check)."""
     if isinstance(model, Palette):
         return model
     if isinstance(model, str) and _entry(model) is not None:
