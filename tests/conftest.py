@@ -3,6 +3,10 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# torch._dynamo (imported by transformers) imports triton where it is installed, and triton
+# crashes a process that already holds TensorFlow. Torch on the CPU needs no triton, so its
+# import is made to fail cleanly instead, for every test module.
+sys.modules.setdefault("triton", None)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -49,6 +49,8 @@ def test_instance_models_are_registered():
         "maskrcnn_resnet50_fpn_v2",
         "maskrcnn_resnet101_fpn",
         "maskrcnn_resnet18_isbi2012",  # the shipped preset
+        "maskrcnn_resnet50_fpn_coco",  # torchvision's checkpoints, converted on first use
+        "maskrcnn_resnet50_fpn_v2_coco",
     }
     assert names["maskrcnn_resnet50_fpn"]["num_classes"] == 91
     with pytest.raises(TypeError, match=r"does not take the argument\(s\) \['backbone'\]"):

@@ -377,3 +377,52 @@ def test_torchvision_presets_are_listed_with_their_sources():
         assert info.metrics == {"box_ap": metrics["box_map"], "mask_ap": metrics["mask_map"]}
         assert entry.class_names == tuple(published["categories"])
         assert (kerasseg.weights.packaged_dir() / info.card).is_file()
+
+
+def test_segformer_checkpoint_full_path_equals_transformers(server, home, data_dir):
+    """A transformers SegFormer-B0 (random weights), saved as the Hub's pytorch_model.bin and
+    served under the Hub's URL shape, loads through the registered preset's arguments and
+    converter and predicts what transformers predicts."""
+    from PIL import Image
+    from test_segformer import _hf_model, _pixel_values
+
+    from kerasseg.convert.huggingface import segformer_weights
+
+    serving, root = server
+    hf_model = _hf_model("b0", 150, seed=3)
+    served = root / "nvidia" / "segformer-b0-finetuned-ade-512-512" / "resolve" / "main"
+    served.mkdir(parents=True)
+    # The Hub's key names, as save_pretrained writes them (transformers 5 names its modules
+    # otherwise in memory), in the pytorch_model.bin the presets download.
+    from safetensors.torch import load_file
+
+    hf_model.save_pretrained(root / "saved")
+    torch.save(load_file(root / "saved" / "model.safetensors"), served / "pytorch_model.bin")
+    real = kerasseg.get_entry("segformer_b0_ade20k")
+    url = real.weights["default"].url.replace("https://huggingface.co", serving.url)
+    presets.register_public_preset(
+        "segformer_b0_ade20k_public_test",
+        "segformer",
+        real.defaults,
+        description="test",
+        url=url,
+        assign=segformer_weights,
+        class_set=class_sets.ADE20K,
+        source="test",
+        metrics={},
+        split="",
+    )
+    frame = np.asarray(Image.open(sorted((data_dir / "camvid" / "val").glob("*.png"))[0]))
+    frame = np.ascontiguousarray(frame[:96, :128, :3])
+    with torch.no_grad():
+        logits = hf_model(pixel_values=_pixel_values(frame)).logits
+        expected = torch.nn.functional.interpolate(
+            logits, size=frame.shape[:2], mode="bilinear", align_corners=False
+        )
+    expected = expected.numpy().transpose(0, 2, 3, 1)
+    for _ in range(2):  # download and convert, then the cache
+        model = kerasseg.load("segformer_b0_ade20k_public_test")
+        actual = model.predict(frame[None].astype("float32"), verbose=0)
+        assert np.abs(actual - expected).max() / np.abs(expected).max() < 1e-4
+    assert serving.hits[url.replace(serving.url, "")] == 1
+    assert model.weights_report.source.endswith("segformer_b0_ade20k_public_test.weights.h5")

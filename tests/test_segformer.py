@@ -1,6 +1,6 @@
-"""SegFormer (Xie et al. 2021, arXiv:2105.15203) in the layout of HuggingFace transformers."""
+"""SegFormer (Xie et al. 2021, arXiv:2105.15203) in the layout of HuggingFace transformers, and
+its checkpoints converted by kerasseg.convert.huggingface, against transformers' own models."""
 
-import math
 
 import keras
 import numpy as np
@@ -9,6 +9,8 @@ import tensorflow as tf
 from conftest import randomise_batch_norm
 
 import kerasseg
+from kerasseg.convert.huggingface import mit_encoder_weights, segformer_config, segformer_weights
+from kerasseg.convert.torchvision import load_state_dict
 from kerasseg.models.segformer import (
     DropPath,
     EfficientSelfAttention,
@@ -301,109 +303,315 @@ def test_mix_transformer_alone():
     assert not any(isinstance(layer, DropPath) for layer in encoder.layers)
 
 
-def _split_heads(tokens, heads):
-    """(B, N, C) -> (B, heads, N, C / heads), HuggingFace's `transpose_for_scores`."""
-    batch, length, channels = tokens.shape
-    return tokens.reshape(batch, length, heads, channels // heads).permute(0, 2, 1, 3)
+# Parity with Hugging Face transformers' SegformerForSemanticSegmentation and
+# SegformerForImageClassification (random weights, saved by `save_pretrained` as the Hub's
+# checkpoints are), converted by kerasseg.convert.huggingface without torch.
 
 
-def _torch_reference(model, x):
-    """HuggingFace's SegformerForSemanticSegmentation forward pass (modeling_segformer.py),
-    written with torch.nn.functional on the Keras model's weights, transposed to PyTorch's
-    layouts as a weight converter would: logits resized to the input size."""
-    import torch
-    from torch.nn import functional as F
-
-    def tensor(array):
-        return torch.tensor(np.asarray(array))
-
-    def linear(x, layer):
-        kernel, bias = layer.get_weights()
-        return F.linear(x, tensor(kernel).T, tensor(bias))
-
-    def layer_norm(x, layer):
-        gamma, beta = layer.get_weights()
-        return F.layer_norm(x, (x.shape[-1],), tensor(gamma), tensor(beta), eps=1e-5)
-
-    def conv(x, layer, **kwargs):
-        weights = layer.get_weights()
-        bias = tensor(weights[1]) if len(weights) > 1 else None
-        return F.conv2d(x, tensor(weights[0]).permute(3, 2, 0, 1), bias, **kwargs)
-
-    encoder = model.get_layer("encoder")
-    widths, depths, _ = DESIGN["b0"]
-    hidden = tensor(x).permute(0, 3, 1, 2)
-    features = []
-    for stage, (c, depth, k, s, r, heads) in enumerate(
-        zip(widths, depths, KERNELS, STRIDES, REDUCTIONS, HEADS, strict=True), start=1
-    ):
-        hidden = conv(
-            hidden, encoder.get_layer(f"patch_embed{stage}_proj"), stride=s, padding=k // 2
-        )
-        batch, _, height, width = hidden.shape
-        tokens = layer_norm(
-            hidden.flatten(2).transpose(1, 2), encoder.get_layer(f"patch_embed{stage}_norm")
-        )
-        for block in range(1, depth + 1):
-            name = f"block{stage}_{block}"
-            attention = encoder.get_layer(f"{name}_attention")
-            y = layer_norm(tokens, encoder.get_layer(f"{name}_norm1"))
-            source = y
-            if r > 1:
-                reduced = conv(
-                    y.transpose(1, 2).reshape(batch, c, height, width), attention.sr, stride=r
-                )
-                source = layer_norm(reduced.reshape(batch, c, -1).transpose(1, 2), attention.norm)
-            q, key, v = (
-                _split_heads(linear(y, attention.query), heads),
-                _split_heads(linear(source, attention.key), heads),
-                _split_heads(linear(source, attention.value), heads),
-            )
-            probabilities = torch.softmax(q @ key.transpose(-1, -2) / math.sqrt(c // heads), dim=-1)
-            context = (probabilities @ v).permute(0, 2, 1, 3).reshape(batch, -1, c)
-            tokens = tokens + linear(context, attention.proj)
-            mlp = encoder.get_layer(f"{name}_mlp")
-            y = linear(layer_norm(tokens, encoder.get_layer(f"{name}_norm2")), mlp.dense1)
-            y = y.transpose(1, 2).reshape(batch, 4 * c, height, width)
-            depthwise, bias = mlp.dwconv.get_weights()
-            y = F.conv2d(
-                y, tensor(depthwise).permute(2, 3, 0, 1), tensor(bias), padding=1, groups=4 * c
-            )
-            y = linear(F.gelu(y.flatten(2).transpose(1, 2)), mlp.dense2)
-            tokens = tokens + y
-        tokens = layer_norm(tokens, encoder.get_layer(f"stage{stage}_norm"))
-        hidden = tokens.reshape(batch, height, width, c).permute(0, 3, 1, 2)
-        features.append(hidden)
-    maps = []
-    for stage, feature in enumerate(features, start=1):
-        batch, _, height, width = feature.shape
-        y = linear(feature.flatten(2).transpose(1, 2), model.get_layer(f"linear_c{stage}"))
-        y = y.permute(0, 2, 1).reshape(batch, -1, height, width)
-        maps.append(
-            F.interpolate(y, size=features[0].shape[2:], mode="bilinear", align_corners=False)
-        )
-    y = conv(torch.cat(maps[::-1], dim=1), model.get_layer("linear_fuse"))
-    gamma, beta, mean, variance = (
-        tensor(w) for w in model.get_layer("linear_fuse_bn").get_weights()
-    )
-    y = F.relu(F.batch_norm(y, mean, variance, gamma, beta, training=False, eps=1e-5))
-    logits = conv(y, model.get_layer("head"))
-    logits = F.interpolate(logits, size=x.shape[1:3], mode="bilinear", align_corners=False)
-    return logits.permute(0, 2, 3, 1).numpy()
-
-
-def test_matches_huggingface_forward_pass_in_pytorch():
+def _transformers():
+    """transformers, or a skip when torch or transformers is not installed."""
     pytest.importorskip("torch")
-    keras.utils.set_random_seed(6)
-    model = segformer(num_classes=5)
-    # Larger weights than the initial ones, so every layer's contribution shows.
-    rng = np.random.default_rng(6)
-    model.set_weights(
-        [w + rng.normal(0, 0.05, w.shape).astype("float32") for w in model.get_weights()]
+    return pytest.importorskip("transformers")
+
+
+def _hf_model(variant, num_classes, seed, classification=False):
+    """A transformers SegFormer of `variant` (MiT-B0..B5 settings) with random weights: every
+    parameter moved off its initial value (norms included) and BatchNorm statistics far from
+    (0, 1), so that a weight assigned to the wrong layer shows."""
+    transformers = _transformers()
+    import torch
+
+    widths, depths, filters = DESIGN[variant]
+    config = transformers.SegformerConfig(
+        hidden_sizes=list(widths),
+        depths=list(depths),
+        decoder_hidden_size=filters,
+        num_labels=num_classes,
     )
-    randomise_batch_norm(model)
-    x = rng.normal(size=(2, 45, 62, 3)).astype("float32")
-    expected = _torch_reference(model, x)
-    actual = np.asarray(model(x, training=False))
-    assert np.abs(expected).max() > 0.1
-    np.testing.assert_allclose(actual, expected, atol=2e-4, rtol=1e-4)
+    torch.manual_seed(seed)
+    kind = (
+        transformers.SegformerForImageClassification
+        if classification
+        else transformers.SegformerForSemanticSegmentation
+    )
+    model = kind(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0.0, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def _saved(hf_model, folder):
+    """`save_pretrained` into `folder` (model.safetensors, the Hub's key layout)."""
+    hf_model.save_pretrained(folder)
+    return folder / "model.safetensors"
+
+
+@pytest.fixture(scope="module")
+def hf_b0(tmp_path_factory):
+    """A random B0 for ADE20K's 150 classes and its saved checkpoint."""
+    model = _hf_model("b0", ADE20K_CLASSES, seed=7)
+    return model, _saved(model, tmp_path_factory.mktemp("segformer_b0"))
+
+
+@pytest.fixture(scope="module")
+def hf_b2(tmp_path_factory):
+    """A random B2 for Cityscapes' 19 classes and its saved checkpoint."""
+    model = _hf_model("b2", 19, seed=8)
+    return model, _saved(model, tmp_path_factory.mktemp("segformer_b2"))
+
+
+@pytest.fixture(scope="module")
+def camvid_frame(data_dir):
+    """A real road scene: the first CamVid validation frame, (360, 480, 3) uint8."""
+    from PIL import Image
+
+    path = sorted((data_dir / "camvid" / "val").glob("*.png"))[0]
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _resized(image, height, width):
+    from PIL import Image
+
+    return np.array(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+def _pixel_values(image):
+    """transformers' SegformerImageProcessor on an image already at its size (no resize)."""
+    processor = _transformers().SegformerImageProcessor(do_resize=False)
+    return processor(images=image, return_tensors="pt")["pixel_values"]
+
+
+def _relative_difference(actual, expected):
+    return float(np.abs(actual - expected).max() / np.abs(expected).max())
+
+
+def _assert_same_argmax(actual, expected):
+    """Equal class maps, except where the reference's two best logits are closer than the
+    logits' largest difference (a tie within rounding)."""
+    top2 = np.sort(expected, axis=-1)[..., -2:]
+    decided = top2[..., 1] - top2[..., 0] > 2 * np.abs(actual - expected).max()
+    assert decided.mean() > 0.99
+    np.testing.assert_array_equal(actual.argmax(-1)[decided], expected.argmax(-1)[decided])
+
+
+def test_the_image_processor_defaults_are_the_preprocessing_rule(camvid_frame):
+    """SegformerImageProcessor: 512x512 bilinear resize, x / 255, ImageNet mean and std, no
+    label reduction; without its resize it equals kerasseg's "torch" preprocessing."""
+    transformers = _transformers()
+    processor = transformers.SegformerImageProcessor()
+    from PIL import Image
+
+    assert (processor.size["height"], processor.size["width"]) == (512, 512)
+    assert processor.resample == Image.Resampling.BILINEAR
+    assert processor.do_resize and processor.do_rescale and processor.do_normalize
+    assert processor.rescale_factor == pytest.approx(1 / 255)
+    np.testing.assert_allclose(processor.image_mean, IMAGENET_MEAN)
+    np.testing.assert_allclose(processor.image_std, IMAGENET_STD)
+    assert not processor.do_reduce_labels
+    image = _resized(camvid_frame, 45, 61)
+    expected = _pixel_values(image).numpy().transpose(0, 2, 3, 1)[0]
+    normalised = (image / 255 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    np.testing.assert_allclose(normalised, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "checkpoint,file,size",
+    [
+        ("hf_b0", "model.safetensors", (128, 160)),
+        ("hf_b0", "pytorch_model.bin", (97, 131)),
+        ("hf_b2", "model.safetensors", (97, 131)),
+    ],
+)
+def test_converted_checkpoint_matches_transformers(
+    checkpoint, file, size, request, camvid_frame, tmp_path
+):
+    import torch
+    from safetensors.torch import load_file
+
+    hf_model, safetensors_path = request.getfixturevalue(checkpoint)
+    path = safetensors_path
+    if file == "pytorch_model.bin":  # torch.save of the same state dict, as transformers 4 wrote
+        path = tmp_path / file
+        torch.save(load_file(safetensors_path), path)
+    state_dict = load_state_dict(path)
+    variant = checkpoint.removeprefix("hf_")
+    classes = hf_model.config.num_labels
+    config = segformer_config(state_dict)
+    assert config == {
+        "variant": variant,
+        "num_classes": classes,
+        "decoder_filters": DESIGN[variant][2],
+    }
+    model = segformer(**config, include_preprocessing=True)
+    assert segformer_weights(state_dict, model) is model
+    assert _trainable(model) == hf_model.num_parameters()
+
+    image = _resized(camvid_frame, *size)
+    with torch.no_grad():
+        logits = hf_model(_pixel_values(image)).logits  # (1, classes, H / 4, W / 4)
+        upsampled = torch.nn.functional.interpolate(
+            logits, size=size, mode="bilinear", align_corners=False
+        )  # as SegformerImageProcessor.post_process_semantic_segmentation
+    expected = logits.numpy().transpose(0, 2, 3, 1)
+    quarter = -(-size[0] // 4), -(-size[1] // 4)
+    assert expected.shape == (1, *quarter, classes)
+    assert np.abs(expected).max() > 1 and len(np.unique(expected.argmax(-1))) > 1
+
+    x = image[None].astype("float32")  # 0..255: the model normalises as the processor does
+    head = keras.Model(model.input, model.get_layer("head").output)
+    actual = np.asarray(head(x, training=False))
+    assert _relative_difference(actual, expected) <= 1e-4
+    _assert_same_argmax(actual, expected)
+    full = np.asarray(model(x, training=False))
+    expected_full = upsampled.numpy().transpose(0, 2, 3, 1)
+    assert _relative_difference(full, expected_full) <= 1e-4
+    _assert_same_argmax(full, expected_full)
+
+
+@pytest.mark.parametrize("variant", list(DESIGN))
+def test_parameter_counts_equal_transformers(variant):
+    """transformers' `num_parameters()` of SegformerForSemanticSegmentation with 150 classes
+    (built on the meta device: no memory) equals the count from the layer shapes, which
+    `test_parameter_counts_match_the_design_and_the_paper` finds in the Keras models."""
+    transformers = _transformers()
+    import torch
+
+    widths, depths, filters = DESIGN[variant]
+    config = transformers.SegformerConfig(
+        hidden_sizes=list(widths),
+        depths=list(depths),
+        decoder_hidden_size=filters,
+        num_labels=ADE20K_CLASSES,
+    )
+    with torch.device("meta"):
+        hf_model = transformers.SegformerForSemanticSegmentation(config)
+    expected = independent_encoder_count(widths, depths) + independent_decoder_count(
+        widths, filters, ADE20K_CLASSES
+    )
+    assert hf_model.num_parameters() == expected
+
+
+def test_mit_encoder_checkpoint_loads_into_the_encoder(camvid_frame, tmp_path):
+    import torch
+
+    hf_model = _hf_model("b0", 10, seed=9, classification=True)  # nvidia/mit-b0's layout
+    state_dict = load_state_dict(_saved(hf_model, tmp_path))
+    assert {"classifier.weight", "classifier.bias"} <= set(state_dict)
+    assert segformer_config(state_dict) == {"variant": "b0"}
+
+    model = segformer(num_classes=4, variant="b0")
+    decoder = [w for layer in model.layers if layer.name != "encoder" for w in layer.weights]
+    decoder_before = [np.asarray(w) for w in decoder]
+    assert mit_encoder_weights(state_dict, model) is model
+    for variable, before in zip(decoder, decoder_before, strict=True):
+        np.testing.assert_array_equal(np.asarray(variable), before)  # a fresh decoder
+
+    image = _resized(camvid_frame, 97, 131)
+    pixels = _pixel_values(image)
+    with torch.no_grad():
+        hidden_states = hf_model(pixels, output_hidden_states=True).hidden_states
+    x = pixels.numpy().transpose(0, 2, 3, 1)
+    encoder = mix_transformer("b0", drop_path_rate=0)
+    mit_encoder_weights(state_dict, encoder)  # the encoder alone loads the same way
+    for features in (model.get_layer("encoder")(x, training=False), encoder(x, training=False)):
+        assert len(features) == len(hidden_states) == 4
+        for actual, expected in zip(features, hidden_states, strict=True):
+            expected = expected.numpy().transpose(0, 2, 3, 1)
+            assert actual.shape == expected.shape
+            assert _relative_difference(np.asarray(actual), expected) <= 1e-4
+
+
+@pytest.fixture(scope="module")
+def b0_state_dict(hf_b0):
+    return load_state_dict(hf_b0[1])
+
+
+@pytest.fixture(scope="module")
+def b0_target():
+    return segformer(num_classes=ADE20K_CLASSES, variant="b0")
+
+
+def test_the_encoder_of_a_segmentation_checkpoint_loads_alone(b0_state_dict, b0_target):
+    full = segformer_weights(b0_state_dict, b0_target)
+    encoder = mit_encoder_weights(b0_state_dict, mix_transformer("b0"))
+    for expected, actual in zip(full.get_layer("encoder").weights, encoder.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(actual), np.asarray(expected))
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (
+            "drop",
+            r"missing keys \(1\): segformer\.encoder\.block\.1\.0\.mlp\.dwconv\.dwconv\.weight",
+        ),
+        ("extra", r"keys that feed no weight \(1\): segformer\.encoder\.extra\.weight"),
+        (
+            "transpose",
+            r"shape mismatches: decode_head\.linear_c\.0\.proj\.weight \(32, 256\) -> \(256, 32\)",
+        ),
+        ("classifier", r"keys that feed no weight \(2\): classifier\.bias, classifier\.weight"),
+    ],
+)
+def test_a_state_dict_that_does_not_fit_changes_nothing(change, match, b0_state_dict, b0_target):
+    state_dict = dict(b0_state_dict)
+    if change == "drop":
+        del state_dict["segformer.encoder.block.1.0.mlp.dwconv.dwconv.weight"]
+    elif change == "extra":
+        state_dict["segformer.encoder.extra.weight"] = np.zeros(3, "float32")
+    elif change == "transpose":
+        key = "decode_head.linear_c.0.proj.weight"
+        state_dict[key] = state_dict[key].T
+    else:  # an ImageNet head beside the decode head
+        state_dict["classifier.weight"] = np.zeros((10, 256), "float32")
+        state_dict["classifier.bias"] = np.zeros(10, "float32")
+    before = [np.asarray(w) for w in b0_target.weights]
+    with pytest.raises(ValueError, match=r"`state_dict` does not fit the model: .*" + match):
+        segformer_weights(state_dict, b0_target)
+    for variable, value in zip(b0_target.weights, before, strict=True):
+        np.testing.assert_array_equal(np.asarray(variable), value)
+
+
+def test_mismatched_architectures_are_named(b0_state_dict, b0_target):
+    with pytest.raises(ValueError, match=r"for 150 classes .* has 19; .*num_classes=150"):
+        segformer_weights(b0_state_dict, segformer(num_classes=19))
+    with pytest.raises(ValueError, match=r"decoder of width 256 .* has 128; .*decoder_filters=256"):
+        segformer_weights(b0_state_dict, segformer(num_classes=150, decoder_filters=128))
+    with pytest.raises(
+        ValueError,
+        match=r"holds a MiT-B0 \(hidden sizes \(32, 64, 160, 256\), depths \(2, 2, 2, 2\)\) "
+        r"encoder but `model` has MiT-B1 .*variant='b0'",
+    ):
+        mit_encoder_weights(b0_state_dict, mix_transformer("b1"))
+    encoder_only = {k: v for k, v in b0_state_dict.items() if not k.startswith("decode_head.")}
+    with pytest.raises(ValueError, match=r"no decode head .*`mit_encoder_weights`"):
+        segformer_weights(encoder_only, b0_target)
+    with pytest.raises(
+        ValueError, match=r"`model` must be a kerasseg `segformer` model .*'mit_b0'"
+    ):
+        segformer_weights(b0_state_dict, mix_transformer("b0"))
+    plain = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)], name="plain")
+    with pytest.raises(ValueError, match=r"`model` must be .* got 'plain'"):
+        mit_encoder_weights(b0_state_dict, plain)
+    with pytest.raises(TypeError, match=r"`model` must be a keras.Model; got str"):
+        mit_encoder_weights(b0_state_dict, "segformer")
+
+
+def test_other_checkpoints_are_refused(b0_state_dict, b0_target):
+    torchvision = pytest.importorskip("torchvision")
+    resnet = {k: v.numpy() for k, v in torchvision.models.resnet18().state_dict().items()}
+    for convert in (segformer_config, lambda s: segformer_weights(s, b0_target)):
+        with pytest.raises(ValueError, match=r"not a Hugging Face SegFormer checkpoint.*'bn1"):
+            convert(resnet)
+    wider = dict(b0_state_dict)
+    key = "segformer.encoder.patch_embeddings.0.proj.weight"
+    wider[key] = np.zeros((48, 3, 7, 7), "float32")
+    with pytest.raises(ValueError, match=r"\(48, 64, 160, 256\).* is none of the MiT variants"):
+        segformer_config(wider)
+    with pytest.raises(TypeError, match=r"`state_dict` must be a mapping .*got list"):
+        segformer_config([("a", np.zeros(1))])

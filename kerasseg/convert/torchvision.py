@@ -16,7 +16,8 @@ Structure, so heads can be added next to the backbone:
   ``layer1_0_bn1 -> body.layer1.0.bn1`` (`BACKBONE_LAYER_MAP`).
 * `LAYER_PARAMS`: per Keras layer class, which torch parameter feeds which Keras variable
   and how its layout changes: conv ``(out, in, kh, kw) -> (kh, kw, in, out)``; Linear
-  ``(out, in) -> (in, out)``; ConvTranspose2d ``(in, out, kh, kw) -> (kh, kw, out, in)``
+  ``(out, in) -> (in, out)``; depthwise Conv2d ``(C, 1, kh, kw) -> (kh, kw, C, 1)``;
+  ConvTranspose2d ``(in, out, kh, kw) -> (kh, kw, out, in)``
   (Keras' Conv2DTranspose layout). Both conv kinds are a (2, 3, 1, 0) transpose with no
   spatial flip.
 * `assign_weights`: the generic engine. It checks every key and shape first and assigns
@@ -36,8 +37,8 @@ import numpy as np
 
 from kerasseg import registry
 from kerasseg.convert.torch_pickle import read_torch_checkpoint
-from kerasseg.models.maskrcnn.backbone import FrozenBatchNorm
 from kerasseg.models.maskrcnn.heads import heads_weights_from_state_dict
+from kerasseg.models.torchvision_resnet import FrozenBatchNorm
 
 __all__ = [
     "BACKBONE_LAYER_MAP",
@@ -85,6 +86,11 @@ def _linear_kernel(w):
     return np.transpose(w, (1, 0))  # (out, in) -> (in, out)
 
 
+def _depthwise_kernel(w):
+    # (C, 1, kh, kw) -> (kh, kw, C, 1); an array of another rank is left for the shape check.
+    return np.transpose(w, (2, 3, 0, 1)) if np.ndim(w) == 4 else w
+
+
 def _same(w):
     return w
 
@@ -101,8 +107,11 @@ LAYER_PARAMS = {
     # Conv2DTranspose kernel is (kh, kw, out, in); torch ConvTranspose2d is (in, out, kh, kw).
     "Conv2DTranspose": (("kernel", "weight", _conv_kernel), ("bias", "bias", _same)),
     "Dense": (("kernel", "weight", _linear_kernel), ("bias", "bias", _same)),
+    # DepthwiseConv2D kernel is (kh, kw, C, 1); torch's depthwise Conv2d is (C, 1, kh, kw).
+    "DepthwiseConv2D": (("kernel", "weight", _depthwise_kernel), ("bias", "bias", _same)),
     "FrozenBatchNorm": _NORM_PARAMS,
     "BatchNormalization": _NORM_PARAMS,
+    "LayerNormalization": (("gamma", "weight", _same), ("beta", "bias", _same)),
 }
 # Torch keys consumed when present but never needed (torch BatchNorm2d's step counter;
 # FrozenBatchNorm2d drops it on load too).
@@ -237,9 +246,10 @@ def assign_weights(state_dict, layers, layer_map, prefix, owned_prefixes=()):
     if bad_shape:
         problems.append("shape mismatches: " + "; ".join(bad_shape))
     if unexpected:
-        owned = ", ".join(repr(p) for p in owned_prefixes)
+        owned = ", ".join(repr(p) for p in owned_prefixes if p)
+        where = f" under {owned}" if owned else ""
         problems.append(
-            f"unexpected keys under {owned} ({len(unexpected)}): " + ", ".join(unexpected)
+            f"unexpected keys{where} ({len(unexpected)}): " + ", ".join(unexpected[:20])
         )
     if problems:
         raise ValueError("`state_dict` does not fit the model: " + " | ".join(problems))

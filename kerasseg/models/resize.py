@@ -4,21 +4,25 @@ Keras's `UpSampling2D(interpolation="bilinear")` fails in graph mode when height
 are unknown (Keras 3.15, TensorFlow backend), which `predict` on varying sizes and
 `kerasseg.export` both need; these layers compute bilinear resizing and adaptive average
 pooling as small matrix products instead (PyTorch `F.interpolate` / `AdaptiveAvgPool2d`
-semantics, as segmentation_models.pytorch uses them).
+semantics, as segmentation_models.pytorch uses them), and `ResizeShorterSide`, the resize
+of torchvision's semantic preset transform (``F.resize(img, [size], antialias=True)``).
 """
 
 import keras
 from keras import layers, ops
 
-from kerasseg.ops.checks import check_int
+from kerasseg.ops.checks import check_int, is_int
 
 __all__ = [
     "AdaptiveAveragePooling2D",
     "BroadcastLike",
     "ResizeLike",
+    "ResizeShorterSide",
     "UpSamplingBilinear2D",
+    "antialias_interpolation_matrix",
     "bilinear_resize",
     "interpolation_matrix",
+    "shorter_side_size",
 ]
 
 
@@ -156,3 +160,86 @@ class BroadcastLike(layers.Layer):
     def compute_output_shape(self, input_shapes):
         pooled, reference = input_shapes
         return (reference[0], reference[1], reference[2], pooled[3])
+
+
+def antialias_interpolation_matrix(out_length, in_length, dtype):
+    """(out_length, in_length) 1-D weights of bilinear resizing with antialias.
+
+    torch's ``F.interpolate(..., mode="bilinear", align_corners=False, antialias=True)``
+    (PIL's resampling): with ``scale = in_length / out_length``, output i is centred at
+    ``(i + 0.5) * scale`` and weighs input j (centre j + 0.5) by the tent
+    ``max(0, 1 - |j + 0.5 - centre| / max(scale, 1))``, normalised to sum 1. Up-sampling
+    (scale <= 1) this is plain half-pixel bilinear interpolation with clamped edges;
+    down-sampling widens the tent to the scale, so every input pixel counts.
+
+    Args:
+        out_length: the output length (int or scalar tensor).
+        in_length: the input length (int or scalar tensor).
+        dtype: the dtype of the returned matrix.
+
+    Returns:
+        A (out_length, in_length) tensor.
+    """
+    out_f = ops.cast(out_length, "float32")
+    in_f = ops.cast(in_length, "float32")
+    scale = in_f / out_f
+    centre = (ops.cast(ops.arange(out_length), "float32") + 0.5) * scale
+    position = ops.cast(ops.arange(in_length), "float32") + 0.5
+    weights = ops.relu(1.0 - ops.abs(position[None, :] - centre[:, None]) / ops.maximum(scale, 1.0))
+    weights = weights / ops.sum(weights, axis=1, keepdims=True)
+    return ops.cast(weights, dtype)
+
+
+def shorter_side_size(height, width, size):
+    """(new height, new width) with the shorter side `size`, as ``F.resize(img, [size])``.
+
+    The longer side becomes ``int(size * long / short)`` (rounded down); a square image
+    becomes `size` x `size`. Python ints in, Python ints out; tensors give int32 tensors.
+    """
+    if is_int(height) and is_int(width):
+        short, long = min(height, width), max(height, width)
+        new_long = size * long // short
+        return (new_long, size) if width <= height else (size, new_long)
+    height = ops.cast(height, "int32")
+    width = ops.cast(width, "int32")
+    new_long = size * ops.maximum(height, width) // ops.minimum(height, width)
+    portrait = width <= height
+    return ops.where(portrait, new_long, size), ops.where(portrait, size, new_long)
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class ResizeShorterSide(layers.Layer):
+    """Resize (B, H, W, C) images so the shorter side is `size`, keeping the aspect ratio.
+
+    torchvision's ``F.resize(img, [size], interpolation=BILINEAR, antialias=True)`` on
+    float tensors, what its ``SemanticSegmentation(resize_size=size)`` preset transform
+    does first: the longer side becomes ``int(size * long / short)``, values are
+    interpolated bilinearly with antialias (`antialias_interpolation_matrix`, separable:
+    rows, then columns). torchvision rounds uint8 images back to uint8 after resizing;
+    this layer keeps floats. Works with unknown sizes in graph mode.
+
+    Args:
+        size: the shorter side's length, an integer >= 1.
+    """
+
+    def __init__(self, size, **kwargs):
+        super().__init__(**kwargs)
+        self.size = check_int(size, "size", 1)
+
+    def call(self, inputs, training=None):
+        x = ops.cast(inputs, self.compute_dtype)
+        shape = ops.shape(x)
+        height, width = shorter_side_size(shape[1], shape[2], self.size)
+        rows = antialias_interpolation_matrix(height, shape[1], x.dtype)
+        cols = antialias_interpolation_matrix(width, shape[2], x.dtype)
+        x = ops.einsum("hi,bijc->bhjc", rows, x)
+        return ops.einsum("wj,bhjc->bhwc", cols, x)
+
+    def compute_output_shape(self, input_shape):
+        height, width = input_shape[1:3]
+        if height is None or width is None:
+            return (input_shape[0], None, None, input_shape[3])
+        return (input_shape[0], *shorter_side_size(height, width, self.size), input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "size": self.size}

@@ -7,8 +7,8 @@ References:
     The layout and the layer-norm epsilons follow HuggingFace transformers'
     `SegformerForSemanticSegmentation` (models/segformer/modeling_segformer.py), so a
     converter of its checkpoints (nvidia/mit-b*, nvidia/segformer-b*-finetuned-*) is a
-    renaming plus transposes (tests/test_segformer.py checks the forward pass against a
-    PyTorch transcription of HuggingFace's, on weights moved this way):
+    renaming plus transposes (`kerasseg.convert.huggingface`; tests/test_segformer.py checks
+    converted checkpoints against transformers' `SegformerForSemanticSegmentation`):
 
     ==========================================  ==============================================
     HuggingFace (PyTorch)                       here (layer names in the "encoder" sub-model)

@@ -6,18 +6,13 @@ arXiv:1612.03144; torchvision `ops/feature_pyramid_network.py`) with the `LastLe
 extra level. The model maps an ImageNet-normalized NHWC image batch to the five pyramid maps
 P2..P6 (strides 4..64, 256 channels each).
 
-Numeric-parity rules (torchvision -> Keras):
+The ResNet is `kerasseg.models.torchvision_resnet` (its docstring gives the padding and
+frozen batch norm rules that make it match torchvision). The COCO v1 weights need the frozen
+batch norm's ``eps=0.0``, since torchvision loads them with `overwrite_eps(model, 0.0)`
+(with Keras' default 1e-3 the pyramid maps differ by about 65 %, with 1e-5 by about 1 %, as
+their running variances are small). The rest of the numeric-parity rules (torchvision ->
+Keras):
 
-* every strided conv / pool with padding uses an explicit `ZeroPadding2D` + "valid": Keras
-  "same" pads (0, 1) on even sizes where torch pads (1, 1), which shifts the 7x7/2 stem conv,
-  the 3x3/2 stem max-pool and the strided 3x3 bottleneck conv by a pixel (differences of
-  order 1 in the outputs). Zero padding before the max-pool is safe because its input is
-  post-ReLU (>= 0);
-* frozen batch norm computes ``x * (w / sqrt(var + eps)) + (b - mean * w / sqrt(var + eps))``
-  like `torchvision.ops.FrozenBatchNorm2d`; the COCO v1 weights need ``eps=0.0``, since
-  torchvision loads them with `overwrite_eps(model, 0.0)` (with Keras' default 1e-3 the
-  pyramid maps differ by about 65 %, with 1e-5 by about 1 %, as their running variances are
-  small);
 * the top-down pathway resizes to the lateral's size with torch's legacy "nearest" rule
   (``src = min(floor(dst * (in / out)), in - 1)`` in float32), so any input size, not only
   multiples of 32, gives torchvision's result. Mask R-CNN pads its batch to a multiple of 32,
@@ -26,7 +21,7 @@ Numeric-parity rules (torchvision -> Keras):
 
 Keras layer names spell the torchvision state-dict keys with "_" for ".":
 ``conv1``/``bn1`` (stem), ``layer{s}_{b}_conv{k}``, ``layer{s}_{b}_bn{k}``,
-``layer{s}_{b}_downsample_0``/``_1``, ``fpn_inner_{i}``, ``fpn_layer_{i}`` (and
+``layer{s}_{b}_downsample_0``/``_1`` (the ResNet's), ``fpn_inner_{i}``, ``fpn_layer_{i}`` (and
 ``fpn_inner_{i}_norm``/``fpn_layer_{i}_norm`` with ``fpn_norm="batch"``);
 `kerasseg.convert.torchvision.backbone_weights` relies on them.
 """
@@ -34,7 +29,16 @@ Keras layer names spell the torchvision state-dict keys with "_" for ".":
 import keras
 from keras import ops
 
-from kerasseg.ops.checks import check_int, check_number
+from kerasseg.models.torchvision_resnet import (
+    CONV_INIT,
+    NORMS,
+    RESNET_DEPTHS,
+    FrozenBatchNorm,
+    batch_norm,
+    resnet_stages,
+    torch_conv,
+)
+from kerasseg.ops.checks import check_number
 
 __all__ = [
     "CONV_INIT",
@@ -47,84 +51,14 @@ __all__ = [
     "resnet_fpn_backbone",
 ]
 
-# depth -> (block kind, blocks per stage); torchvision resnet18/34/50/101/152.
-RESNET_DEPTHS = {
-    18: ("basic", (2, 2, 2, 2)),
-    34: ("basic", (3, 4, 6, 3)),
-    50: ("bottleneck", (3, 4, 6, 3)),
-    101: ("bottleneck", (3, 4, 23, 3)),
-    152: ("bottleneck", (3, 8, 36, 3)),
-}
-NORMS = ("frozen", "batch")
 FPN_LEVELS = ("P2", "P3", "P4", "P5", "P6")
 FPN_CHANNELS = 256
 
-# torchvision's initialisations, as Keras initializer configs: conv weights (the backbone's
-# and the heads') kaiming_normal_(fan_out, relu); FPN convs kaiming_uniform_(a=1).
-CONV_INIT = {
-    "class_name": "VarianceScaling",
-    "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"},
-}
+# The FPN convs' initialisation, kaiming_uniform_(a=1), as a Keras initializer config.
 _FPN_INIT = {
     "class_name": "VarianceScaling",
     "config": {"scale": 1.0, "mode": "fan_in", "distribution": "uniform"},
 }
-
-
-@keras.saving.register_keras_serializable(package="kerasseg")
-class FrozenBatchNorm(keras.layers.Layer):
-    """Batch norm with fixed statistics and affine parameters (torchvision `FrozenBatchNorm2d`).
-
-    ``y = x * scale + shift`` with ``scale = gamma / sqrt(moving_variance + epsilon)`` and
-    ``shift = beta - moving_mean * scale``, computed in that order like torchvision. All four
-    per-channel variables are non-trainable; the layer behaves the same in training and
-    inference. torchvision's COCO v1 Mask R-CNN weights expect ``epsilon=0.0``
-    (`overwrite_eps(model, 0.0)`); freshly built torchvision models use 1e-5.
-
-    Args:
-        epsilon: float >= 0 added to the variance.
-        axis: channel axis (default -1, NHWC).
-    """
-
-    def __init__(self, epsilon=0.0, axis=-1, **kwargs):
-        super().__init__(**kwargs)
-        self.epsilon = check_number(epsilon, "epsilon", minimum=0)
-        self.axis = check_int(axis, "axis", type_error=True)
-        self.trainable = False
-
-    def build(self, input_shape):
-        channels = input_shape[self.axis]
-        if channels is None:
-            raise ValueError(
-                f"`input_shape`: the channel axis {self.axis} must be known, got {input_shape}"
-            )
-        shape = (int(channels),)
-        self.gamma = self.add_weight(shape=shape, initializer="ones", trainable=False, name="gamma")
-        self.beta = self.add_weight(shape=shape, initializer="zeros", trainable=False, name="beta")
-        self.moving_mean = self.add_weight(
-            shape=shape, initializer="zeros", trainable=False, name="moving_mean"
-        )
-        self.moving_variance = self.add_weight(
-            shape=shape, initializer="ones", trainable=False, name="moving_variance"
-        )
-
-    def call(self, inputs, training=None):
-        del training  # frozen: identical in training and inference
-        scale = self.gamma * ops.rsqrt(self.moving_variance + self.epsilon)
-        shift = self.beta - self.moving_mean * scale
-        ndim = len(inputs.shape)
-        axis = self.axis % ndim
-        bshape = [1] * ndim
-        bshape[axis] = -1
-        scale = ops.cast(ops.reshape(scale, bshape), inputs.dtype)
-        shift = ops.cast(ops.reshape(shift, bshape), inputs.dtype)
-        return inputs * scale + shift
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "epsilon": self.epsilon, "axis": self.axis}
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
@@ -153,57 +87,6 @@ class NearestResizeLike(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         x_shape, ref_shape = input_shape
         return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
-
-
-def _norm(norm, eps, name):
-    if norm == "frozen":
-        return FrozenBatchNorm(epsilon=eps, name=name)
-    # torchvision nn.BatchNorm2d: eps 1e-5, momentum 0.1 (Keras momentum = 1 - 0.1).
-    return keras.layers.BatchNormalization(epsilon=eps, momentum=0.9, name=name)
-
-
-def _conv(x, filters, kernel, stride, name, padding=0, use_bias=False, init=CONV_INIT):
-    """Conv with torch padding semantics: symmetric ``padding`` (explicit when strided)."""
-    if padding and (stride > 1 or 2 * padding != kernel - 1):
-        x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
-        mode = "valid"
-    else:
-        mode = "same" if padding else "valid"
-    return keras.layers.Conv2D(
-        filters,
-        kernel,
-        strides=stride,
-        padding=mode,
-        use_bias=use_bias,
-        kernel_initializer=init,
-        bias_initializer="zeros",
-        name=name,
-    )(x)
-
-
-def _block(x, kind, planes, stride, downsample, name, norm, eps):
-    """torchvision BasicBlock / Bottleneck (v1.5: the stride sits on the 3x3 conv)."""
-    relu = keras.layers.ReLU
-    if kind == "basic":
-        out = _conv(x, planes, 3, stride, f"{name}_conv1", padding=1)
-        out = relu(name=f"{name}_relu1")(_norm(norm, eps, f"{name}_bn1")(out))
-        out = _conv(out, planes, 3, 1, f"{name}_conv2", padding=1)
-        out = _norm(norm, eps, f"{name}_bn2")(out)
-        expansion = 1
-    else:
-        out = _conv(x, planes, 1, 1, f"{name}_conv1")
-        out = relu(name=f"{name}_relu1")(_norm(norm, eps, f"{name}_bn1")(out))
-        out = _conv(out, planes, 3, stride, f"{name}_conv2", padding=1)
-        out = relu(name=f"{name}_relu2")(_norm(norm, eps, f"{name}_bn2")(out))
-        out = _conv(out, planes * 4, 1, 1, f"{name}_conv3")
-        out = _norm(norm, eps, f"{name}_bn3")(out)
-        expansion = 4
-    identity = x
-    if downsample:
-        identity = _conv(x, planes * expansion, 1, stride, f"{name}_downsample_0")
-        identity = _norm(norm, eps, f"{name}_downsample_1")(identity)
-    out = keras.layers.Add(name=f"{name}_add")([out, identity])
-    return relu(name=f"{name}_out")(out)
 
 
 def _check_args(depth, norm, eps, trainable_layers, fpn_norm, input_shape):
@@ -275,33 +158,11 @@ def resnet_fpn_backbone(
     if eps is None:
         eps = 0.0 if norm == "frozen" else 1e-5
     images = keras.Input(shape=tuple(input_shape), name="images")
-    features = _resnet_stages(images, depth, norm, eps)
+    features = resnet_stages(images, depth, norm, eps)
     outputs = _feature_pyramid(features, fpn_norm)
     model = keras.Model(images, outputs, name=name or f"resnet{depth}_fpn")
     _freeze_stages(model, trainable_layers)
     return model
-
-
-def _resnet_stages(images, depth, norm, eps):
-    """The ResNet stem and its four stages on `images`; returns C2..C5."""
-    kind, blocks = RESNET_DEPTHS[depth]
-    expansion = 1 if kind == "basic" else 4
-    x = _conv(images, 64, 7, 2, "conv1", padding=3)
-    x = _norm(norm, eps, "bn1")(x)
-    x = keras.layers.ReLU(name="relu")(x)
-    x = keras.layers.ZeroPadding2D(1, name="maxpool_pad")(x)  # post-ReLU: zeros are safe
-    x = keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="maxpool")(x)
-
-    features = []
-    inplanes = 64
-    for stage, (planes, count) in enumerate(zip((64, 128, 256, 512), blocks, strict=True), start=1):
-        for b in range(count):
-            stride = 2 if (stage > 1 and b == 0) else 1
-            downsample = b == 0 and (stride != 1 or inplanes != planes * expansion)
-            x = _block(x, kind, planes, stride, downsample, f"layer{stage}_{b}", norm, eps)
-            inplanes = planes * expansion
-        features.append(x)
-    return features
 
 
 def _feature_pyramid(features, fpn_norm):
@@ -309,7 +170,7 @@ def _feature_pyramid(features, fpn_norm):
 
     def fpn_conv(t, kernel, label, i):
         conv_name = f"fpn_{label}_{i}"
-        t = _conv(
+        t = torch_conv(
             t,
             FPN_CHANNELS,
             kernel,
@@ -320,7 +181,7 @@ def _feature_pyramid(features, fpn_norm):
             init=_FPN_INIT,
         )
         if fpn_norm == "batch":
-            t = _norm("batch", 1e-5, f"{conv_name}_norm")(t)
+            t = batch_norm("batch", 1e-5, f"{conv_name}_norm")(t)
         return t
 
     last_inner = fpn_conv(features[-1], 1, "inner", 3)
