@@ -379,6 +379,15 @@ def test_torchvision_presets_are_listed_with_their_sources():
         assert (kerasseg.weights.packaged_dir() / info.card).is_file()
 
 
+def test_every_public_preset_has_its_card():
+    names = [name for name in presets.PUBLIC_PRESETS if not name.endswith("_test")]
+    assert len(names) >= 25
+    for name in names:
+        info = kerasseg.get_entry(name).weights["default"]
+        card = (kerasseg.weights.packaged_dir() / info.card).read_text()
+        assert info.url in card and info.licence in card and f'kerasseg.load("{name}")' in card
+
+
 def test_segformer_checkpoint_full_path_equals_transformers(server, home, data_dir):
     """A transformers SegFormer-B0 (random weights), saved as the Hub's pytorch_model.bin and
     served under the Hub's URL shape, loads through the registered preset's arguments and
