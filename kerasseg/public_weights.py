@@ -34,6 +34,7 @@ import dataclasses
 import datetime
 import json
 import os
+import re
 import shutil
 import urllib.parse
 from collections.abc import Callable
@@ -161,6 +162,9 @@ class PublicWeights:
         with filelock.FileLock(str(converted_dir() / f".{self.preset}.lock"), timeout=3600):
             if _converted_matches(converted, self.original_path):  # another process made it
                 return converted
+            # What a process killed in the middle of a download or conversion left behind.
+            files.remove_partial_files(self.original_path.parent)
+            files.remove_partial_files(converted_dir())
             original_sha256 = self._original(progress)
             if progress:
                 print(f"kerasseg: converting {self.original_name} for {self.preset}")
@@ -334,7 +338,14 @@ def clear_cache(preset):
 
     Returns:
         The paths deleted (empty when nothing was cached).
+
+    Raises:
+        ValueError: `preset` is not a preset name (lower-case letters, digits, "_").
     """
+    if not isinstance(preset, str) or not re.fullmatch(r"[a-z0-9_]+", preset):
+        raise ValueError(
+            f"`preset` must be a preset name (lower-case letters, digits and '_'); got {preset!r}."
+        )
     removed = []
     folder = originals_dir() / preset
     if folder.is_dir():

@@ -193,11 +193,18 @@ def test_truncated_download_is_deleted(server, home):
     serving, root = server
     path, _ = _torch_checkpoint(root, "tiny_cut")
     serving.truncate.add(path)
-    _preset("tiny_cut_public_test", serving.url + path)
+    entry = _preset("tiny_cut_public_test", serving.url + path)
     with pytest.raises(OSError, match="broke off"):
         kerasseg.load("tiny_cut_public_test")
     assert not list((home / "originals" / "tiny_cut_public_test").iterdir())
     assert _no_partial_files(home)
+    # What a process killed mid-download leaves is cleared by the next load.
+    info = entry.weights["default"]
+    left = info.original_path.with_name(f".{info.original_name}.partial-99999-abcdef")
+    left.write_bytes(b"half a file")
+    serving.truncate.clear()
+    kerasseg.load("tiny_cut_public_test")
+    assert _no_partial_files(home) and info.converted_path.is_file()
 
 
 def test_file_changed_on_disk_after_recording_is_refused(server, home):
@@ -302,6 +309,8 @@ def test_cli_download_cache_list_and_clear(server, home, capsys):
     assert cli_main(["download", "unet"]) == 2
     assert "architecture, not a preset" in capsys.readouterr().err
     assert cli_main(["cache", "clear"]) == 2
+    assert cli_main(["cache", "clear", "../.."]) == 2
+    assert "must be a preset name" in capsys.readouterr().err
 
 
 def test_two_processes_download_once(server, home, tmp_path):

@@ -64,5 +64,8 @@ def run_cache(args):
         raise UsageError("cache clear: name the presets to clear, or pass --all (not both).")
     names = [e["preset"] for e in public_weights.cache_entries()] if args.all else args.names
     for name in names:
-        removed = public_weights.clear_cache(name)
+        try:
+            removed = public_weights.clear_cache(name)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
         print(f"{name}: {len(removed)} file(s) deleted" if removed else f"{name}: not cached")
