@@ -25,7 +25,9 @@ from kerasseg.registry import (  # noqa: F401
 )
 
 registry.register_manifest_presets()  # the shipped presets, once their architectures are in
-# The presets of public checkpoints (torchvision, Hugging Face), converted on first use.
+# The presets of public checkpoints (torchvision, Hugging Face), converted on first use, and
+# torchvision's ImageNet weights of the "resnet18" / "resnet34" encoders.
+from kerasseg.convert import encoder_weights as _encoder_weights  # noqa: E402, F401
 from kerasseg.convert import presets as _public_presets  # noqa: E402, F401
 
 __all__ = ["get_entry", "list_models", "load", "preprocessing_layer", "register_model"]

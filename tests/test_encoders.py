@@ -12,6 +12,8 @@ from kerasseg.preprocessing import ImagePreprocessing
 BOTTLENECK_CHANNELS = {
     "vgg16": 512,
     "vgg19": 512,
+    "resnet18": 512,
+    "resnet34": 512,
     "resnet50": 2048,
     "resnet101": 2048,
     "resnet152": 2048,
@@ -46,6 +48,8 @@ BOTTLENECK_CHANNELS = {
 # Full tap widths (strides 2..32) of the classic networks.
 TAP_CHANNELS = {
     "vgg16": [128, 256, 512, 512, 512],
+    "resnet18": [64, 64, 128, 256, 512],
+    "resnet34": [64, 64, 128, 256, 512],
     "resnet50": [64, 256, 512, 1024, 2048],
     "resnet50_v2": [64, 256, 512, 1024, 2048],
     "mobilenet_v2": [96, 144, 192, 576, 1280],
@@ -55,6 +59,8 @@ TAP_CHANNELS = {
 REQUIRED = {
     "vgg16",
     "vgg19",
+    "resnet18",
+    "resnet34",
     "resnet50",
     "resnet101",
     "resnet152",

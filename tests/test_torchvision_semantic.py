@@ -1,21 +1,24 @@
-"""torchvision's DeepLabV3 and FCN (dilated ResNet-50/101) in Keras, against torchvision itself.
+"""torchvision's DeepLabV3 and FCN (ResNet-50/101, MobileNetV3-Large) in Keras, against torchvision.
 
-torchvision (test extra `parity`) builds `deeplabv3_resnet50`, `fcn_resnet50` and
-`fcn_resnet101` with the auxiliary head, seeded random weights and random batch-norm
-weights and running statistics, saves their state dicts with `torch.save` and runs them on
-a CamVid frame at two sizes (one odd); it also runs its preset transform
-(`weights.transforms()`) and pipeline. `kerasseg.convert.torch_pickle` reads the files
-back without torch and `semantic_weights` loads them into the Keras models. torchvision's
-native ops crash when loaded into a process that already holds TensorFlow, so torchvision
-runs once, in a child process (`TORCHVISION_SCRIPT`), and the tests that need it skip when
-it is not installed.
+torchvision (test extra `parity`) builds `deeplabv3_resnet50`, `fcn_resnet50`,
+`fcn_resnet101` and `deeplabv3_mobilenet_v3_large` with the auxiliary head, seeded random
+weights and random batch-norm weights and running statistics, saves their state dicts with
+`torch.save` and runs them on a CamVid frame (the ResNets at two sizes, one odd; the
+MobileNet at one); it also runs its preset transform (`weights.transforms()`) and pipeline,
+and reads its `*_Weights` metadata (parameter counts, URLs, figures) for the presets.
+`kerasseg.convert.torch_pickle` reads the files back without torch and `semantic_weights`
+loads them into the Keras models. torchvision's native ops crash when loaded into a process
+that already holds TensorFlow, so torchvision runs once, in a child process
+(`TORCHVISION_SCRIPT`), and the tests that need it skip when it is not installed.
 
 Parity tolerance: max |ours - torchvision| / max |torchvision| per output below 1e-4
-(measured here: about 3e-6), argmax agreement above 99.9 %.
+(measured here: about 3e-6 on the ResNets, 1e-6 on the MobileNet), argmax agreement above
+99.9 %.
 """
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -42,12 +45,20 @@ BUILDERS = {"deeplabv3": deeplabv3_torchvision, "fcn": fcn_torchvision}
 ENUMS = {
     ("deeplabv3", "resnet50"): "DeepLabV3_ResNet50_Weights",
     ("deeplabv3", "resnet101"): "DeepLabV3_ResNet101_Weights",
+    ("deeplabv3", "mobilenet_v3_large"): "DeepLabV3_MobileNet_V3_Large_Weights",
     ("fcn", "resnet50"): "FCN_ResNet50_Weights",
     ("fcn", "resnet101"): "FCN_ResNet101_Weights",
 }
-# ResNet-50 for both families, ResNet-101 for one.
-PARITY_CASES = (("deeplabv3", "resnet50"), ("fcn", "resnet50"), ("fcn", "resnet101"))
 SIZES = {"small": (120, 160), "odd": (97, 131)}
+# (family, backbone) -> the SIZES it runs at: ResNet-50 for both families, ResNet-101 for
+# one, and the MobileNet (whose backbone alone tests/test_torchvision_mobilenet.py also
+# checks) at one size.
+PARITY_CASES = {
+    ("deeplabv3", "resnet50"): ("small", "odd"),
+    ("fcn", "resnet50"): ("small", "odd"),
+    ("fcn", "resnet101"): ("small", "odd"),
+    ("deeplabv3", "mobilenet_v3_large"): ("small",),
+}
 PIPELINE_SIZE = 64  # the pipeline test's shorter side (torchvision's preset: 520)
 MASKRCNN_KEYS = Path(__file__).parent / "fixtures" / "maskrcnn" / "backbone_resnet50_keys.json"
 
@@ -88,17 +99,22 @@ def nhwc(tensor):
     return tensor.numpy().transpose(0, 2, 3, 1)
 
 
-out = {f"num_params/{enum}": getattr(segmentation, enum).COCO_WITH_VOC_LABELS_V1.meta[
-    "num_params"] for enum in enums}
+out = {}
+for enum in enums:
+    weights = getattr(segmentation, enum).COCO_WITH_VOC_LABELS_V1
+    out[f"num_params/{enum}"] = weights.meta["num_params"]
+    out[f"url/{enum}"] = weights.url
+    figures = weights.meta["_metrics"]["COCO-val2017-VOC-labels"]
+    out[f"metrics/{enum}"] = [figures["miou"], figures["pixel_acc"]]
 torch.manual_seed(0)
 with torch.no_grad():
-    for family, backbone in cases:
+    for family, backbone, sizes in cases:
         name = f"{family}_{backbone}"
         builder = getattr(segmentation, name)
         model = randomise(builder(weights=None, weights_backbone=None, aux_loss=True))
         out[f"params/{name}"] = sum(p.numel() for p in model.parameters())
         torch.save(model.state_dict(), f"{work}/{name}.pth")
-        for size in ("small", "odd"):
+        for size in sizes:
             result = model(torch.from_numpy(inputs[size].transpose(0, 3, 1, 2)))
             out[f"{name}/{size}/out"] = nhwc(result["out"])
             out[f"{name}/{size}/aux"] = nhwc(result["aux"])
@@ -168,7 +184,8 @@ def torchvision_run(frame, inputs, front_images, tmp_path_factory):
     np.savez(work / "inputs.npz", **inputs, **front_images)
     script = work / "run_torchvision.py"
     script.write_text(textwrap.dedent(TORCHVISION_SCRIPT))
-    arguments = json.dumps([PARITY_CASES, sorted(ENUMS.values()), PIPELINE_SIZE])
+    cases = [[*case, sizes] for case, sizes in PARITY_CASES.items()]
+    arguments = json.dumps([cases, sorted(ENUMS.values()), PIPELINE_SIZE])
     subprocess.run(
         [sys.executable, str(script), str(work), arguments],
         check=True,
@@ -218,7 +235,8 @@ def test_converted_weights_match_torchvision_on_a_camvid_frame(
         {"backbone": backbone, "num_classes": 21, "aux_loss": True},
     )
     model = semantic_weights(state_dict, keras_models(family, backbone))
-    for size, (height, width) in SIZES.items():
+    for size in PARITY_CASES[family, backbone]:
+        height, width = SIZES[size]
         ours = model.predict(inputs[size], verbose=0)
         for output, torch_output in (("output", "out"), ("aux", "aux")):
             reference = theirs[f"{family}_{backbone}/{size}/{torch_output}"]
@@ -229,6 +247,25 @@ def test_converted_weights_match_torchvision_on_a_camvid_frame(
             print(f"{family}_{backbone} {torch_output} {size}: {error:.2e}, {agreement:.5f}")
             assert error < RTOL, (output, size, error)
             assert agreement > 0.999, (output, size, agreement)
+
+
+def test_mobilenet_without_aux_skips_the_aux_keys_and_normalises_inside(
+    torchvision_run, inputs, record_property
+):
+    """DeepLabV3-MobileNetV3 with `include_preprocessing` and no auxiliary output: the
+    checkpoint's aux keys are skipped, 0..255 images give torchvision's "out"."""
+    _, theirs = torchvision_run
+    model = deeplabv3_torchvision(backbone="mobilenet_v3_large", include_preprocessing=True)
+    state_dict = _state_dict(torchvision_run, "deeplabv3", "mobilenet_v3_large")
+    semantic_weights(state_dict, model)
+    assert isinstance(model.get_layer("backbone"), keras.Model)
+    pixels = (inputs["small"] * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)) * 255
+    ours = model.predict(pixels.astype("float32"), verbose=0)
+    reference = theirs["deeplabv3_mobilenet_v3_large/small/out"]
+    assert not isinstance(ours, dict) and ours.shape == reference.shape == (1, *SIZES["small"], 21)
+    error, agreement = relative_error(ours, reference), argmax_agreement(ours, reference)
+    record_property("relative_difference", error)
+    assert error < RTOL and agreement > 0.999, (error, agreement)
 
 
 def test_model_front_equals_the_torchvision_preset_transform(torchvision_run, front_images):
@@ -340,9 +377,86 @@ def test_converter_refuses_state_dicts_that_do_not_fit(torchvision_run, keras_mo
         np.testing.assert_array_equal(old, new)
 
 
+def test_converter_refuses_mobilenet_and_resnet_state_dicts_for_each_other(
+    torchvision_run, keras_models
+):
+    mobilenet_model = keras_models("deeplabv3", "mobilenet_v3_large")
+    mobilenet = _state_dict(torchvision_run, "deeplabv3", "mobilenet_v3_large")
+    resnet = _state_dict(torchvision_run, "deeplabv3", "resnet50")
+    before = [w.copy() for w in mobilenet_model.get_weights()]
+
+    with pytest.raises(
+        ValueError,
+        match=r"is a torchvision deeplabv3_torchvision resnet50 state dict but `model` is "
+        r"deeplabv3_torchvision on mobilenet_v3_large; .*backbone='resnet50'",
+    ):
+        semantic_weights(resnet, mobilenet_model)
+    with pytest.raises(
+        ValueError,
+        match=r"is a torchvision deeplabv3_torchvision mobilenet_v3_large state dict but "
+        r"`model` is deeplabv3_torchvision on resnet50; .*backbone='mobilenet_v3_large'",
+    ):
+        semantic_weights(mobilenet, keras_models("deeplabv3", "resnet50"))
+
+    # A key of the backbone (the squeeze-and-excitation of features.4) or of the heads
+    # missing, a key too many under backbone.: all named, nothing assigned.
+    key = "backbone.4.block.2.fc1.bias"
+    with pytest.raises(ValueError, match=rf"missing keys \(1\): .*{re.escape(key)}"):
+        semantic_weights({k: v for k, v in mobilenet.items() if k != key}, mobilenet_model)
+    key = "aux_classifier.1.running_mean"
+    with pytest.raises(ValueError, match=rf"missing keys \(1\): .*{re.escape(key)}"):
+        semantic_weights({k: v for k, v in mobilenet.items() if k != key}, mobilenet_model)
+    extra = dict(mobilenet, **{"backbone.17.0.weight": np.ones((3, 960, 1, 1), "float32")})
+    with pytest.raises(ValueError, match=r"unexpected keys .*backbone\.17\.0\.weight"):
+        semantic_weights(extra, mobilenet_model)
+    reshaped = dict(mobilenet)
+    reshaped["backbone.16.0.weight"] = np.zeros((960, 112, 1, 1), "float32")
+    with pytest.raises(ValueError, match=r"backbone\.16\.0\.weight: \(960, 112, 1, 1\)"):
+        semantic_weights(reshaped, mobilenet_model)
+
+    # Detection by keys: a MobileNet other than MobileNetV3-Large, an FCN head on it, and
+    # a state dict without the auxiliary head for a model with it.
+    small = {k: v for k, v in mobilenet.items() if not k.startswith("backbone.16.")}
+    with pytest.raises(ValueError, match="no 'backbone.16.0.weight': not the MobileNetV3-Large"):
+        semantic_architecture(small)
+    fcn_head = {k: v for k, v in mobilenet.items() if not k.startswith("classifier.0.convs.")}
+    with pytest.raises(ValueError, match="torchvision builds DeepLabV3 and LR-ASPP on MobileNetV3"):
+        semantic_weights(fcn_head, mobilenet_model)
+    without_aux = {k: v for k, v in mobilenet.items() if not k.startswith("aux_classifier.")}
+    assert semantic_architecture(without_aux)[1]["aux_loss"] is False
+    with pytest.raises(ValueError, match="has no 'aux_classifier.' keys; build the model with"):
+        semantic_weights(without_aux, mobilenet_model)
+    with pytest.raises(TypeError, match="`model` must be a keras.Model; got dict"):
+        semantic_weights(mobilenet, {})
+
+    for old, new in zip(before, mobilenet_model.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_voc_presets_carry_torchvision_figures_and_urls(torchvision_run):
+    _, theirs = torchvision_run
+    for (family, backbone), enum in ENUMS.items():
+        entry = kerasseg.registry.get_entry(f"{family}_{backbone}_voc")
+        info = entry.weights["default"]
+        assert info.url == str(theirs[f"url/{enum}"])
+        miou, pixel_accuracy = theirs[f"metrics/{enum}"]
+        assert info.metrics == {"miou": miou, "pixel_accuracy": pixel_accuracy}
+        assert info.source == f"torchvision {enum}.COCO_WITH_VOC_LABELS_V1"
+        assert entry.architecture == f"{family}_torchvision"
+        assert entry.defaults["backbone"] == backbone
+    entry = kerasseg.registry.get_entry("deeplabv3_mobilenet_v3_large_voc")
+    assert entry.description.startswith("DeepLabV3 MobileNetV3-Large on COCO with the 20 VOC")
+
+
 def test_builders_check_their_arguments():
-    with pytest.raises(ValueError, match=r"`backbone` must be one of \('resnet50', 'resnet101'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"`backbone` of deeplabv3_torchvision must be one of \('resnet50', 'resnet101', "
+        r"'mobilenet_v3_large'\); got 'resnet18'",
+    ):
         deeplabv3_torchvision(backbone="resnet18")
+    with pytest.raises(ValueError, match="torchvision builds no FCN on MobileNetV3"):
+        fcn_torchvision(backbone="mobilenet_v3_large")
     with pytest.raises(TypeError, match="`aux_loss` must be True or False; got 'yes'"):
         fcn_torchvision(aux_loss="yes")
     with pytest.raises(ValueError, match="`resize_shorter_side`"):

@@ -3,6 +3,7 @@ or empty the cache of converted public checkpoints (`kerasseg.public_weights`)."
 
 from kerasseg import get_entry, public_weights, weights
 from kerasseg.cli.common import UsageError
+from kerasseg.models.encoders import ENCODER_WEIGHTS
 
 __all__ = ["add_parser", "run_cache", "run_download"]
 
@@ -14,7 +15,13 @@ def add_parser(commands, parents):
         parents=parents,
         help="download, verify and convert presets' weights now (for offline use later)",
     )
-    parser.add_argument("names", nargs="+", metavar="NAME", help="preset names")
+    parser.add_argument(
+        "names",
+        nargs="+",
+        metavar="NAME",
+        help="preset names, or encoders' weights: encoder_resnet18_imagenet, "
+        "encoder_resnet34_imagenet",
+    )
     parser = commands.add_parser(
         "cache", parents=parents, help="list or clear the cached public checkpoints"
     )
@@ -26,24 +33,29 @@ def add_parser(commands, parents):
 
 
 def run_download(args):
-    """Run `kerasseg download` with the parsed command-line `args`."""
-    entries = []
+    """Run `kerasseg download` with the parsed command-line `args`: presets, and the
+    pretrained encoders' weights by their cache names (`encoder_resnet34_imagenet`)."""
+    encoders = {w.preset: w for w in ENCODER_WEIGHTS.values() if w is not None}
+    fetches = []
     for name in args.names:
+        if name in encoders:
+            fetches.append((name, encoders[name].fetch))
+            continue
         try:
             entry = get_entry(name)
         except ValueError as error:
-            raise UsageError(str(error)) from None
+            raise UsageError(f"{error} Encoder weights: {sorted(encoders)}.") from None
         if entry.default_weights is None:
             raise UsageError(
                 f"{name!r} has no weights to download (an architecture, not a preset)."
             )
-        entries.append(entry)
-    for entry in entries:
+        fetches.append((name, entry.fetch_weights))
+    for name, fetch in fetches:
         try:
-            path = entry.fetch_weights()
+            path = fetch()
         except (OSError, ValueError) as error:
             raise UsageError(str(error)) from None
-        print(f"{entry.name}: {path}")
+        print(f"{name}: {path}")
 
 
 def run_cache(args):

@@ -1,4 +1,4 @@
-"""Pretrained keras.applications networks as U-Net encoders.
+"""Pretrained networks as encoders: keras.applications' and torchvision's ResNet-18/34.
 
 Each encoder is listed with the layers tapped for skip connections at strides 2, 4, 8 and
 16, and the bottleneck at stride 32. A tap is a layer name (its output), "input:<name>" (the
@@ -12,26 +12,43 @@ Input channels other than 3 with pretrained weights: the weights are loaded into
 network and copied layer by layer into the C-channel one; the first convolution's kernel is
 summed over RGB for 1 channel, or repeated cyclically and scaled by 3 / C otherwise, as
 segmentation_models.pytorch does (`encoders/_utils.py: patch_first_conv`).
+
+ResNet-18 and ResNet-34 (He et al. 2016, "Deep Residual Learning for Image Recognition",
+arXiv:1512.03385), the default encoders of segmentation_models.pytorch, are not in
+keras.applications: they are built as torchvision builds them
+(`kerasseg.models.torchvision_resnet.resnet_stages`: explicit padding, BatchNorm epsilon
+1e-5), tapped where smp's `ResNetEncoder` is (the ReLU after `bn1` at stride 2, then the
+outputs of layer1..layer4), and take torch's normalisation. Their `encoder_weights="imagenet"`
+are torchvision's ImageNet checkpoints, downloaded, verified, converted and cached by
+`kerasseg.public_weights`: `register_encoder_weights` names the checkpoint of an encoder
+(`kerasseg.convert.encoder_weights` registers torchvision's, with their converter).
 """
 
 import dataclasses
 import difflib
+import functools
 import inspect
+from collections.abc import Callable
 
 import keras
 import numpy as np
 
 from kerasseg.models.input_checks import check_spatial_size
+from kerasseg.models.torchvision_resnet import RESNET_DEPTHS, resnet_stages
+from kerasseg.public_weights import PublicWeights
 
 __all__ = [
     "ENCODERS",
+    "ENCODER_WEIGHTS",
     "STRIDES",
     "EncoderSpec",
     "adapt_first_conv_kernel",
     "build_encoder",
     "check_encoder_arguments",
+    "encoder_network",
     "encoder_preprocessing",
     "get_encoder_spec",
+    "register_encoder_weights",
 ]
 
 STRIDES = (2, 4, 8, 16, 32)
@@ -39,14 +56,28 @@ STRIDES = (2, 4, 8, 16, 32)
 
 @dataclasses.dataclass(frozen=True)
 class EncoderSpec:
-    """One encoder: its keras.applications constructor, taps and preprocessing mode."""
+    """One encoder: how its network is built, its taps and preprocessing mode.
+
+    Attributes:
+        name: the encoder's name in `ENCODERS`.
+        constructor: the keras.applications constructor's name ("ResNet50"), or, for a
+            network made by `build`, the network's upstream name ("torchvision resnet34").
+        taps: the five taps at strides 2, 4, 8, 16 and 32 (see the module docstring).
+        preprocessing: the `ImagePreprocessing` mode its ImageNet weights expect.
+        reference: the publication of the network.
+        cut_before: drop the layers before this one (built-in preprocessing), or None.
+        build: None for a keras.applications network; else ``build(input_shape)`` returning
+            the whole network with random weights. Its ImageNet weights are then the
+            `PublicWeights` registered with `register_encoder_weights`.
+    """
 
     name: str
     constructor: str
     taps: tuple
     preprocessing: str
     reference: str
-    cut_before: str | None = None  # drop the layers before this one (built-in preprocessing)
+    cut_before: str | None = None
+    build: Callable | None = dataclasses.field(default=None, repr=False)
 
 
 def _resnet_taps(stage3, stage4, v2=False):
@@ -93,6 +124,27 @@ _CONVNEXT = "Liu et al. 2022, A ConvNet for the 2020s"
 _MOBILENET_V3 = "Howard et al. 2019, Searching for MobileNetV3"
 
 
+def _torchvision_resnet(input_shape, depth):
+    """torchvision's `resnet{depth}` without its pooling and classifier, outputs layer1..4."""
+    images = keras.Input(input_shape)
+    features = resnet_stages(images, depth, norm="batch", eps=1e-5)
+    return keras.Model(images, features, name=f"resnet{depth}")
+
+
+def _torchvision_resnet_spec(depth):
+    # smp's ResNetEncoder features: the ReLU after bn1, then the last block of each stage.
+    _, blocks = RESNET_DEPTHS[depth]
+    taps = ("relu",) + tuple(f"layer{s}_{n - 1}_out" for s, n in enumerate(blocks, start=1))
+    return EncoderSpec(
+        f"resnet{depth}",
+        f"torchvision resnet{depth}",
+        taps,
+        "torch",
+        _RESNET,
+        build=functools.partial(_torchvision_resnet, depth=depth),
+    )
+
+
 # The encoders named one by one; the families with many sizes follow in `_families`.
 _NAMED = (
     EncoderSpec(
@@ -109,6 +161,8 @@ _NAMED = (
         "caffe",
         _VGG,
     ),
+    _torchvision_resnet_spec(18),
+    _torchvision_resnet_spec(34),
     EncoderSpec("resnet50", "ResNet50", _resnet_taps(4, 6), "caffe", _RESNET),
     EncoderSpec("resnet101", "ResNet101", _resnet_taps(4, 23), "caffe", _RESNET),
     EncoderSpec("resnet152", "ResNet152", _resnet_taps(8, 36), "caffe", _RESNET),
@@ -194,6 +248,38 @@ def _families():
 
 # Every encoder by name.
 ENCODERS = {spec.name: spec for spec in (*_NAMED, *_families())}
+# The ImageNet checkpoint of each encoder built by its spec's `build` (its
+# `encoder_weights="imagenet"`), filled by `register_encoder_weights`; None: none registered.
+ENCODER_WEIGHTS = {name: None for name, spec in ENCODERS.items() if spec.build is not None}
+
+
+def register_encoder_weights(name, weights):
+    """Name the public checkpoint that `encoder_weights="imagenet"` loads for an encoder.
+
+    Only for encoders that keras.applications lacks (a spec with `build`); keras.applications
+    networks download their own weights.
+
+    Args:
+        name: the encoder's name in `ENCODERS`.
+        weights: a `kerasseg.public_weights.PublicWeights` whose converter writes the
+            `.weights.h5` of ``encoder_network(name)``, or None to remove it.
+
+    Raises:
+        ValueError: an unknown encoder or a keras.applications one.
+        TypeError: `weights` is neither a `PublicWeights` nor None.
+    """
+    spec = get_encoder_spec(name)
+    if spec.build is None:
+        raise ValueError(
+            f"`name`: encoder {name!r} is a keras.applications network, which loads its own "
+            f"ImageNet weights; accepted: {sorted(ENCODER_WEIGHTS)}."
+        )
+    if weights is not None and not isinstance(weights, PublicWeights):
+        raise TypeError(
+            f"`weights` must be a kerasseg.public_weights.PublicWeights or None; got "
+            f"{type(weights).__name__}."
+        )
+    ENCODER_WEIGHTS[name] = weights
 
 
 def get_encoder_spec(name):
@@ -219,6 +305,14 @@ def encoder_preprocessing(arguments):
 
 
 def _application(spec, input_shape, weights):
+    """The whole network of `spec` for `input_shape`, with `weights` (see `build_encoder`)."""
+    if spec.build is not None:
+        network = spec.build(tuple(input_shape))
+        if weights == "imagenet":
+            weights = _public_weights_file(spec)
+        if weights is not None:
+            network.load_weights(weights)
+        return network
     constructor = getattr(keras.applications, spec.constructor)
     kwargs = {"include_top": False, "weights": weights, "input_shape": tuple(input_shape)}
     if "include_preprocessing" in inspect.signature(constructor).parameters:
@@ -236,6 +330,25 @@ def _application(spec, input_shape, weights):
             f"`encoder_weights=`."
         ) from error
     return network
+
+
+def _public_weights_file(spec):
+    """The converted `.weights.h5` of the checkpoint registered for `spec`, fetched once."""
+    weights = ENCODER_WEIGHTS.get(spec.name)
+    if weights is None:
+        raise ValueError(
+            f"`encoder_weights='imagenet'`: no ImageNet checkpoint is registered for encoder "
+            f"{spec.name!r}; `import kerasseg` registers torchvision's "
+            f"(kerasseg.convert.encoder_weights), or pass the path of a converted weights "
+            f"file as `encoder_weights=`."
+        )
+    try:
+        return weights.fetch()
+    except OSError as error:
+        raise OSError(
+            f"`encoder_weights='imagenet'`: the ImageNet weights of encoder {spec.name!r} are "
+            f"not available. {error}"
+        ) from error
 
 
 def _is_download_error(error):
@@ -288,6 +401,22 @@ def _transfer_weights(source, target, start=None):
         dst_layer.set_weights(new)
 
 
+def encoder_network(name, input_shape=(None, None, 3), weights=None):
+    """The whole network that encoder `name` taps, the one its weights files hold.
+
+    Args:
+        name: an encoder name from `ENCODERS`.
+        input_shape: (height, width, channels).
+        weights: None (random), "imagenet", or a path to the network's weights.
+
+    Returns:
+        The `keras.Model`: keras.applications' network without its top (and with
+        `include_preprocessing=False` where the constructor takes it), or the network of
+        the spec's `build` (outputs layer1..layer4 for the torchvision ResNets).
+    """
+    return _application(get_encoder_spec(name), input_shape, weights)
+
+
 def build_encoder(name, input_shape=(None, None, 3), weights=None):
     """A multi-output keras.Model giving the features at strides 2, 4, 8, 16 and 32.
 
@@ -295,7 +424,8 @@ def build_encoder(name, input_shape=(None, None, 3), weights=None):
         name: an encoder name from `ENCODERS`.
         input_shape: (height, width, channels); height and width may be None.
         weights: None (random), "imagenet", or a path to weights of the 3-channel
-            keras.applications network without its top.
+            `encoder_network` (keras.applications' network without its top; a
+            `.weights.h5` for the torchvision ResNets).
 
     Returns:
         `(encoder, present)`: a `keras.Model` named "encoder" whose outputs are the features
@@ -339,8 +469,8 @@ def check_encoder_arguments(encoder, encoder_weights):
     """
     if encoder is None:
         raise ValueError(
-            "`encoder` must name a keras.applications encoder from "
-            "`kerasseg.models.encoders.ENCODERS` (e.g. 'resnet50'); got None."
+            "`encoder` must name an encoder from `kerasseg.models.encoders.ENCODERS` (e.g. "
+            "'resnet50'); got None."
         )
     spec = get_encoder_spec(encoder)
     if encoder_weights is not None and not isinstance(encoder_weights, str):

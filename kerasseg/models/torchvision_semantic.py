@@ -1,20 +1,31 @@
-"""torchvision's DeepLabV3 and FCN on a dilated ResNet-50/101, in Keras, numerically faithful.
+"""torchvision's DeepLabV3 and FCN (dilated ResNet, MobileNetV3) in Keras, numerically faithful.
 
 References:
     Chen, Papandreou, Schroff & Adam, "Rethinking Atrous Convolution for Semantic Image
     Segmentation", 2017, arXiv:1706.05587 (DeepLabV3).
     Long, Shelhamer & Darrell, "Fully Convolutional Networks for Semantic Segmentation",
     CVPR 2015, arXiv:1411.4038 (FCN).
+    Howard et al., "Searching for MobileNetV3", ICCV 2019, arXiv:1905.02244 (the
+    MobileNetV3-Large backbone).
     The layout is torchvision's `models/segmentation/{deeplabv3,fcn,_utils}.py`, so its
-    public checkpoints (`DeepLabV3_ResNet50_Weights`, `FCN_ResNet101_Weights`, ...) load
-    through `kerasseg.convert.torchvision_semantic`.
+    public checkpoints (`DeepLabV3_ResNet50_Weights`, `FCN_ResNet101_Weights`,
+    `DeepLabV3_MobileNet_V3_Large_Weights`, ...) load through
+    `kerasseg.convert.torchvision_semantic`.
 
-The network, as torchvision's `deeplabv3_resnet50` / `fcn_resnet101` build it:
+The network, as torchvision's `deeplabv3_resnet50` / `fcn_resnet101` /
+`deeplabv3_mobilenet_v3_large` build it:
 
-- Backbone: torchvision's ResNet (`kerasseg.models.torchvision_resnet`) with
-  ``replace_stride_with_dilation=(False, True, True)``: layer3 and layer4 keep stride 8 and
-  are dilated (2 and 4), so the features are at output stride 8. Batch norms are torch's
-  `nn.BatchNorm2d` (epsilon 1e-5, Keras momentum 0.9 for torch's 0.1).
+- Backbone "resnet50" / "resnet101": torchvision's ResNet
+  (`kerasseg.models.torchvision_resnet`) with ``replace_stride_with_dilation=(False, True,
+  True)``: layer3 and layer4 keep stride 8 and are dilated (2 and 4), so the features are
+  at output stride 8. Batch norms are torch's `nn.BatchNorm2d` (epsilon 1e-5, Keras
+  momentum 0.9 for torch's 0.1). The heads take layer4 (2048 channels), the auxiliary
+  head layer3 (1024 channels).
+- Backbone "mobilenet_v3_large" (DeepLabV3 only; torchvision has no FCN on it):
+  `kerasseg.models.mobilenet_v3.mobilenet_v3_large_features` (dilated) as the nested model
+  "backbone", as LR-ASPP has it. The head takes "high" (``features.16``, 960 channels,
+  stride 16), the auxiliary head "low" (``features.4``, 40 channels, stride 8), as
+  torchvision's `_deeplabv3_mobilenetv3`.
 - DeepLabV3 head (`DeepLabHead`): ASPP with a 1x1 branch, three 3x3 branches dilated 12,
   24 and 36 and an image pooling branch (global average, 1x1 conv, BN, ReLU, broadcast
   back: torchvision's bilinear `F.interpolate` from a 1x1 map is a broadcast), each of 256
@@ -22,8 +33,8 @@ The network, as torchvision's `deeplabv3_resnet50` / `fcn_resnet101` build it:
   256 + BN + ReLU and the 1x1 classifier.
 - FCN head (`FCNHead`): a 3x3 conv to in/4 channels + BN + ReLU + Dropout(0.1) and the 1x1
   classifier.
-- Auxiliary classifier (``aux_loss=True``): an FCN head on layer3 (1024 channels), a
-  second output "aux" (torchvision's ``result["aux"]``) for the auxiliary training loss.
+- Auxiliary classifier (``aux_loss=True``): an FCN head on layer3 or "low", a second
+  output "aux" (torchvision's ``result["aux"]``) for the auxiliary training loss.
   torchvision's checkpoints hold it; it does not change the main output.
 - The logits are resized bilinearly (align_corners=False) to the network's input size, as
   torchvision's `_SimpleSegmentationModel.forward`.
@@ -40,7 +51,8 @@ in float.
 
 Keras layer names spell torchvision's state-dict keys with "_" for "." (``conv1``,
 ``layer3_5_conv2``, ``classifier_0_convs_1_0``, ``classifier_0_project_1``,
-``classifier_4``, ``aux_classifier_0``...); the converter relies on them.
+``classifier_4``, ``aux_classifier_0``...; the MobileNet's inside its nested model,
+``features_4_block_2_fc1``...); the converter relies on them.
 """
 
 import keras
@@ -48,6 +60,7 @@ from keras import layers
 
 from kerasseg.models.base import SegmentationModel
 from kerasseg.models.blocks import check_common_arguments
+from kerasseg.models.mobilenet_v3 import mobilenet_v3_large_features
 from kerasseg.models.resize import BroadcastLike, ResizeLike, ResizeShorterSide
 from kerasseg.models.torchvision_resnet import batch_norm, resnet_stages, torch_conv
 from kerasseg.ops.checks import check_int, did_you_mean, is_int
@@ -60,8 +73,10 @@ __all__ = [
     "AUX_OUTPUT",
     "BACKBONES",
     "BATCH_NORM_EPSILON",
+    "MOBILENET_BACKBONE",
     "PREPROCESSING",
     "REPLACE_STRIDE_WITH_DILATION",
+    "RESNET_BACKBONES",
     "deeplab_head",
     "deeplabv3_torchvision",
     "fcn_head",
@@ -69,7 +84,13 @@ __all__ = [
     "preprocessing_rule",
 ]
 
-BACKBONES = {"resnet50": 50, "resnet101": 101}
+RESNET_BACKBONES = {"resnet50": 50, "resnet101": 101}  # name -> depth
+MOBILENET_BACKBONE = "mobilenet_v3_large"
+# The backbones torchvision builds each family on: no FCN on MobileNetV3.
+BACKBONES = {
+    "deeplabv3": (*RESNET_BACKBONES, MOBILENET_BACKBONE),
+    "fcn": tuple(RESNET_BACKBONES),
+}
 REPLACE_STRIDE_WITH_DILATION = (False, True, True)  # output stride 8
 ATROUS_RATES = (12, 24, 36)
 ASPP_FILTERS = 256
@@ -149,11 +170,36 @@ def preprocessing_rule(arguments):
     return "none" if arguments.get("include_preprocessing") else PREPROCESSING
 
 
-def _check_backbone(backbone):
-    if not isinstance(backbone, str) or backbone not in BACKBONES:
-        hint = did_you_mean(str(backbone), BACKBONES)
-        raise ValueError(f"`backbone` must be one of {tuple(BACKBONES)}; got {backbone!r}.{hint}")
-    return BACKBONES[backbone]
+def _check_backbone(backbone, family):
+    accepted = BACKBONES[family]
+    if isinstance(backbone, str) and backbone in accepted:
+        return
+    if backbone == MOBILENET_BACKBONE:
+        hint = (
+            " torchvision builds no FCN on MobileNetV3: use deeplabv3_torchvision or "
+            "lraspp_torchvision for MobileNetV3-Large."
+        )
+    else:
+        hint = did_you_mean(str(backbone), accepted)
+    raise ValueError(
+        f"`backbone` of {family}_torchvision must be one of {accepted}; got {backbone!r}.{hint}"
+    )
+
+
+def _backbone_features(x, backbone):
+    """The maps the head and the auxiliary head take: (layer4, layer3) of the dilated
+    ResNet, ("high", "low") of the dilated MobileNetV3-Large."""
+    if backbone == MOBILENET_BACKBONE:
+        features = mobilenet_v3_large_features(x.shape[1:], dilated=True, name="backbone")(x)
+        return features["high"], features["low"]
+    features = resnet_stages(
+        x,
+        RESNET_BACKBONES[backbone],
+        "batch",
+        BATCH_NORM_EPSILON,
+        replace_stride_with_dilation=REPLACE_STRIDE_WITH_DILATION,
+    )
+    return features[3], features[2]
 
 
 def _segmentation_model(
@@ -170,7 +216,7 @@ def _segmentation_model(
 ):
     """torchvision's `_SimpleSegmentationModel` with `head` as its classifier."""
     check_common_arguments(num_classes, input_shape, activation)
-    depth = _check_backbone(backbone)
+    _check_backbone(backbone, family)
     if not isinstance(aux_loss, bool):
         raise TypeError(f"`aux_loss` must be True or False; got {aux_loss!r}.")
     check_int(resize_shorter_side, "resize_shorter_side", 1, allow_none=True)
@@ -186,13 +232,7 @@ def _segmentation_model(
         x = ResizeShorterSide(resize_shorter_side, name="resize_shorter_side")(x)
     if include_preprocessing:
         x = ImagePreprocessing(PREPROCESSING, name="preprocessing")(x)
-    features = resnet_stages(
-        x,
-        depth,
-        "batch",
-        BATCH_NORM_EPSILON,
-        replace_stride_with_dilation=REPLACE_STRIDE_WITH_DILATION,
-    )
+    high, low = _backbone_features(x, backbone)
 
     def finish(logits, prefix, output_name):
         logits = ResizeLike(align_corners=False, name=f"{prefix}_upsample")([logits, x])
@@ -200,11 +240,9 @@ def _segmentation_model(
             logits = ResizeLike(align_corners=False, name=f"{prefix}_resize_back")([logits, images])
         return layers.Activation(activation or "linear", dtype="float32", name=output_name)(logits)
 
-    outputs = finish(head(features[3], num_classes, "classifier"), "classifier", "output")
+    outputs = finish(head(high, num_classes, "classifier"), "classifier", "output")
     if aux_loss:
-        aux = finish(
-            fcn_head(features[2], num_classes, "aux_classifier"), "aux_classifier", AUX_OUTPUT
-        )
+        aux = finish(fcn_head(low, num_classes, "aux_classifier"), "aux_classifier", AUX_OUTPUT)
         outputs = {"output": outputs, AUX_OUTPUT: aux}
     return SegmentationModel(
         images, outputs, name=name or f"{family}_{backbone}", size_divisor=1, min_size=1
@@ -214,8 +252,10 @@ def _segmentation_model(
 @register_model(
     "deeplabv3_torchvision",
     task="semantic",
-    description="DeepLabV3 as torchvision builds it: ASPP on a dilated ResNet-50/101",
-    reference="Chen et al. 2017, arXiv:1706.05587; torchvision deeplabv3_resnet50/101",
+    description="DeepLabV3 as torchvision builds it: ASPP on a dilated ResNet-50/101 or "
+    "MobileNetV3-Large",
+    reference="Chen et al. 2017, arXiv:1706.05587; torchvision deeplabv3_resnet50/101, "
+    "deeplabv3_mobilenet_v3_large",
     num_classes=21,
     preprocessing=preprocessing_rule,
 )
@@ -229,22 +269,26 @@ def deeplabv3_torchvision(
     activation=None,
     name=None,
 ):
-    """Build torchvision's DeepLabV3 (Chen et al. 2017, arXiv:1706.05587) on ResNet-50/101.
+    """Build torchvision's DeepLabV3 (Chen et al. 2017, arXiv:1706.05587) on ResNet or MobileNetV3.
 
     torchvision's `deeplabv3_resnet50` / `deeplabv3_resnet101`: the ResNet with layer3 and
-    layer4 dilated (output stride 8), `DeepLabHead` (ASPP rates 12, 24, 36) and bilinear
-    resizing of the logits to the input size (see the module docstring). Its checkpoints
-    load with `kerasseg.convert.torchvision_semantic.semantic_weights`.
+    layer4 dilated (output stride 8); `deeplabv3_mobilenet_v3_large`: MobileNetV3-Large
+    (Howard et al. 2019, arXiv:1905.02244) with its last stage dilated (output stride 16).
+    Then `DeepLabHead` (ASPP rates 12, 24, 36) and bilinear resizing of the logits to the
+    input size (see the module docstring). Its checkpoints load with
+    `kerasseg.convert.torchvision_semantic.semantic_weights`.
 
     Args:
         num_classes: output channels (default 21: the Pascal VOC classes, background first,
             of torchvision's COCO_WITH_VOC_LABELS_V1 checkpoints).
         input_shape: (height, width, channels); height and width may be None. Any size of
             at least 1 works.
-        backbone: "resnet50" (default) or "resnet101".
-        aux_loss: if True, add torchvision's auxiliary FCN head on layer3 as a second
-            output "aux" (its checkpoints hold its weights; it serves an auxiliary training
-            loss); the model then returns a dict {"output", "aux"}.
+        backbone: "resnet50" (default), "resnet101" or "mobilenet_v3_large" (a nested
+            model named "backbone").
+        aux_loss: if True, add torchvision's auxiliary FCN head on layer3 (ResNet) or on
+            the stride-8 "low" map (MobileNetV3) as a second output "aux" (its checkpoints
+            hold its weights; it serves an auxiliary training loss); the model then returns
+            a dict {"output", "aux"}.
         include_preprocessing: normalise inside the model (ImageNet mean/std of x / 255,
             `ImagePreprocessing("torch")`), so it takes 0..255 images; otherwise feed images
             normalised that way.
@@ -259,6 +303,12 @@ def deeplabv3_torchvision(
         A `SegmentationModel` mapping (batch, H, W, C) images to (batch, H, W, num_classes)
         logits; with `aux_loss`, a dict of two such maps, "output" and "aux" (torchvision's
         "out" and "aux").
+
+    Raises:
+        ValueError: an unknown `backbone`, `resize_shorter_side` not None or an integer
+            >= 1, `input_shape` not (height, width, channels) with None or positive sizes,
+            or `activation` not accepted.
+        TypeError: `aux_loss` is not a bool.
     """
     return _segmentation_model(
         deeplab_head,
@@ -303,7 +353,8 @@ def fcn_torchvision(
     Args:
         num_classes: as `deeplabv3_torchvision`.
         input_shape: as `deeplabv3_torchvision`.
-        backbone: as `deeplabv3_torchvision`.
+        backbone: "resnet50" (default) or "resnet101"; torchvision builds no FCN on
+            MobileNetV3 (`deeplabv3_torchvision` and `lraspp_torchvision` do).
         aux_loss: as `deeplabv3_torchvision`.
         include_preprocessing: as `deeplabv3_torchvision`.
         resize_shorter_side: as `deeplabv3_torchvision`.
@@ -312,6 +363,9 @@ def fcn_torchvision(
 
     Returns:
         A `SegmentationModel` as `deeplabv3_torchvision` returns.
+
+    Raises:
+        ValueError, TypeError: as `deeplabv3_torchvision`.
     """
     return _segmentation_model(
         fcn_head,
