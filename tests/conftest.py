@@ -81,3 +81,36 @@ def data_dir():
             pytest.fail(message + " and KERASSEG_REQUIRE_DATA=1")
         pytest.skip(message)
     return DATA
+
+
+def run_torch_script(script, work, *args):
+    """Run the torch side of a torchvision comparison in a child process.
+
+    torchvision's native ops crash in a process that already holds TensorFlow, so `script`
+    (Python source; it may `import torch_reference`, tests/fixtures/torch_reference.py) runs
+    as `python run_torchvision.py WORK ARGS...` with `work` as its folder, and writes its
+    results to `work / "torchvision.npz"`, which is returned as a dict. Skips when torch or
+    torchvision (test extra `parity`) is missing.
+    """
+    import importlib.util
+    import subprocess
+    import textwrap
+
+    for package in ("torch", "torchvision"):
+        if importlib.util.find_spec(package) is None:
+            pytest.skip(f"{package} (test extra `parity`) is not installed")
+    path = Path(work) / "run_torchvision.py"
+    path.write_text(textwrap.dedent(script))
+    fixtures = str(Path(__file__).resolve().parent / "fixtures")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [fixtures, os.environ.get("PYTHONPATH")])),
+    }
+    subprocess.run(
+        [sys.executable, str(path), str(work), *map(str, args)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+        env=env,
+    )
+    return dict(np.load(Path(work) / "torchvision.npz"))

@@ -18,15 +18,12 @@ import dataclasses
 import functools
 import hashlib
 import http.server
-import importlib.util
-import subprocess
-import sys
-import textwrap
 import threading
 
 import keras
 import numpy as np
 import pytest
+from conftest import run_torch_script
 from PIL import Image
 
 import kerasseg
@@ -54,6 +51,8 @@ TAPS = ("relu", "layer1", "layer2", "layer3", "layer4")
 TORCHVISION_SCRIPT = """
 import sys
 
+from torch_reference import nhwc, randomise
+
 import numpy as np
 import torch
 from torchvision import models
@@ -64,24 +63,9 @@ generator = torch.Generator().manual_seed(0)
 out = {}
 
 
-def draw(tensor, low, high):
-    tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
-
-
-def nhwc(tensor):
-    return tensor.numpy().transpose(0, 2, 3, 1)
-
-
 for depth in (18, 34):
     torch.manual_seed(depth)
-    model = getattr(models, f"resnet{depth}")(weights=None).eval()
-    with torch.no_grad():  # batch norms far from (1, 0, 0, 1), so a misplaced one shows
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                draw(module.weight, 0.5, 1.5)
-                draw(module.bias, -0.2, 0.2)
-                draw(module.running_mean, -0.5, 0.5)
-                draw(module.running_var, 0.5, 2.0)
+    model = randomise(getattr(models, f"resnet{depth}")(weights=None), generator)
     torch.save(model.state_dict(), f"{work}/resnet{depth}.pth")
     weights = getattr(models, f"ResNet{depth}_Weights").IMAGENET1K_V1
     preset = weights.transforms()
@@ -124,17 +108,9 @@ def frame(data_dir):
 @pytest.fixture(scope="module")
 def torchvision_run(frame, tmp_path_factory):
     """(work folder with resnet{18,34}.pth, torchvision's features and metadata)."""
-    for package in ("torch", "torchvision"):
-        if importlib.util.find_spec(package) is None:
-            pytest.skip(f"{package} (test extra `parity`) is not installed")
     work = tmp_path_factory.mktemp("torchvision_encoders")
     np.save(work / "frame.npy", frame[0])
-    script = work / "run_torchvision.py"
-    script.write_text(textwrap.dedent(TORCHVISION_SCRIPT))
-    subprocess.run(
-        [sys.executable, str(script), str(work)], check=True, capture_output=True, timeout=600
-    )
-    return work, dict(np.load(work / "torchvision.npz"))
+    return work, run_torch_script(TORCHVISION_SCRIPT, work)
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,12 @@ into a process that already holds TensorFlow, so torchvision runs once, in a chi
 process (`TORCHVISION_SCRIPT`), and the tests that need it skip when it is not installed.
 """
 
-import importlib.util
 import json
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
-from conftest import randomise_batch_norm
+from conftest import randomise_batch_norm, run_torch_script
 from PIL import Image
 
 import kerasseg
@@ -42,6 +38,9 @@ TORCHVISION_SCRIPT = """
 import json
 import sys
 
+import torch_reference
+from torch_reference import nhwc
+
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -62,25 +61,7 @@ generator = torch.Generator().manual_seed(0)
 
 
 def randomise(model):
-    # Batch-norm weights and statistics far from (1, 0, 0, 1) and non-zero biases, so a
-    # misplaced parameter, a training-mode norm or a wrong epsilon would show.
-    def draw(tensor, low, high):
-        tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
-
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                draw(module.weight, 0.5, 1.5)
-                draw(module.bias, -0.2, 0.2)
-                draw(module.running_mean, -0.5, 0.5)
-                draw(module.running_var, 0.5, 2.0)
-            elif isinstance(module, torch.nn.Conv2d) and module.bias is not None:
-                draw(module.bias, -0.1, 0.1)
-    return model.eval()
-
-
-def nhwc(tensor):
-    return tensor.numpy().transpose(0, 2, 3, 1)
+    return torch_reference.randomise(model, generator, conv_bias=0.1)
 
 
 torch.manual_seed(0)
@@ -170,20 +151,9 @@ def inputs(frame):
 @pytest.fixture(scope="module")
 def torchvision_run(frame, inputs, tmp_path_factory):
     """torchvision's state dicts (.pth), keys and outputs, from one child process."""
-    for package in ("torch", "torchvision"):
-        if importlib.util.find_spec(package) is None:
-            pytest.skip(f"{package} (test extra `parity`) is not installed")
     work = tmp_path_factory.mktemp("torchvision_mobilenet")
     np.savez(work / "inputs.npz", frame=frame, **inputs)
-    script = work / "run_torchvision.py"
-    script.write_text(textwrap.dedent(TORCHVISION_SCRIPT))
-    subprocess.run(
-        [sys.executable, str(script), str(work), json.dumps(RESIZE_CASES)],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    return work, dict(np.load(work / "torchvision.npz"))
+    return work, run_torch_script(TORCHVISION_SCRIPT, work, json.dumps(RESIZE_CASES))
 
 
 @pytest.fixture(scope="module")

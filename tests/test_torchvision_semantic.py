@@ -16,17 +16,14 @@ Parity tolerance: max |ours - torchvision| / max |torchvision| per output below 
 99.9 %.
 """
 
-import importlib.util
 import json
 import re
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from conftest import run_torch_script
 from PIL import Image
 
 import kerasseg
@@ -66,6 +63,9 @@ TORCHVISION_SCRIPT = """
 import json
 import sys
 
+import torch_reference
+from torch_reference import nhwc
+
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -78,25 +78,7 @@ generator = torch.Generator().manual_seed(1)
 
 
 def randomise(model):
-    # Batch-norm weights and statistics far from (1, 0, 0, 1) and non-zero biases, so a
-    # misplaced parameter, a training-mode norm or a wrong epsilon would show.
-    def draw(tensor, low, high):
-        tensor.copy_(torch.rand(tensor.shape, generator=generator) * (high - low) + low)
-
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                draw(module.weight, 0.5, 1.5)
-                draw(module.bias, -0.2, 0.2)
-                draw(module.running_mean, -0.5, 0.5)
-                draw(module.running_var, 0.5, 2.0)
-            elif isinstance(module, torch.nn.Conv2d) and module.bias is not None:
-                draw(module.bias, -0.2, 0.2)
-    return model.eval()
-
-
-def nhwc(tensor):
-    return tensor.numpy().transpose(0, 2, 3, 1)
+    return torch_reference.randomise(model, generator, conv_bias=0.2)
 
 
 out = {}
@@ -177,22 +159,11 @@ def front_images(frame):
 @pytest.fixture(scope="module")
 def torchvision_run(frame, inputs, front_images, tmp_path_factory):
     """torchvision's state dicts (.pth) and outputs, from one child process."""
-    for package in ("torch", "torchvision"):
-        if importlib.util.find_spec(package) is None:
-            pytest.skip(f"{package} (test extra `parity`) is not installed")
     work = tmp_path_factory.mktemp("torchvision_semantic")
     np.savez(work / "inputs.npz", **inputs, **front_images)
-    script = work / "run_torchvision.py"
-    script.write_text(textwrap.dedent(TORCHVISION_SCRIPT))
     cases = [[*case, sizes] for case, sizes in PARITY_CASES.items()]
     arguments = json.dumps([cases, sorted(ENUMS.values()), PIPELINE_SIZE])
-    subprocess.run(
-        [sys.executable, str(script), str(work), arguments],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    return work, dict(np.load(work / "torchvision.npz"))
+    return work, run_torch_script(TORCHVISION_SCRIPT, work, arguments)
 
 
 @pytest.fixture(scope="module")
