@@ -1,5 +1,8 @@
+import functools
+import http.server
 import os
 import sys
+import threading
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -114,3 +117,34 @@ def run_torch_script(script, work, *args):
         env=env,
     )
     return dict(np.load(Path(work) / "torchvision.npz"))
+
+
+class LocalFileServer:
+    """An HTTP server on 127.0.0.1 for the files of the folder `root`, in a daemon thread,
+    for the download tests (no network in tests): `url` is its address, `hits` counts the
+    requests per path, and the paths in `truncate` are sent half, with the full
+    Content-Length (a transfer that breaks off). `httpd.shutdown()` stops it."""
+
+    def __init__(self, root):
+        self.hits, self.truncate = {}, set()
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                server.hits[self.path] = server.hits.get(self.path, 0) + 1
+                if self.path in server.truncate:
+                    data = (root / self.path.lstrip("/")).read_bytes()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[: len(data) // 2])
+                    return
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        handler = functools.partial(Handler, directory=str(root))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()

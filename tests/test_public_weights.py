@@ -7,9 +7,7 @@ step of `kerasseg.public_weights` runs for real without a large model. The archi
 own converters are checked against torchvision and transformers in their parity tests.
 """
 
-import functools
 import hashlib
-import http.server
 import importlib.util
 import json
 import os
@@ -17,13 +15,12 @@ import pickle
 import subprocess
 import sys
 import textwrap
-import threading
 import zipfile
 
 import keras
 import numpy as np
 import pytest
-from conftest import rgb_image
+from conftest import LocalFileServer, rgb_image
 
 import kerasseg
 from kerasseg import class_sets, public_weights, registry
@@ -62,40 +59,11 @@ registry.register_model(
 )
 
 
-class _Server:
-    """A local HTTP server for the files of a folder, counting requests per path; paths in
-    `truncate` are sent half, with the full Content-Length."""
-
-    def __init__(self, root):
-        self.hits, self.truncate = {}, set()
-        server = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                server.hits[self.path] = server.hits.get(self.path, 0) + 1
-                if self.path in server.truncate:
-                    data = (root / self.path.lstrip("/")).read_bytes()
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data[: len(data) // 2])
-                    return
-                super().do_GET()
-
-            def log_message(self, *args):
-                pass
-
-        handler = functools.partial(Handler, directory=str(root))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
 def server(tmp_path):
     root = tmp_path / "served"
     (root / "models").mkdir(parents=True)
-    serving = _Server(root)
+    serving = LocalFileServer(root)
     yield serving, root
     serving.httpd.shutdown()
 

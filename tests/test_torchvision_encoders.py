@@ -15,15 +15,12 @@ Parity tolerance: max |ours - torchvision| / max |torchvision| per feature below
 """
 
 import dataclasses
-import functools
 import hashlib
-import http.server
-import threading
 
 import keras
 import numpy as np
 import pytest
-from conftest import run_torch_script
+from conftest import LocalFileServer, run_torch_script
 from PIL import Image
 
 import kerasseg
@@ -233,27 +230,6 @@ def test_registration_checks_its_arguments(monkeypatch):
         build_encoder("resnet18", weights="imagenet")
 
 
-class _Server:
-    """A local HTTP server for the files of a folder, counting requests per path."""
-
-    def __init__(self, root):
-        self.hits = {}
-        server = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                server.hits[self.path] = server.hits.get(self.path, 0) + 1
-                super().do_GET()
-
-            def log_message(self, *args):
-                pass
-
-        handler = functools.partial(Handler, directory=str(root))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
 def served_resnet18(torchvision_run, tmp_path, monkeypatch):
     """torchvision's resnet18 .pth served as /models/resnet18-<sha256 prefix>.pth, and
@@ -264,7 +240,7 @@ def served_resnet18(torchvision_run, tmp_path, monkeypatch):
     root = tmp_path / "served"
     (root / "models").mkdir(parents=True)
     (root / path.lstrip("/")).write_bytes(data)
-    server = _Server(root)
+    server = LocalFileServer(root)
     monkeypatch.setenv("KERASSEG_HOME", str(tmp_path / "home"))
     monkeypatch.delenv(public_weights.OFFLINE_VARIABLE, raising=False)
     monkeypatch.setattr(encoders, "ENCODER_WEIGHTS", dict(encoders.ENCODER_WEIGHTS))
