@@ -1,7 +1,6 @@
 """SegFormer (Xie et al. 2021, arXiv:2105.15203) in the layout of HuggingFace transformers, and
 its checkpoints converted by kerasseg.convert.huggingface, against transformers' own models."""
 
-
 import keras
 import numpy as np
 import pytest
