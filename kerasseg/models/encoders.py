@@ -36,6 +36,7 @@ import numpy as np
 from kerasseg.models.input_checks import check_spatial_size
 from kerasseg.models.torchvision_resnet import RESNET_DEPTHS, resnet_stages
 from kerasseg.public_weights import PublicWeights
+from kerasseg.weights import load_weights_file
 
 __all__ = [
     "ENCODERS",
@@ -310,8 +311,8 @@ def _application(spec, input_shape, weights):
         network = spec.build(tuple(input_shape))
         if weights == "imagenet":
             weights = _public_weights_file(spec)
-        if weights is not None:
-            network.load_weights(weights)
+        if weights is not None:  # checked: every array must fit, nothing skipped
+            load_weights_file(network, weights)
         return network
     constructor = getattr(keras.applications, spec.constructor)
     kwargs = {"include_top": False, "weights": weights, "input_shape": tuple(input_shape)}
