@@ -148,3 +148,13 @@ class LocalFileServer:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+def relative_error(ours, theirs):
+    """max |ours - theirs| / max |theirs|: the parity measure of the reference comparisons."""
+    return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
+
+
+def argmax_agreement(ours, theirs):
+    """The share of pixels whose highest-scoring class is the same in both."""
+    return float(np.mean(np.argmax(ours, -1) == np.argmax(theirs, -1)))

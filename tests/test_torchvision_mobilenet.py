@@ -14,7 +14,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import randomise_batch_norm, run_torch_script
+from conftest import argmax_agreement, randomise_batch_norm, relative_error, run_torch_script
 from PIL import Image
 
 import kerasseg
@@ -122,15 +122,6 @@ def _normalise(image):
     return ((image / 255.0 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).astype("float32")
 
 
-def _relative(ours, theirs):
-    """max |ours - theirs| / max |theirs|."""
-    return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
-
-
-def _agreement(ours, theirs):
-    return float(np.mean(np.argmax(ours, -1) == np.argmax(theirs, -1)))
-
-
 @pytest.fixture(scope="module")
 def frame(data_dir):
     """A CamVid validation frame, (360, 480, 3) uint8."""
@@ -182,11 +173,11 @@ def test_lraspp_matches_torchvision(converted, torchvision_run, inputs, size, re
     for key in ("low", "high"):
         ours = keras.ops.convert_to_numpy(features[key])
         assert ours.shape == theirs[f"{size}_{key}"].shape
-        assert _relative(ours, theirs[f"{size}_{key}"]) <= 1e-4, key
+        assert relative_error(ours, theirs[f"{size}_{key}"]) <= 1e-4, key
     ours = keras.ops.convert_to_numpy(converted(inputs[size]))
     reference = theirs[f"{size}_out"]
     assert ours.shape == reference.shape == (1, *SIZES[size], 21)
-    relative, agreement = _relative(ours, reference), _agreement(ours, reference)
+    relative, agreement = relative_error(ours, reference), argmax_agreement(ours, reference)
     record_property("relative_difference", relative)
     record_property("argmax_agreement", agreement)
     print(f"lraspp {size}: relative difference {relative:.2e}, argmax agreement {agreement:.5f}")
@@ -205,7 +196,7 @@ def test_deeplabv3_backbone_matches_torchvision(torchvision_run, inputs):
         # deeplabv3_mobilenet_v3_large takes "out" from features.16 and "aux" from features.4.
         for ours, key in ((features["high"], "out"), (features["low"], "aux")):
             reference = theirs[f"{size}_deeplabv3_{key}"]
-            assert _relative(keras.ops.convert_to_numpy(ours), reference) <= 1e-4, (size, key)
+            assert relative_error(keras.ops.convert_to_numpy(ours), reference) <= 1e-4, (size, key)
 
 
 def test_undilated_features_match_the_classification_network(torchvision_run, inputs):
@@ -219,7 +210,7 @@ def test_undilated_features_match_the_classification_network(torchvision_run, in
         for key in ("low", "high"):
             reference = theirs[f"{size}_classification_{key}"]
             assert ours[key].shape == reference.shape
-            assert _relative(keras.ops.convert_to_numpy(ours[key]), reference) <= 1e-4
+            assert relative_error(keras.ops.convert_to_numpy(ours[key]), reference) <= 1e-4
 
 
 @pytest.mark.parametrize("case", range(len(RESIZE_CASES)))
@@ -268,7 +259,7 @@ def test_resize_shorter_side_matches_the_preset_transform(
     ours = keras.ops.convert_to_numpy(model(frame[None].astype("float32")))
     reference = theirs[f"preset_{kind}"]
     assert ours.shape == reference.shape == (1, 360, 480, 21)
-    relative, agreement = _relative(ours, reference), _agreement(ours, reference)
+    relative, agreement = relative_error(ours, reference), argmax_agreement(ours, reference)
     record_property("relative_difference", relative)
     record_property("argmax_agreement", agreement)
     print(f"preset {kind}: relative difference {relative:.2e}, argmax agreement {agreement:.5f}")

@@ -23,7 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import run_torch_script
+from conftest import argmax_agreement, relative_error, run_torch_script
 from PIL import Image
 
 import kerasseg
@@ -119,15 +119,6 @@ with torch.no_grad():
             out[f"preset/{key}/float"] = nhwc(preset(image.float() / 255)[None])
 np.savez(f"{work}/torchvision.npz", **out)
 """
-
-
-def relative_error(ours, theirs):
-    """max |ours - theirs| / max |theirs|."""
-    return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
-
-
-def argmax_agreement(ours, theirs):
-    return float(np.mean(np.argmax(ours, -1) == np.argmax(theirs, -1)))
 
 
 @pytest.fixture(scope="module")
